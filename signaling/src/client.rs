@@ -1,0 +1,310 @@
+//! Messages from a client to the server.
+
+use serde::{Deserialize, Serialize};
+
+use crate::common::{ListKind, Millis, Policy, WhenFull};
+
+/// A client command with its id. On the wire the command's fields sit beside `id` and `type`:
+/// `{"id": "7", "type": "raise_hand", "list": "main"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientMessage {
+    /// Chosen by the client (at most 64 characters); echoed in the `ack` or `error`.
+    pub id: String,
+    /// The command.
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+/// Optional floor settings; absent fields keep their value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FloorSettings {
+    /// Moderated or open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
+    /// 1..=10 open microphones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_speakers: Option<u32>,
+    /// Wait or override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_full: Option<WhenFull>,
+    /// Per-intervention limit in seconds (0 = none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speaking_limit_secs: Option<u32>,
+    /// Warning before the limit, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning_secs: Option<u32>,
+    /// Revoke automatically at the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_revoke: Option<bool>,
+    /// Requests wait as pending until the chair accepts them (moderated only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen_requests: Option<bool>,
+}
+
+/// Every command a client can send. Which roles may send which is in docs/SECURITY.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    /// First message on a connection: the protocol version spoken. Answered by `welcome`.
+    Hello {
+        /// Must equal [`crate::PROTOCOL_VERSION`].
+        protocol: u32,
+    },
+    /// Clock sync: answered by `pong` with the server's time.
+    Ping {
+        /// The client's clock when sending.
+        client_time: Millis,
+    },
+    /// Ask for the floor for yourself (a re-raise while queued is a no-op).
+    RaiseHand {
+        /// Speakers list or reply list.
+        #[serde(default)]
+        list: ListKind,
+    },
+    /// Withdraw your own request, or give back the floor you hold.
+    LowerHand,
+    /// Queue someone sitting in the room who has no device (assistant, moderator).
+    RequestFor {
+        /// Name as typed.
+        name: String,
+        /// Delegation as typed.
+        #[serde(default)]
+        delegation: String,
+        /// Speakers list or reply list.
+        #[serde(default)]
+        list: ListKind,
+    },
+    /// Cancel a queued request, or release a held floor, made on someone's behalf.
+    Cancel {
+        /// Request id.
+        request: u64,
+    },
+    /// Chair: accept a pending request into the queue.
+    Accept {
+        /// Request id.
+        request: u64,
+    },
+    /// Chair: give the floor to a request.
+    Grant {
+        /// Request id.
+        request: u64,
+    },
+    /// Chair: refuse a request.
+    Deny {
+        /// Request id.
+        request: u64,
+    },
+    /// Chair: take the floor away.
+    Revoke {
+        /// Request id.
+        request: u64,
+    },
+    /// Chair: grant the first waiting request (reply list first unless `list` says otherwise).
+    Next {
+        /// Which list to serve; absent: reply list first, then the speakers list.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        list: Option<ListKind>,
+    },
+    /// Chair: move a queued request to position `position` (1-based) of its list.
+    Move {
+        /// Request id.
+        request: u64,
+        /// New position, clamped to the list's length.
+        position: u32,
+    },
+    /// Chair: cancel every waiting request in both lists.
+    LowerAllHands,
+    /// Chair: revoke every open microphone but the chair's.
+    ChairPriority,
+    /// Chair: change floor settings.
+    SetFloor {
+        /// The settings to change.
+        settings: FloorSettings,
+    },
+    /// Chair: start an item (absent: the next planned item).
+    AgendaStart {
+        /// Item id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<String>,
+    },
+    /// Chair: pause the running item.
+    AgendaPause,
+    /// Chair: resume the paused item.
+    AgendaResume,
+    /// Chair: add minutes to the current item.
+    AgendaExtend {
+        /// 1..=120 minutes.
+        minutes: u32,
+    },
+    /// Chair: end the current item.
+    AgendaEnd,
+    /// Chair: skip a planned item.
+    AgendaSkip {
+        /// Item id.
+        item: String,
+    },
+    /// Chair: move an item to position `position` (1-based) in the agenda.
+    AgendaMove {
+        /// Item id.
+        item: String,
+        /// New position.
+        position: u32,
+    },
+    /// Chair: end the current item (if any) and start this one.
+    AgendaJump {
+        /// Item id.
+        item: String,
+    },
+    /// Chair: show a message on the speaker's timer screen (empty clears it).
+    TimerMessage {
+        /// At most 280 characters.
+        text: String,
+    },
+}
+
+impl Command {
+    /// Every command's wire `type`, for validation and documentation.
+    pub const TYPES: &'static [&'static str] = &[
+        "hello",
+        "ping",
+        "raise_hand",
+        "lower_hand",
+        "request_for",
+        "cancel",
+        "accept",
+        "grant",
+        "deny",
+        "revoke",
+        "next",
+        "move",
+        "lower_all_hands",
+        "chair_priority",
+        "set_floor",
+        "agenda_start",
+        "agenda_pause",
+        "agenda_resume",
+        "agenda_extend",
+        "agenda_end",
+        "agenda_skip",
+        "agenda_move",
+        "agenda_jump",
+        "timer_message",
+    ];
+
+    /// This command's wire `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Command::Hello { .. } => "hello",
+            Command::Ping { .. } => "ping",
+            Command::RaiseHand { .. } => "raise_hand",
+            Command::LowerHand => "lower_hand",
+            Command::RequestFor { .. } => "request_for",
+            Command::Cancel { .. } => "cancel",
+            Command::Accept { .. } => "accept",
+            Command::Grant { .. } => "grant",
+            Command::Deny { .. } => "deny",
+            Command::Revoke { .. } => "revoke",
+            Command::Next { .. } => "next",
+            Command::Move { .. } => "move",
+            Command::LowerAllHands => "lower_all_hands",
+            Command::ChairPriority => "chair_priority",
+            Command::SetFloor { .. } => "set_floor",
+            Command::AgendaStart { .. } => "agenda_start",
+            Command::AgendaPause => "agenda_pause",
+            Command::AgendaResume => "agenda_resume",
+            Command::AgendaExtend { .. } => "agenda_extend",
+            Command::AgendaEnd => "agenda_end",
+            Command::AgendaSkip { .. } => "agenda_skip",
+            Command::AgendaMove { .. } => "agenda_move",
+            Command::AgendaJump { .. } => "agenda_jump",
+            Command::TimerMessage { .. } => "timer_message",
+        }
+    }
+}
+
+/// Why a client frame could not be read as a command. Each maps to an error `code`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// Not JSON.
+    Malformed(String),
+    /// JSON, but not an object.
+    NotAnObject,
+    /// No string `id`, or one longer than 64 characters.
+    BadId,
+    /// No string `type`.
+    MissingType,
+    /// A `type` this protocol does not have.
+    UnknownType(String),
+    /// A known type whose fields are missing or wrong.
+    InvalidFields {
+        /// The command type.
+        kind: String,
+        /// serde's description (names the field).
+        detail: String,
+    },
+}
+
+impl ParseError {
+    /// The stable error code sent to the client.
+    pub fn code(&self) -> crate::ErrorCode {
+        use crate::ErrorCode;
+        match self {
+            ParseError::Malformed(_) | ParseError::NotAnObject => ErrorCode::MalformedJson,
+            ParseError::BadId => ErrorCode::BadId,
+            ParseError::MissingType | ParseError::UnknownType(_) => ErrorCode::UnknownType,
+            ParseError::InvalidFields { .. } => ErrorCode::InvalidFields,
+        }
+    }
+
+    /// The id of the offending message, when one could be read (so the error can name it).
+    pub fn message(&self) -> String {
+        match self {
+            ParseError::Malformed(e) => format!("message is not valid JSON: {e}"),
+            ParseError::NotAnObject => "message must be a JSON object".into(),
+            ParseError::BadId => "message needs a string \"id\" of 1 to 64 characters".into(),
+            ParseError::MissingType => "message needs a string \"type\"".into(),
+            ParseError::UnknownType(t) => format!("unknown message type {t:?}"),
+            ParseError::InvalidFields { kind, detail } => {
+                format!("invalid fields for {kind:?}: {detail}")
+            }
+        }
+    }
+}
+
+/// Longest accepted command id.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Reads one client frame. On error, also returns the message id when it could be read, so
+/// the error reply can carry it.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, (Option<String>, ParseError)> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| (None, ParseError::Malformed(e.to_string())))?;
+    let obj = value.as_object().ok_or((None, ParseError::NotAnObject))?;
+    let id = match obj.get("id").and_then(|v| v.as_str()) {
+        Some(id) if !id.is_empty() && id.len() <= MAX_ID_LEN => id.to_owned(),
+        _ => return Err((None, ParseError::BadId)),
+    };
+    let kind = match obj.get("type").and_then(|v| v.as_str()) {
+        Some(k) => k,
+        None => return Err((Some(id), ParseError::MissingType)),
+    };
+    if !Command::TYPES.contains(&kind) {
+        return Err((Some(id), ParseError::UnknownType(kind.chars().take(64).collect())));
+    }
+    let kind = kind.to_owned();
+    let mut fields = value;
+    if let Some(obj) = fields.as_object_mut() {
+        obj.remove("id");
+    }
+    match serde_json::from_value::<Command>(fields) {
+        Ok(command) => Ok(ClientMessage { id, command }),
+        Err(e) => Err((
+            Some(id),
+            ParseError::InvalidFields {
+                kind,
+                detail: e.to_string(),
+            },
+        )),
+    }
+}
