@@ -1,2 +1,4 @@
 pub mod auth;
 pub mod config;
+pub mod floor;
+pub mod store;
