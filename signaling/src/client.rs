@@ -290,7 +290,10 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (Option<String>
         None => return Err((Some(id), ParseError::MissingType)),
     };
     if !Command::TYPES.contains(&kind) {
-        return Err((Some(id), ParseError::UnknownType(kind.chars().take(64).collect())));
+        return Err((
+            Some(id),
+            ParseError::UnknownType(kind.chars().take(64).collect()),
+        ));
     }
     let kind = kind.to_owned();
     let mut fields = value;

@@ -252,7 +252,7 @@ impl Engine {
                     delegation: actor.delegation.clone(),
                     in_room: false,
                 };
-                let id = self.request(beneficiary, actor, list, now, &mut out);
+                let id = self.new_request(beneficiary, actor, list, now, &mut out);
                 out.request = Some(id);
             }
             Command::RequestFor {
@@ -291,7 +291,7 @@ impl Engine {
                     chair: false,
                     ..actor.clone()
                 };
-                let id = self.request(beneficiary, &requester, list, now, &mut out);
+                let id = self.new_request(beneficiary, &requester, list, now, &mut out);
                 out.request = Some(id);
             }
             Command::LowerHand => {
@@ -376,14 +376,10 @@ impl Engine {
             Command::Next(list) => {
                 let first = match list {
                     Some(l) => self.list_ids(l).first().copied(),
-                    None => self
-                        .replies
-                        .first()
-                        .or_else(|| self.queue.first())
-                        .copied(),
+                    None => self.replies.first().or_else(|| self.queue.first()).copied(),
                 };
-                let id = first
-                    .ok_or_else(|| FloorError::InvalidState("nobody is waiting".into()))?;
+                let id =
+                    first.ok_or_else(|| FloorError::InvalidState("nobody is waiting".into()))?;
                 // "Next" is the congress system's shift: it always makes room.
                 self.make_room(Some(&actor.id), RevokeReason::Chair, false, now, &mut out)?;
                 self.grant(id, Some(actor.id.clone()), None, now, &mut out);
@@ -621,7 +617,10 @@ impl Engine {
             }
             if over {
                 self.emit(Event::SpeakingOverrun { request }, now, &mut out);
-                let slot = self.requests.get(&request).is_some_and(|r| r.slot.is_some());
+                let slot = self
+                    .requests
+                    .get(&request)
+                    .is_some_and(|r| r.slot.is_some());
                 if self.settings.auto_revoke && !slot {
                     self.emit(
                         Event::Revoked {
@@ -642,7 +641,8 @@ impl Engine {
         if let Some(item) = self.current_item() {
             if let (ItemState::Running, Some(d)) = (item.state, item.deadline) {
                 let id = item.plan.id.clone();
-                let warn = !item.warned && self.item_warning_ms > 0 && now >= d - self.item_warning_ms;
+                let warn =
+                    !item.warned && self.item_warning_ms > 0 && now >= d - self.item_warning_ms;
                 let over = !item.overran && now >= d;
                 if warn {
                     self.emit(Event::ItemWarning { item: id.clone() }, now, &mut out);
@@ -657,7 +657,7 @@ impl Engine {
 
     // ----- decide helpers (each emits) ---------------------------------------------------
 
-    fn request(
+    fn new_request(
         &mut self,
         beneficiary: Beneficiary,
         actor: &Actor,
@@ -739,9 +739,16 @@ impl Engine {
         Ok(())
     }
 
-    fn cut_longest(&mut self, by: Option<&str>, reason: RevokeReason, now: Millis, out: &mut Outcome) {
+    fn cut_longest(
+        &mut self,
+        by: Option<&str>,
+        reason: RevokeReason,
+        now: Millis,
+        out: &mut Outcome,
+    ) {
         // Holders are kept in grant order, so the first counting one has spoken longest.
-        if let Some(request) = self.holders().find(|r| r.counts()).map(|r| r.id) {
+        let longest = self.holders().find(|r| r.counts()).map(|r| r.id);
+        if let Some(request) = longest {
             self.emit(
                 Event::Revoked {
                     request,
@@ -900,7 +907,13 @@ impl Engine {
         );
     }
 
-    fn revoke_all(&mut self, by: Option<&str>, reason: RevokeReason, now: Millis, out: &mut Outcome) {
+    fn revoke_all(
+        &mut self,
+        by: Option<&str>,
+        reason: RevokeReason,
+        now: Millis,
+        out: &mut Outcome,
+    ) {
         let ids: Vec<RequestId> = self.holders().filter(|r| !r.chair).map(|r| r.id).collect();
         for request in ids {
             self.emit(
@@ -1238,7 +1251,13 @@ impl Engine {
                 return Err(format!("request {} granted before requested", r.id));
             }
         }
-        for id in self.holders.iter().chain(&self.pending).chain(&self.queue).chain(&self.replies) {
+        for id in self
+            .holders
+            .iter()
+            .chain(&self.pending)
+            .chain(&self.queue)
+            .chain(&self.replies)
+        {
             if !self.requests.contains_key(id) {
                 return Err(format!("list names unknown request {id}"));
             }
