@@ -1,4 +1,6 @@
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod floor;
+pub mod meeting;
 pub mod store;

@@ -90,6 +90,12 @@ pub enum Command {
         /// Request id.
         request: u64,
     },
+    /// Chair: give the floor to a connected participant directly (their live request, if
+    /// any, is granted; otherwise one is made for them).
+    GiveFloor {
+        /// Participant id.
+        participant: String,
+    },
     /// Chair: refuse a request.
     Deny {
         /// Request id.
@@ -174,6 +180,7 @@ impl Command {
         "cancel",
         "accept",
         "grant",
+        "give_floor",
         "deny",
         "revoke",
         "next",
@@ -203,6 +210,7 @@ impl Command {
             Command::Cancel { .. } => "cancel",
             Command::Accept { .. } => "accept",
             Command::Grant { .. } => "grant",
+            Command::GiveFloor { .. } => "give_floor",
             Command::Deny { .. } => "deny",
             Command::Revoke { .. } => "revoke",
             Command::Next { .. } => "next",
@@ -257,7 +265,7 @@ impl ParseError {
         }
     }
 
-    /// The id of the offending message, when one could be read (so the error can name it).
+    /// The human-readable explanation sent with the error.
     pub fn message(&self) -> String {
         match self {
             ParseError::Malformed(e) => format!("message is not valid JSON: {e}"),

@@ -341,6 +341,36 @@ impl Engine {
                 }
                 self.grant(id, Some(actor.id.clone()), None, now, &mut out);
             }
+            Command::GiveFloor(beneficiary) => {
+                let id = match self.live_request_of(&beneficiary.participant) {
+                    Some(r) if r.state == State::Granted => {
+                        return Err(FloorError::InvalidState(format!(
+                            "{} already holds the floor",
+                            beneficiary.name
+                        )));
+                    }
+                    Some(r) => r.id,
+                    None => {
+                        if self.counting_holders() >= self.settings.max_speakers as usize
+                            && self.settings.when_full == WhenFull::Wait
+                        {
+                            return Err(FloorError::MaxSpeakers(self.settings.max_speakers));
+                        }
+                        self.insert_request(
+                            beneficiary,
+                            &actor.id,
+                            List::Main,
+                            false,
+                            State::Accepted,
+                            now,
+                            &mut out,
+                        )
+                    }
+                };
+                self.make_room(Some(&actor.id), RevokeReason::Override, true, now, &mut out)?;
+                self.grant(id, Some(actor.id.clone()), None, now, &mut out);
+                out.request = Some(id);
+            }
             Command::Deny(id) => {
                 if self.live(id)?.state == State::Granted {
                     return Err(FloorError::InvalidState(format!(
@@ -665,7 +695,6 @@ impl Engine {
         now: Millis,
         out: &mut Outcome,
     ) -> RequestId {
-        let id = self.next_request;
         let state = if self.settings.policy == Policy::Moderated
             && self.settings.screen_requests
             && !actor.chair
@@ -674,24 +703,7 @@ impl Engine {
         } else {
             State::Accepted
         };
-        let request = Request {
-            id,
-            beneficiary,
-            requested_by: actor.id.clone(),
-            list,
-            state,
-            requested_at: now,
-            granted_at: None,
-            deadline: None,
-            paused_remaining: None,
-            limit_ms: None,
-            warning_ms: None,
-            slot: None,
-            chair: actor.chair,
-            warned: false,
-            overran: false,
-        };
-        self.emit(Event::Requested(Box::new(request)), now, out);
+        let id = self.insert_request(beneficiary, &actor.id, list, actor.chair, state, now, out);
         if actor.chair {
             // The chair's microphone never counts: granted at once.
             self.grant(id, None, None, now, out);
@@ -704,6 +716,39 @@ impl Engine {
             }
             self.auto_grant(now, out);
         }
+        id
+    }
+
+    /// Emits a new request and returns its id.
+    fn insert_request(
+        &mut self,
+        beneficiary: Beneficiary,
+        requested_by: &str,
+        list: List,
+        chair: bool,
+        state: State,
+        now: Millis,
+        out: &mut Outcome,
+    ) -> RequestId {
+        let id = self.next_request;
+        let request = Request {
+            id,
+            beneficiary,
+            requested_by: requested_by.to_owned(),
+            list,
+            state,
+            requested_at: now,
+            granted_at: None,
+            deadline: None,
+            paused_remaining: None,
+            limit_ms: None,
+            warning_ms: None,
+            slot: None,
+            chair,
+            warned: false,
+            overran: false,
+        };
+        self.emit(Event::Requested(Box::new(request)), now, out);
         id
     }
 
@@ -861,31 +906,21 @@ impl Engine {
                 let id = match existing {
                     Some(id) => id,
                     None => {
-                        let id = self.next_request;
-                        let request = Request {
-                            id,
-                            beneficiary: Beneficiary {
-                                participant,
-                                name: p.name.clone(),
-                                delegation: p.organisation.clone(),
-                                in_room: p.participant.is_none(),
-                            },
-                            requested_by: actor.id.clone(),
-                            list: List::Main,
-                            state: State::Accepted,
-                            requested_at: now,
-                            granted_at: None,
-                            deadline: None,
-                            paused_remaining: None,
-                            limit_ms: None,
-                            warning_ms: None,
-                            slot: None,
-                            chair: false,
-                            warned: false,
-                            overran: false,
+                        let beneficiary = Beneficiary {
+                            participant,
+                            name: p.name.clone(),
+                            delegation: p.organisation.clone(),
+                            in_room: p.participant.is_none(),
                         };
-                        self.emit(Event::Requested(Box::new(request)), now, out);
-                        id
+                        self.insert_request(
+                            beneficiary,
+                            &actor.id,
+                            List::Main,
+                            false,
+                            State::Accepted,
+                            now,
+                            out,
+                        )
                     }
                 };
                 self.grant(id, None, Some((item.plan.id.clone(), limit)), now, out);

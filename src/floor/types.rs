@@ -299,6 +299,8 @@ pub enum Command {
     Accept(RequestId),
     /// Grant.
     Grant(RequestId),
+    /// Give the floor to a participant directly (their live request, or a new one).
+    GiveFloor(Beneficiary),
     /// Deny.
     Deny(RequestId),
     /// Revoke.

@@ -1,0 +1,705 @@
+//! # Meetings: one task per meeting owns its state
+//!
+//! A [`MeetingHandle`] is the only way in: connections send it messages ([`Msg`]) and get
+//! their replies and the event stream on their own bounded channel, so acks and events reach
+//! each client in one total order. The task owns the floor [`Engine`], the participant list
+//! and the sequence counter; no lock is shared.
+//!
+//! For every change the task: clones the engine (for rollback), lets the engine decide,
+//! appends the resulting events to the journal and waits for the sync, and only then sends
+//! them out with their sequence numbers. If the journal fails, the engine is restored and the
+//! client gets `journal_unavailable`: nothing is announced that is not on disk.
+//!
+//! On start the task replays the meeting's journal, so a restart loses nothing.
+
+mod roles;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::ws::Utf8Bytes;
+use roundtable_signaling::{
+    self as sig, ClientMessage, Command, ErrorCode, ParticipantInfo, Presence, Role, ServerMessage,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::clock::{Clock, Millis};
+use crate::config::{self, MeetingConfig};
+use crate::floor::{self, Engine};
+use crate::store::{Journal, JournalRecord, StoreError};
+
+pub use roles::allowed;
+
+/// How many outbound messages may wait for a slow client before it is disconnected.
+pub const CONNECTION_QUEUE: usize = 1024;
+
+/// A connection's id, unique within the server.
+pub type ConnId = u64;
+
+/// What a connection receives from its meeting.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A JSON text frame, serialised once and shared by every receiver.
+    Text(Utf8Bytes),
+    /// Close the connection after sending this reason (`goodbye`).
+    Close(Utf8Bytes),
+}
+
+/// Messages to a meeting task.
+#[derive(Debug)]
+pub enum Msg {
+    /// A connection said `hello`: register it and answer with `welcome`.
+    Join {
+        /// Connection id.
+        conn: ConnId,
+        /// Who (from the verified token).
+        who: Who,
+        /// The connection's outbound channel.
+        out: mpsc::Sender<Outbound>,
+    },
+    /// A command from a joined connection.
+    Command {
+        /// Connection id.
+        conn: ConnId,
+        /// The command.
+        msg: ClientMessage,
+    },
+    /// A connection ended.
+    Leave {
+        /// Connection id.
+        conn: ConnId,
+        /// `left` or `connection_lost`.
+        presence: Presence,
+    },
+    /// Is the floor held by this participant (the SFU's gate asks this)?
+    HoldsFloor {
+        /// Participant id.
+        participant: String,
+        /// Answer.
+        reply: oneshot::Sender<bool>,
+    },
+    /// The current snapshot and sequence number.
+    Snapshot {
+        /// Answer.
+        reply: oneshot::Sender<(u64, Box<sig::Snapshot>)>,
+    },
+}
+
+/// A participant as named by their invite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Who {
+    /// Participant id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Delegation.
+    pub delegation: String,
+    /// Role.
+    pub role: Role,
+}
+
+/// Errors starting a meeting.
+#[derive(Debug, thiserror::Error)]
+pub enum MeetingError {
+    /// The journal could not be read or written.
+    #[error("journal: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The way into a meeting task.
+#[derive(Debug, Clone)]
+pub struct MeetingHandle {
+    /// Meeting id.
+    pub id: Arc<str>,
+    tx: mpsc::Sender<Msg>,
+}
+
+impl MeetingHandle {
+    /// Sends a message; false if the meeting task has stopped.
+    pub async fn send(&self, msg: Msg) -> bool {
+        self.tx.send(msg).await.is_ok()
+    }
+
+    /// Whether the participant holds the floor now.
+    pub async fn holds_floor(&self, participant: &str) -> bool {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::HoldsFloor {
+            participant: participant.to_owned(),
+            reply,
+        })
+        .await;
+        rx.await.unwrap_or(false)
+    }
+
+    /// The current snapshot and its sequence number.
+    pub async fn snapshot(&self) -> Option<(u64, Box<sig::Snapshot>)> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::Snapshot { reply }).await;
+        rx.await.ok()
+    }
+}
+
+/// Counters shared with `/metrics` and `/healthz`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Events journaled and broadcast.
+    pub events: AtomicU64,
+    /// Commands refused.
+    pub errors: AtomicU64,
+    /// Connections dropped for being too slow.
+    pub lagging: AtomicU64,
+}
+
+/// The engine built from a meeting's config.
+pub fn engine_from_config(m: &MeetingConfig) -> Engine {
+    let f = &m.floor;
+    let settings = floor::Settings {
+        policy: match f.policy {
+            config::PolicyKind::Moderated => floor::Policy::Moderated,
+            config::PolicyKind::Open => floor::Policy::Open,
+        },
+        max_speakers: f.max_speakers,
+        when_full: match f.when_full {
+            config::WhenFull::Wait => floor::WhenFull::Wait,
+            config::WhenFull::Override => floor::WhenFull::Override,
+        },
+        speaking_limit_ms: i64::from(f.speaking_limit_secs) * 1000,
+        warning_ms: i64::from(f.warning_secs) * 1000,
+        auto_revoke: f.auto_revoke,
+        screen_requests: f.screen_requests,
+    };
+    let plan = m
+        .agenda
+        .iter()
+        .map(|i| floor::ItemPlan {
+            id: i.id.clone(),
+            kind: match i.kind {
+                config::ItemKind::Remarks => floor::ItemKind::Remarks,
+                config::ItemKind::Presentation => floor::ItemKind::Presentation,
+                config::ItemKind::Dialogue => floor::ItemKind::Dialogue,
+                config::ItemKind::Break => floor::ItemKind::Break,
+            },
+            title: i.title.clone(),
+            presenters: i
+                .presenters
+                .iter()
+                .map(|p| floor::Presenter {
+                    name: p.name.clone(),
+                    role: p.role.clone().unwrap_or_default(),
+                    organisation: p.organisation.clone().unwrap_or_default(),
+                    participant: p.participant.clone(),
+                })
+                .collect(),
+            planned_ms: i64::from(i.minutes) * 60_000,
+            intervention_ms: i
+                .intervention_secs
+                .filter(|s| *s > 0)
+                .map(|s| i64::from(s) * 1000),
+        })
+        .collect();
+    floor::Engine::new(
+        settings,
+        plan,
+        m.starts_at_ms,
+        i64::from(f.item_warning_secs) * 1000,
+    )
+}
+
+/// Starts a meeting task: replays the journal, then serves messages until `shutdown` turns
+/// true. Returns once the state is rebuilt.
+pub async fn start(
+    config: &MeetingConfig,
+    journal: Journal,
+    clock: Clock,
+    counters: Arc<Counters>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(MeetingHandle, tokio::task::JoinHandle<()>), MeetingError> {
+    let mut meeting = Meeting {
+        info: sig::MeetingInfo {
+            id: config.id.clone(),
+            title: config.title.clone(),
+            organiser: config.organiser.clone().unwrap_or_default(),
+            venue: config.venue.clone().unwrap_or_default(),
+        },
+        engine: engine_from_config(config),
+        seq: 0,
+        participants: Vec::new(),
+        conns: HashMap::new(),
+        journal,
+        clock,
+        counters,
+    };
+    meeting.replay().await?;
+    let (tx, rx) = mpsc::channel(4096);
+    let span = info_span!("meeting", meeting = %config.id);
+    let task = tokio::spawn(meeting.run(rx, shutdown).instrument(span));
+    Ok((
+        MeetingHandle {
+            id: config.id.as_str().into(),
+            tx,
+        },
+        task,
+    ))
+}
+
+struct Conn {
+    who: Who,
+    out: mpsc::Sender<Outbound>,
+}
+
+struct Meeting {
+    info: sig::MeetingInfo,
+    engine: Engine,
+    /// Last sequence number journaled.
+    seq: u64,
+    /// Everyone who has joined, in order of first arrival.
+    participants: Vec<ParticipantInfo>,
+    conns: HashMap<ConnId, Conn>,
+    journal: Journal,
+    clock: Clock,
+    counters: Arc<Counters>,
+}
+
+/// Serialises a server message. Serialising our own types cannot fail (no maps with
+/// non-string keys, no custom serializers); fall back to an error frame if it ever did.
+pub fn encode(msg: &ServerMessage) -> Utf8Bytes {
+    match serde_json::to_string(msg) {
+        Ok(s) => s.into(),
+        Err(e) => {
+            warn!(error = %e, "could not serialise a server message");
+            r#"{"type":"error","code":"invalid_state","message":"internal encoding error"}"#.into()
+        }
+    }
+}
+
+/// An error message for a command id.
+pub fn error_frame(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> Utf8Bytes {
+    encode(&ServerMessage::Error {
+        id,
+        code,
+        message: message.into(),
+    })
+}
+
+fn floor_error(e: &floor::FloorError) -> ErrorCode {
+    match e {
+        floor::FloorError::NotFound(_) => ErrorCode::NotFound,
+        floor::FloorError::InvalidState(_) => ErrorCode::InvalidState,
+        floor::FloorError::MaxSpeakers(_) => ErrorCode::MaxSpeakers,
+        floor::FloorError::InvalidValue(_) => ErrorCode::InvalidValue,
+        floor::FloorError::Forbidden(_) => ErrorCode::Forbidden,
+    }
+}
+
+impl Meeting {
+    async fn replay(&mut self) -> Result<(), MeetingError> {
+        let records = self.journal.load(&self.info.id).await?;
+        let count = records.len();
+        for rec in records {
+            self.seq = rec.seq;
+            match serde_json::from_str::<sig::Event>(&rec.body) {
+                Ok(event) => self.apply(&event, rec.at_ms),
+                Err(e) => warn!(seq = rec.seq, error = %e, "skipping unreadable journal record"),
+            }
+        }
+        if count > 0 {
+            info!(
+                events = count,
+                seq = self.seq,
+                "meeting rebuilt from the journal"
+            );
+            let now = self.clock.now();
+            self.commit(vec![sig::Event::ServerRestarted], now).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies a journaled event to the state (engine or presence).
+    fn apply(&mut self, event: &sig::Event, at: Millis) {
+        match event {
+            sig::Event::ParticipantJoined { participant } => {
+                match self
+                    .participants
+                    .iter_mut()
+                    .find(|p| p.id == participant.id)
+                {
+                    Some(p) => *p = participant.clone(),
+                    None => self.participants.push(participant.clone()),
+                }
+            }
+            sig::Event::ParticipantLeft {
+                participant,
+                presence,
+            } => {
+                if let Some(p) = self.participants.iter_mut().find(|p| &p.id == participant) {
+                    p.presence = *presence;
+                }
+            }
+            sig::Event::ServerRestarted => {
+                for p in &mut self.participants {
+                    if p.presence == Presence::Joined {
+                        p.presence = Presence::ConnectionLost;
+                    }
+                }
+            }
+            other => {
+                if let Some(e) = wire::event_in(other) {
+                    self.engine.apply(&e, at);
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self, now: Millis) -> sig::Snapshot {
+        sig::Snapshot {
+            meeting: self.info.clone(),
+            floor: wire::floor_view(&self.engine),
+            agenda: wire::agenda_view(&self.engine, now),
+            participants: self.participants.clone(),
+            timer_message: self.engine.timer_message().map(str::to_owned),
+        }
+    }
+
+    /// Journals `events` (synced), applies the presence ones, and broadcasts them all.
+    /// Engine events must already be applied to the engine by the caller. Returns the last
+    /// sequence number.
+    async fn commit(&mut self, events: Vec<sig::Event>, at: Millis) -> Result<u64, StoreError> {
+        let records: Vec<JournalRecord> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| JournalRecord {
+                meeting: self.info.id.clone(),
+                seq: self.seq + 1 + i as u64,
+                at_ms: at,
+                kind: e.kind().to_owned(),
+                actor: e.actor().map(str::to_owned),
+                body: serde_json::to_string(e).unwrap_or_default(),
+            })
+            .collect();
+        self.journal.append(records).await?;
+        let last_floor = events.iter().rposition(|e| e.touches_floor());
+        let last_agenda = events.iter().rposition(|e| e.touches_agenda());
+        for (i, event) in events.into_iter().enumerate() {
+            if wire::event_in(&event).is_none() {
+                self.apply(&event, at);
+            }
+            self.seq += 1;
+            let msg = ServerMessage::Event {
+                seq: self.seq,
+                at,
+                floor: (Some(i) == last_floor).then(|| Box::new(wire::floor_view(&self.engine))),
+                agenda: (Some(i) == last_agenda)
+                    .then(|| Box::new(wire::agenda_view(&self.engine, at))),
+                event,
+            };
+            self.broadcast(encode(&msg));
+            self.counters.events.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(self.seq)
+    }
+
+    fn broadcast(&mut self, frame: Utf8Bytes) {
+        let mut lagging = Vec::new();
+        for (id, conn) in &self.conns {
+            if conn.out.try_send(Outbound::Text(frame.clone())).is_err() {
+                lagging.push(*id);
+            }
+        }
+        for id in lagging {
+            // Dropping the sender closes the connection's writer; its reader then reports
+            // the leave, which is journaled like any lost connection.
+            if let Some(conn) = self.conns.remove(&id) {
+                warn!(participant = %conn.who.id, "client too slow: disconnecting");
+                self.counters.lagging.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn send_to(&mut self, conn: ConnId, frame: Utf8Bytes) {
+        if let Some(c) = self.conns.get(&conn) {
+            if c.out.try_send(Outbound::Text(frame)).is_err() {
+                self.conns.remove(&conn);
+                self.counters.lagging.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>, mut shutdown: watch::Receiver<bool>) {
+        let mut clock_moved = self.clock.subscribe();
+        loop {
+            let now = self.clock.now();
+            let wait = self.engine.next_deadline().map(|d| (d - now).max(0) as u64);
+            let manual = clock_moved.is_some();
+            let sleep = async move {
+                match wait {
+                    // A manual clock is woken by `clock_moved`; the system clock by sleeping.
+                    Some(ms) if !manual => {
+                        tokio::time::sleep(std::time::Duration::from_millis(ms)).await
+                    }
+                    Some(0) => {}
+                    _ => std::future::pending().await,
+                }
+            };
+            let moved = async {
+                match clock_moved.as_mut() {
+                    Some(rx) => {
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.handle(msg).await,
+                    None => break,
+                },
+                _ = sleep => self.tick().await,
+                _ = moved => self.tick().await,
+                _ = shutdown.changed() => break,
+            }
+        }
+        let bye = encode(&ServerMessage::Goodbye {
+            reason: "shutdown".into(),
+        });
+        for conn in self.conns.values() {
+            let _ = conn.out.try_send(Outbound::Close(bye.clone()));
+        }
+        debug!("meeting task stopped");
+    }
+
+    async fn tick(&mut self) {
+        let now = self.clock.now();
+        let before = self.engine.clone();
+        let events = self.engine.tick(now);
+        if events.is_empty() {
+            return;
+        }
+        let wire_events = events.iter().map(wire::event_out).collect();
+        if let Err(e) = self.commit(wire_events, now).await {
+            warn!(error = %e, "journal failed; timer events not announced, will retry");
+            self.engine = before;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Join { conn, who, out } => self.join(conn, who, out).await,
+            Msg::Command { conn, msg } => self.command(conn, msg).await,
+            Msg::Leave { conn, presence } => {
+                let Some(c) = self.conns.remove(&conn) else {
+                    return;
+                };
+                if self.conns.values().any(|o| o.who.id == c.who.id) {
+                    return;
+                }
+                let now = self.clock.now();
+                let event = sig::Event::ParticipantLeft {
+                    participant: c.who.id.clone(),
+                    presence,
+                };
+                if let Err(e) = self.commit(vec![event], now).await {
+                    warn!(error = %e, "journal failed recording a leave");
+                }
+            }
+            Msg::HoldsFloor { participant, reply } => {
+                let _ = reply.send(self.engine.holds_floor(&participant));
+            }
+            Msg::Snapshot { reply } => {
+                let now = self.clock.now();
+                let _ = reply.send((self.seq, Box::new(self.snapshot(now))));
+            }
+        }
+    }
+
+    async fn join(&mut self, conn: ConnId, who: Who, out: mpsc::Sender<Outbound>) {
+        let now = self.clock.now();
+        // One live connection per participant: a new one replaces the old.
+        let replaced: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.who.id == who.id)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in replaced {
+            if let Some(old) = self.conns.remove(&id) {
+                let bye = encode(&ServerMessage::Goodbye {
+                    reason: "replaced".into(),
+                });
+                let _ = old.out.try_send(Outbound::Close(bye));
+            }
+        }
+        let info = ParticipantInfo {
+            id: who.id.clone(),
+            name: who.name.clone(),
+            delegation: who.delegation.clone(),
+            role: who.role,
+            presence: Presence::Joined,
+        };
+        let already = self.participants.iter().any(|p| *p == info);
+        if !already {
+            if let Err(e) = self
+                .commit(
+                    vec![sig::Event::ParticipantJoined {
+                        participant: info.clone(),
+                    }],
+                    now,
+                )
+                .await
+            {
+                let _ = out.try_send(Outbound::Close(error_frame(
+                    None,
+                    ErrorCode::JournalUnavailable,
+                    format!("could not record your arrival: {e}"),
+                )));
+                return;
+            }
+        }
+        let welcome = ServerMessage::Welcome {
+            protocol: sig::PROTOCOL_VERSION,
+            server_time: now,
+            you: info,
+            seq: self.seq,
+            snapshot: Box::new(self.snapshot(now)),
+        };
+        if out.try_send(Outbound::Text(encode(&welcome))).is_ok() {
+            info!(participant = %who.id, role = who.role.as_str(), "joined");
+            self.conns.insert(conn, Conn { who, out });
+        }
+    }
+
+    async fn command(&mut self, conn: ConnId, msg: ClientMessage) {
+        let Some(who) = self.conns.get(&conn).map(|c| c.who.clone()) else {
+            return;
+        };
+        let id = msg.id;
+        if !allowed(who.role, &msg.command) {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            let frame = error_frame(
+                Some(id),
+                ErrorCode::Forbidden,
+                format!(
+                    "a {} may not send {}",
+                    who.role.as_str(),
+                    msg.command.type_name()
+                ),
+            );
+            self.send_to(conn, frame);
+            return;
+        }
+        let now = self.clock.now();
+        let command = match self.to_engine(msg.command) {
+            Ok(c) => c,
+            Err((code, message)) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                self.send_to(conn, error_frame(Some(id), code, message));
+                return;
+            }
+        };
+        let actor = floor::Actor {
+            id: who.id.clone(),
+            name: who.name.clone(),
+            delegation: who.delegation.clone(),
+            chair: who.role == Role::Moderator,
+        };
+        let before = self.engine.clone();
+        let frame = match self.engine.handle(&actor, command, now) {
+            Err(e) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                error_frame(Some(id), floor_error(&e), e.to_string())
+            }
+            Ok(outcome) if outcome.events.is_empty() => encode(&ServerMessage::Ack {
+                id,
+                seq: None,
+                request: outcome.request,
+            }),
+            Ok(outcome) => {
+                let events = outcome.events.iter().map(wire::event_out).collect();
+                match self.commit(events, now).await {
+                    Ok(seq) => encode(&ServerMessage::Ack {
+                        id,
+                        seq: Some(seq),
+                        request: outcome.request,
+                    }),
+                    Err(e) => {
+                        self.engine = before;
+                        warn!(error = %e, "journal failed; command rolled back");
+                        error_frame(
+                            Some(id),
+                            ErrorCode::JournalUnavailable,
+                            "the journal could not be written; nothing changed",
+                        )
+                    }
+                }
+            }
+        };
+        self.send_to(conn, frame);
+    }
+
+    fn to_engine(&self, command: Command) -> Result<floor::Command, (ErrorCode, String)> {
+        use floor::Command as F;
+        Ok(match command {
+            Command::Hello { .. } | Command::Ping { .. } => {
+                return Err((
+                    ErrorCode::InvalidState,
+                    "hello and ping are answered by the connection".into(),
+                ));
+            }
+            Command::RaiseHand { list } => F::RaiseHand {
+                list: wire::list_in(list),
+            },
+            Command::LowerHand => F::LowerHand,
+            Command::RequestFor {
+                name,
+                delegation,
+                list,
+            } => F::RequestFor {
+                name,
+                delegation,
+                list: wire::list_in(list),
+            },
+            Command::Cancel { request } => F::Cancel(request),
+            Command::Accept { request } => F::Accept(request),
+            Command::Grant { request } => F::Grant(request),
+            Command::GiveFloor { participant } => {
+                let p = self
+                    .participants
+                    .iter()
+                    .find(|p| p.id == participant)
+                    .ok_or_else(|| {
+                        (
+                            ErrorCode::NotFound,
+                            format!("no participant {participant:?} in this meeting"),
+                        )
+                    })?;
+                F::GiveFloor(floor::Beneficiary {
+                    participant: p.id.clone(),
+                    name: p.name.clone(),
+                    delegation: p.delegation.clone(),
+                    in_room: false,
+                })
+            }
+            Command::Deny { request } => F::Deny(request),
+            Command::Revoke { request } => F::Revoke(request),
+            Command::Next { list } => F::Next(list.map(wire::list_in)),
+            Command::Move { request, position } => F::Move(request, position),
+            Command::LowerAllHands => F::LowerAllHands,
+            Command::ChairPriority => F::ChairPriority,
+            Command::SetFloor { settings } => F::SetFloor(wire::settings_change_in(settings)),
+            Command::AgendaStart { item } => F::AgendaStart(item),
+            Command::AgendaPause => F::AgendaPause,
+            Command::AgendaResume => F::AgendaResume,
+            Command::AgendaExtend { minutes } => F::AgendaExtend(minutes),
+            Command::AgendaEnd => F::AgendaEnd,
+            Command::AgendaSkip { item } => F::AgendaSkip(item),
+            Command::AgendaMove { item, position } => F::AgendaMove(item, position),
+            Command::AgendaJump { item } => F::AgendaJump(item),
+            Command::TimerMessage { text } => F::TimerMessage(text),
+        })
+    }
+}
