@@ -15,7 +15,6 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -97,85 +96,8 @@ impl AuthError {
     }
 }
 
-/// Role granted by an invite token (the auth layer's own notion of role).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Chairs the meeting and controls the floor.
-    Moderator,
-    /// A voting/speaking participant.
-    Delegate,
-    /// A shared meeting-room endpoint.
-    Room,
-    /// Technical operator (audio/video, network).
-    Technician,
-    /// Listen-only participant.
-    Observer,
-    /// Assists the moderator (e.g. secretariat, minutes).
-    Assistant,
-}
-
-impl Role {
-    /// Every role, in declaration order.
-    pub const ALL: &'static [Role] = &[
-        Role::Moderator,
-        Role::Delegate,
-        Role::Room,
-        Role::Technician,
-        Role::Observer,
-        Role::Assistant,
-    ];
-
-    /// Lowercase wire name of the role (same as its serde representation).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Moderator => "moderator",
-            Role::Delegate => "delegate",
-            Role::Room => "room",
-            Role::Technician => "technician",
-            Role::Observer => "observer",
-            Role::Assistant => "assistant",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Error returned when parsing an unknown [`Role`] name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role {input:?}; expected one of: {}", allowed_roles())]
-pub struct ParseRoleError {
-    input: String,
-}
-
-fn allowed_roles() -> String {
-    Role::ALL
-        .iter()
-        .map(|r| r.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-impl FromStr for Role {
-    type Err = ParseRoleError;
-
-    /// Parses a role name, ignoring ASCII case and surrounding whitespace.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let wanted = s.trim();
-        Role::ALL
-            .iter()
-            .copied()
-            .find(|r| r.as_str().eq_ignore_ascii_case(wanted))
-            .ok_or_else(|| ParseRoleError {
-                // Bound the echoed input so error messages stay small.
-                input: wanted.chars().take(64).collect(),
-            })
-    }
-}
+/// Roles are the wire protocol's: one definition for tokens and the meeting.
+pub use roundtable_signaling::{ParseRoleError, Role};
 
 /// The signed content of an invite token.
 ///

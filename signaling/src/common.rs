@@ -52,6 +52,48 @@ impl Role {
     }
 }
 
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown role name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseRoleError {
+    input: String,
+}
+
+impl std::fmt::Display for ParseRoleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let allowed: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        write!(
+            f,
+            "unknown role {:?}; expected one of: {}",
+            self.input,
+            allowed.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for ParseRoleError {}
+
+impl std::str::FromStr for Role {
+    type Err = ParseRoleError;
+
+    /// Parses a role name, ignoring ASCII case and surrounding whitespace.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim();
+        Role::ALL
+            .iter()
+            .copied()
+            .find(|r| r.as_str().eq_ignore_ascii_case(wanted))
+            .ok_or_else(|| ParseRoleError {
+                input: wanted.chars().take(64).collect(),
+            })
+    }
+}
+
 /// Which list a floor request waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -208,6 +208,30 @@ pub fn engine_from_config(m: &MeetingConfig) -> Engine {
     )
 }
 
+/// The meeting's identity from its config.
+pub fn meeting_info(config: &MeetingConfig) -> sig::MeetingInfo {
+    sig::MeetingInfo {
+        id: config.id.clone(),
+        title: config.title.clone(),
+        organiser: config.organiser.clone().unwrap_or_default(),
+        venue: config.venue.clone().unwrap_or_default(),
+    }
+}
+
+/// Rebuilds a meeting's engine from its journal (for the `minutes` command).
+pub fn replay_engine(config: &MeetingConfig, records: &[JournalRecord]) -> Engine {
+    let mut engine = engine_from_config(config);
+    for rec in records {
+        if let Some(e) = serde_json::from_str::<sig::Event>(&rec.body)
+            .ok()
+            .and_then(|e| wire::event_in(&e))
+        {
+            engine.apply(&e, rec.at_ms);
+        }
+    }
+    engine
+}
+
 /// Starts a meeting task: replays the journal, then serves messages until `shutdown` turns
 /// true. Returns once the state is rebuilt.
 pub async fn start(
@@ -218,12 +242,7 @@ pub async fn start(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(MeetingHandle, tokio::task::JoinHandle<()>), MeetingError> {
     let mut meeting = Meeting {
-        info: sig::MeetingInfo {
-            id: config.id.clone(),
-            title: config.title.clone(),
-            organiser: config.organiser.clone().unwrap_or_default(),
-            venue: config.venue.clone().unwrap_or_default(),
-        },
+        info: meeting_info(config),
         engine: engine_from_config(config),
         seq: 0,
         participants: Vec::new(),

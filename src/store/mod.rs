@@ -56,6 +56,7 @@
 //! ```
 
 mod journal;
+pub mod minutes;
 
 pub use journal::{Journal, JournalReader, JournalStats};
 

@@ -1,0 +1,238 @@
+//! # HTTP: the router
+//!
+//! [`app`] builds the axum `Router` apart from `main`, so tests serve the very same router
+//! on port 0. Routes:
+//! - `GET /ws?token=...`: the meeting websocket (token checked before the upgrade: 401).
+//! - `GET /api/minutes?format=json|csv|md` with a moderator token (query `token` or
+//!   `Authorization: Bearer`).
+//! - `GET /healthz`: 200 with version and uptime.
+//! - `GET /`: a plain page saying what this server is.
+//!
+//! No media or floor internals here: meetings are reached through their handles.
+
+mod connection;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::auth::{self, Claims, Secret};
+use crate::clock::Clock;
+use crate::meeting::{Counters, MeetingHandle, Who};
+use crate::store::{Journal, minutes};
+
+pub use connection::{FLOOD_LIMIT, FLOOD_WINDOW};
+
+/// Largest websocket message accepted at all; larger ones end the connection. Messages over
+/// the configured soft limit (64 KiB by default) get a `too_large` error instead.
+pub const HARD_FRAME_LIMIT: usize = 1 << 20;
+
+/// Per-connection limits from the config.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Soft frame limit in bytes.
+    pub max_frame_bytes: usize,
+    /// Token bucket refill.
+    pub commands_per_second: u32,
+    /// Token bucket size.
+    pub command_burst: u32,
+}
+
+/// State shared by every request handler.
+#[derive(Debug)]
+pub struct Shared {
+    /// Token key.
+    pub secret: Secret,
+    /// Meetings by id.
+    pub meetings: HashMap<String, MeetingHandle>,
+    /// The journal (minutes read it).
+    pub journal: Journal,
+    /// Server clock.
+    pub clock: Clock,
+    /// Limits.
+    pub limits: Limits,
+    /// Process start, for `/healthz`.
+    pub started: Instant,
+    /// Connection id counter.
+    pub next_conn: AtomicU64,
+    /// Open websocket connections.
+    pub ws_clients: AtomicU64,
+    /// Meeting counters.
+    pub counters: Arc<Counters>,
+    /// Turns true on shutdown.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The router.
+pub fn app(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(healthz))
+        .route("/ws", get(ws))
+        .route("/api/minutes", get(minutes_handler))
+        .with_state(shared)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"type": "error", "code": code, "message": message.into()})),
+    )
+        .into_response()
+}
+
+async fn index(State(s): State<Arc<Shared>>) -> Html<String> {
+    let mut names: Vec<&String> = s.meetings.keys().collect();
+    names.sort();
+    Html(format!(
+        "<!doctype html><meta charset=utf-8><title>roundtable</title>\
+         <h1>roundtable {}</h1><p>Session host for moderated hybrid roundtables.</p>\
+         <p>Meetings: {}</p><p>Join with the link from your invitation.</p>",
+        env!("CARGO_PKG_VERSION"),
+        names
+            .iter()
+            .map(|n| html_escape(n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+async fn healthz(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": s.started.elapsed().as_secs(),
+        "meetings": s.meetings.len(),
+        "ws_clients": s.ws_clients.load(std::sync::atomic::Ordering::Relaxed),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+    format: Option<String>,
+}
+
+fn now_secs(clock: &Clock) -> i64 {
+    clock.now().div_euclid(1000)
+}
+
+/// Verifies a token; the error is a ready 401 (or 404 for an unknown meeting).
+fn authenticate(s: &Shared, token: Option<&str>) -> Result<(Claims, MeetingHandle), Box<Response>> {
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "token_missing",
+            "a token is required: use the link from your invitation",
+        )));
+    };
+    let claims = auth::verify(&s.secret, token, now_secs(&s.clock)).map_err(|e| {
+        tracing::info!(code = e.code(), "refused a token");
+        Box::new(error(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))
+    })?;
+    let Some(meeting) = s.meetings.get(&claims.meeting).cloned() else {
+        return Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            "unknown_meeting",
+            format!("this server hosts no meeting {:?}", claims.meeting),
+        )));
+    };
+    Ok((claims, meeting))
+}
+
+fn who(claims: &Claims) -> Who {
+    Who {
+        id: claims.participant.clone(),
+        name: claims.name.clone(),
+        delegation: claims.delegation.clone(),
+        role: claims.role,
+    }
+}
+
+async fn ws(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<TokenQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let (claims, meeting) = match authenticate(&s, q.token.as_deref()) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let who = who(&claims);
+    upgrade
+        .max_message_size(HARD_FRAME_LIMIT)
+        .max_frame_size(HARD_FRAME_LIMIT)
+        .on_upgrade(move |socket| connection::serve(socket, s, who, meeting))
+}
+
+async fn minutes_handler(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let (claims, _) = match authenticate(&s, bearer.or(q.token.as_deref())) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    if claims.role != roundtable_signaling::Role::Moderator {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "minutes are for the moderator",
+        );
+    }
+    let format = match minutes::Format::parse(q.format.as_deref().unwrap_or("json")) {
+        Some(f) => f,
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_value",
+                "format must be json, csv or md",
+            );
+        }
+    };
+    let records = match s.journal.load(&claims.meeting).await {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "journal_unavailable",
+                e.to_string(),
+            );
+        }
+    };
+    let Some(handle) = s.meetings.get(&claims.meeting) else {
+        return error(StatusCode::NOT_FOUND, "unknown_meeting", "no such meeting");
+    };
+    let Some((_, snapshot)) = handle.snapshot().await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "meeting_stopped",
+            "the meeting task has stopped",
+        );
+    };
+    let m = minutes::build(&snapshot.meeting, &snapshot.agenda.items, &records);
+    let (body, mime) = minutes::render(&m, format);
+    ([(header::CONTENT_TYPE, mime)], body).into_response()
+}

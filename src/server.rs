@@ -1,0 +1,201 @@
+//! # Running the server
+//!
+//! [`prepare`] opens the journal, loads or creates the secret and starts one task per
+//! meeting (each rebuilt from the journal). [`serve`] runs the HTTP server until `shutdown`
+//! resolves, then tells every connection, stops the meetings and flushes the journal. [`run`]
+//! does both; `main` and the integration tests call the same functions.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::auth::{self, AuthError, Secret};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::http::{self, Limits, Shared};
+use crate::meeting::{self, Counters, MeetingError};
+use crate::store::{Journal, StoreError};
+
+/// The journal's file name inside the data directory.
+pub const JOURNAL_FILE: &str = "journal.sqlite3";
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The journal could not be opened.
+    #[error("journal: {0}")]
+    Store(#[from] StoreError),
+    /// The secret could not be loaded or created.
+    #[error("secret: {0}")]
+    Auth(#[from] AuthError),
+    /// A meeting could not be rebuilt.
+    #[error("meeting: {0}")]
+    Meeting(#[from] MeetingError),
+    /// The listener failed.
+    #[error("http: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A prepared server: meetings running, ready to serve.
+pub struct Prepared {
+    /// Shared state (secret, meetings, journal).
+    pub shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The secret from the config, or the one stored in the data directory (created on first run).
+pub fn secret(config: &Config) -> Result<Secret, AuthError> {
+    if config.server.secret.is_empty() {
+        Secret::load_or_create(&config.server.data_dir)
+    } else {
+        Secret::from_config(&config.server.secret)
+    }
+}
+
+/// Opens the journal and starts every meeting.
+pub async fn prepare(config: &Config, clock: Clock) -> Result<Prepared, ServerError> {
+    let secret = secret(config)?;
+    let path = config.server.data_dir.join(JOURNAL_FILE);
+    let journal = tokio::task::spawn_blocking(move || Journal::open(&path))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let counters = Arc::new(Counters::default());
+    let mut meetings = HashMap::new();
+    let mut tasks = Vec::new();
+    for m in &config.meetings {
+        let (handle, task) = meeting::start(
+            m,
+            journal.clone(),
+            clock.clone(),
+            counters.clone(),
+            shutdown_rx.clone(),
+        )
+        .await?;
+        meetings.insert(m.id.clone(), handle);
+        tasks.push(task);
+    }
+    let shared = Arc::new(Shared {
+        secret,
+        meetings,
+        journal,
+        clock,
+        limits: Limits {
+            max_frame_bytes: config.server.max_frame_bytes as usize,
+            commands_per_second: config.server.commands_per_second,
+            command_burst: config.server.command_burst,
+        },
+        started: Instant::now(),
+        next_conn: AtomicU64::new(1),
+        ws_clients: AtomicU64::new(0),
+        counters,
+        shutdown: shutdown_rx,
+    });
+    Ok(Prepared {
+        shared,
+        shutdown_tx,
+        tasks,
+    })
+}
+
+/// Serves until `shutdown` resolves; then closes connections, stops meetings and flushes
+/// the journal (bounded to a few seconds).
+pub async fn serve(
+    listener: TcpListener,
+    prepared: Prepared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let Prepared {
+        shared,
+        shutdown_tx,
+        tasks,
+    } = prepared;
+    info!(addr = %listener.local_addr()?, "listening");
+    let app = http::app(shared.clone());
+    let mut stop = shared.shutdown.clone();
+    let tx = shutdown_tx.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await?;
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    })
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), shared.journal.flush()).await;
+    info!("stopped");
+    Ok(())
+}
+
+/// [`prepare`] then [`serve`].
+pub async fn run(
+    listener: TcpListener,
+    config: &Config,
+    clock: Clock,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let prepared = prepare(config, clock).await?;
+    serve(listener, prepared, shutdown).await
+}
+
+/// One invite link per role for a meeting (the start-up links on loopback).
+pub fn role_links(
+    config: &Config,
+    secret: &Secret,
+    meeting: &str,
+    now_unix: i64,
+) -> Vec<(auth::Role, String)> {
+    let ttl = u64::from(config.server.token_ttl_hours) * 3600;
+    let base = config.server.base_url();
+    let samples: [(auth::Role, &str, &str, &str); 6] = [
+        (
+            auth::Role::Moderator,
+            "moderator",
+            "Chair",
+            "ECO Secretariat",
+        ),
+        (
+            auth::Role::Delegate,
+            "delegate-1",
+            "Amina Karimova",
+            "Kyrgyz Republic",
+        ),
+        (auth::Role::Room, "room", "Baku meeting room", "Host"),
+        (
+            auth::Role::Technician,
+            "technician",
+            "Room technician",
+            "AV desk",
+        ),
+        (auth::Role::Observer, "observer", "Observer", ""),
+        (
+            auth::Role::Assistant,
+            "assistant",
+            "Floor assistant",
+            "ECO Secretariat",
+        ),
+    ];
+    samples
+        .iter()
+        .map(|(role, id, name, delegation)| {
+            let claims =
+                auth::new_invite(meeting, *role, Some(id), name, delegation, ttl, now_unix);
+            (*role, auth::join_url(&base, &auth::sign(secret, &claims)))
+        })
+        .collect()
+}
