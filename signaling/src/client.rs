@@ -6,6 +6,10 @@ use crate::common::{ListKind, Millis, Policy, WhenFull};
 
 /// A client command with its id. On the wire the command's fields sit beside `id` and `type`:
 /// `{"id": "7", "type": "raise_hand", "list": "main"}`.
+///
+/// Read client frames with [`parse_client_message`], not with serde directly: it checks the id,
+/// tells the error cases apart, and also refuses unknown fields on commands without fields
+/// (serde lets those through for unit variants of an internally tagged enum).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClientMessage {
     /// Chosen by the client (at most 64 characters); echoed in the `ack` or `error`.
@@ -229,6 +233,37 @@ impl Command {
             Command::TimerMessage { .. } => "timer_message",
         }
     }
+
+    /// Whether the variant has fields (false for the unit variants).
+    fn has_fields(&self) -> bool {
+        match self {
+            Command::LowerHand
+            | Command::LowerAllHands
+            | Command::ChairPriority
+            | Command::AgendaPause
+            | Command::AgendaResume
+            | Command::AgendaEnd => false,
+            Command::Hello { .. }
+            | Command::Ping { .. }
+            | Command::RaiseHand { .. }
+            | Command::RequestFor { .. }
+            | Command::Cancel { .. }
+            | Command::Accept { .. }
+            | Command::Grant { .. }
+            | Command::GiveFloor { .. }
+            | Command::Deny { .. }
+            | Command::Revoke { .. }
+            | Command::Next { .. }
+            | Command::Move { .. }
+            | Command::SetFloor { .. }
+            | Command::AgendaStart { .. }
+            | Command::AgendaExtend { .. }
+            | Command::AgendaSkip { .. }
+            | Command::AgendaMove { .. }
+            | Command::AgendaJump { .. }
+            | Command::TimerMessage { .. } => true,
+        }
+    }
 }
 
 /// Why a client frame could not be read as a command. Each maps to an error `code`.
@@ -238,7 +273,7 @@ pub enum ParseError {
     Malformed(String),
     /// JSON, but not an object.
     NotAnObject,
-    /// No string `id`, or one longer than 64 characters.
+    /// No string `id`, an empty one, or one longer than 64 characters.
     BadId,
     /// No string `type`.
     MissingType,
@@ -265,7 +300,7 @@ impl ParseError {
         }
     }
 
-    /// The human-readable explanation sent with the error.
+    /// The human-readable explanation sent to the client in the error's `message`.
     pub fn message(&self) -> String {
         match self {
             ParseError::Malformed(e) => format!("message is not valid JSON: {e}"),
@@ -280,7 +315,7 @@ impl ParseError {
     }
 }
 
-/// Longest accepted command id.
+/// Longest accepted command id, in characters.
 pub const MAX_ID_LEN: usize = 64;
 
 /// Reads one client frame. On error, also returns the message id when it could be read, so
@@ -290,7 +325,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (Option<String>
         serde_json::from_str(text).map_err(|e| (None, ParseError::Malformed(e.to_string())))?;
     let obj = value.as_object().ok_or((None, ParseError::NotAnObject))?;
     let id = match obj.get("id").and_then(|v| v.as_str()) {
-        Some(id) if !id.is_empty() && id.len() <= MAX_ID_LEN => id.to_owned(),
+        Some(id) if !id.is_empty() && id.chars().count() <= MAX_ID_LEN => id.to_owned(),
         _ => return Err((None, ParseError::BadId)),
     };
     let kind = match obj.get("type").and_then(|v| v.as_str()) {
@@ -308,8 +343,22 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (Option<String>
     if let Some(obj) = fields.as_object_mut() {
         obj.remove("id");
     }
+    // serde ignores `deny_unknown_fields` for unit variants of an internally tagged enum, so a
+    // field sent to a command that has none (`agenda_end` with an `item`) is caught here.
+    let extra = fields
+        .as_object()
+        .and_then(|obj| obj.keys().find(|k| *k != "type").cloned());
     match serde_json::from_value::<Command>(fields) {
-        Ok(command) => Ok(ClientMessage { id, command }),
+        Ok(command) => match extra {
+            Some(field) if !command.has_fields() => Err((
+                Some(id),
+                ParseError::InvalidFields {
+                    kind,
+                    detail: format!("unknown field `{field}`, there are no fields"),
+                },
+            )),
+            _ => Ok(ClientMessage { id, command }),
+        },
         Err(e) => Err((
             Some(id),
             ParseError::InvalidFields {

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -169,11 +170,16 @@ fn who(claims: &Claims) -> Who {
 async fn ws(
     State(s): State<Arc<Shared>>,
     Query(q): Query<TokenQuery>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // The token is checked before anything else: a bad one never gets a websocket.
     let (claims, meeting) = match authenticate(&s, q.token.as_deref()) {
         Ok(v) => v,
         Err(r) => return *r,
+    };
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
     };
     let who = who(&claims);
     upgrade
