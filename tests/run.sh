@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test of roundtable on a fresh machine: installs what the tests need, then
+# formatting, lints, unit/property/integration tests and a bounded benchmark smoke run.
+# Usage: bash tests/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# What the tests need. Today: the Rust toolchain (on the machine) with rustfmt and clippy.
+# Later issues add Chromium, coturn and Janus here (apt-get) and npm packages.
+if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
+if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
+
+echo "== fmt"
+cargo fmt --all -- --check
+echo "== clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== tests"
+cargo test --workspace --all-targets 2>&1 | tee /tmp/roundtable-tests.log
+echo "== benchmark smoke (websocket fan-out, 100 clients)"
+cargo run --release --quiet --bin rt-bench -- fanout --clients 100 --rounds 20 --out target/bench-smoke/fanout.json
+echo "== all tests passed"
