@@ -651,7 +651,7 @@ mod tests {
     #[test]
     fn role_names() {
         assert_eq!(Role::ALL.len(), 6);
-        for &r in Role::ALL {
+        for r in Role::ALL {
             assert_eq!(r.as_str().parse::<Role>().unwrap(), r);
             assert_eq!(r.to_string(), r.as_str());
             let json = serde_json::to_string(&r).unwrap();
@@ -661,7 +661,7 @@ mod tests {
         assert_eq!(" Moderator ".parse::<Role>().unwrap(), Role::Moderator);
         let err = "chair".parse::<Role>().unwrap_err().to_string();
         assert!(err.contains("chair"), "{err}");
-        for &r in Role::ALL {
+        for r in Role::ALL {
             assert!(err.contains(r.as_str()), "{err}");
         }
     }

@@ -35,7 +35,7 @@ fn write_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
 }
 
 async fn spawn(config: &std::path::Path, port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_roundtable"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roundtable"))
         .args(["serve", "--config"])
         .arg(config)
         .stdout(Stdio::null())
@@ -50,6 +50,8 @@ async fn spawn(config: &std::path::Path, port: u16) -> Child {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("server did not start");
 }
 

@@ -356,15 +356,7 @@ impl Engine {
                         {
                             return Err(FloorError::MaxSpeakers(self.settings.max_speakers));
                         }
-                        self.insert_request(
-                            beneficiary,
-                            &actor.id,
-                            List::Main,
-                            false,
-                            State::Accepted,
-                            now,
-                            &mut out,
-                        )
+                        self.insert_request(beneficiary, &actor.id, (List::Main, false, State::Accepted), now, &mut out)
                     }
                 };
                 self.make_room(Some(&actor.id), RevokeReason::Override, true, now, &mut out)?;
@@ -703,7 +695,7 @@ impl Engine {
         } else {
             State::Accepted
         };
-        let id = self.insert_request(beneficiary, &actor.id, list, actor.chair, state, now, out);
+        let id = self.insert_request(beneficiary, &actor.id, (list, actor.chair, state), now, out);
         if actor.chair {
             // The chair's microphone never counts: granted at once.
             self.grant(id, None, None, now, out);
@@ -724,9 +716,7 @@ impl Engine {
         &mut self,
         beneficiary: Beneficiary,
         requested_by: &str,
-        list: List,
-        chair: bool,
-        state: State,
+        (list, chair, state): (List, bool, State),
         now: Millis,
         out: &mut Outcome,
     ) -> RequestId {
@@ -912,15 +902,7 @@ impl Engine {
                             delegation: p.organisation.clone(),
                             in_room: p.participant.is_none(),
                         };
-                        self.insert_request(
-                            beneficiary,
-                            &actor.id,
-                            List::Main,
-                            false,
-                            State::Accepted,
-                            now,
-                            out,
-                        )
+                        self.insert_request(beneficiary, &actor.id, (List::Main, false, State::Accepted), now, out)
                     }
                 };
                 self.grant(id, None, Some((item.plan.id.clone(), limit)), now, out);

@@ -560,7 +560,7 @@ impl Meeting {
             role: who.role,
             presence: Presence::Joined,
         };
-        let already = self.participants.iter().any(|p| *p == info);
+        let already = self.participants.contains(&info);
         if !already {
             if let Err(e) = self
                 .commit(
