@@ -931,7 +931,12 @@ impl Engine {
         now: Millis,
         out: &mut Outcome,
     ) {
-        let ids: Vec<RequestId> = self.holders().filter(|r| !r.chair).map(|r| r.id).collect();
+        // The chair keeps their microphone, unless it became a slot of the item that ends.
+        let ids: Vec<RequestId> = self
+            .holders()
+            .filter(|r| !r.chair || r.slot.is_some())
+            .map(|r| r.id)
+            .collect();
         for request in ids {
             self.emit(
                 Event::Revoked {
@@ -1049,7 +1054,10 @@ impl Engine {
                     }
                     r.warned = false;
                     r.overran = false;
-                    self.holders.push(*request);
+                    // A holder granted again (the chair given a presenter's slot) stays once.
+                    if !self.holders.contains(request) {
+                        self.holders.push(*request);
+                    }
                 }
             }
             Event::Denied { request, .. }
@@ -1137,15 +1145,17 @@ impl Engine {
                 let warning = self.item_warning_ms;
                 if let Some(it) = self.items.iter_mut().find(|i| &i.plan.id == item) {
                     it.extended_ms += add;
+                    // An extension re-arms announcements it moves into the future; it never
+                    // marks one as made that `tick` has not announced yet.
                     if let Some(d) = it.deadline.as_mut() {
                         *d += add;
-                        it.overran = *d <= at;
-                        it.warned = *d - warning <= at;
+                        it.overran &= *d <= at;
+                        it.warned &= *d - warning <= at;
                     }
                     if let Some(r) = it.remaining_ms.as_mut() {
                         *r += add;
-                        it.overran = *r <= 0;
-                        it.warned = *r <= warning;
+                        it.overran &= *r <= 0;
+                        it.warned &= *r <= warning;
                     }
                 }
                 for r in self.requests.values_mut() {
@@ -1153,13 +1163,13 @@ impl Engine {
                         r.limit_ms = r.limit_ms.map(|l| l + add);
                         if let Some(d) = r.deadline.as_mut() {
                             *d += add;
-                            r.overran = *d <= at;
-                            r.warned = *d - r.warning_ms.unwrap_or(0) <= at;
+                            r.overran &= *d <= at;
+                            r.warned &= *d - r.warning_ms.unwrap_or(0) <= at;
                         }
                         if let Some(p) = r.paused_remaining.as_mut() {
                             *p += add;
-                            r.overran = *p <= 0;
-                            r.warned = *p <= r.warning_ms.unwrap_or(0);
+                            r.overran &= *p <= 0;
+                            r.warned &= *p <= r.warning_ms.unwrap_or(0);
                         }
                     }
                 }
