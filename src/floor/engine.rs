@@ -356,7 +356,13 @@ impl Engine {
                         {
                             return Err(FloorError::MaxSpeakers(self.settings.max_speakers));
                         }
-                        self.insert_request(beneficiary, &actor.id, (List::Main, false, State::Accepted), now, &mut out)
+                        self.insert_request(
+                            beneficiary,
+                            &actor.id,
+                            (List::Main, false, State::Accepted),
+                            now,
+                            &mut out,
+                        )
                     }
                 };
                 self.make_room(Some(&actor.id), RevokeReason::Override, true, now, &mut out)?;
@@ -902,7 +908,13 @@ impl Engine {
                             delegation: p.organisation.clone(),
                             in_room: p.participant.is_none(),
                         };
-                        self.insert_request(beneficiary, &actor.id, (List::Main, false, State::Accepted), now, out)
+                        self.insert_request(
+                            beneficiary,
+                            &actor.id,
+                            (List::Main, false, State::Accepted),
+                            now,
+                            out,
+                        )
                     }
                 };
                 self.grant(id, None, Some((item.plan.id.clone(), limit)), now, out);

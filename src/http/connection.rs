@@ -138,6 +138,12 @@ async fn run(socket: WebSocket, shared: &Shared, conn: u64, who: Who, meeting: M
                         if let Some(s) = strong_or_weak(&strong, &weak) {
                             let _ = s.try_send(Outbound::Close(bye));
                         }
+                        // Keep reading (and discarding) briefly: closing a socket with unread
+                        // input resets it, and the peer would lose the goodbye.
+                        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                            while let Some(Ok(_)) = stream.next().await {}
+                        })
+                        .await;
                         break sig::Presence::ConnectionLost;
                     }
                     reply!(error_frame(None, ErrorCode::RateLimited, "too many commands: slow down"));
