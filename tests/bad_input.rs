@@ -254,8 +254,13 @@ async fn bad_tokens_are_refused_before_the_upgrade() {
         let url = format!("ws://{}{}", server.addr, path);
         assert!(tokio_tungstenite::connect_async(url).await.is_err());
     }
-    // The good token still works.
+    // The good token still works; its invitation page names the guest.
     let _ = Client::join(server.addr, &good).await;
+    let (s, page) = http_get(server.addr, &format!("/join?token={good}")).await;
+    assert_eq!(s, 200);
+    assert!(page.contains("delegate"), "{page}");
+    let (s, _) = http_get(server.addr, "/join?token=garbage").await;
+    assert_eq!(s, 401);
     let (s, body) = http_get(server.addr, "/healthz").await;
     assert_eq!(s, 200);
     assert!(body.contains("\"status\":\"ok\""));

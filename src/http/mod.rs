@@ -80,6 +80,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
+        .route("/join", get(join_page))
         .route("/ws", get(ws))
         .route("/api/minutes", get(minutes_handler))
         .with_state(shared)
@@ -113,6 +114,35 @@ fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// The landing page of an invitation link: says who the invitation is for. The browser
+/// clients for each role are served here once they exist (web/, a later issue).
+async fn join_page(State(s): State<Arc<Shared>>, Query(q): Query<TokenQuery>) -> Response {
+    let (claims, meeting) = match authenticate(&s, q.token.as_deref()) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let title = s
+        .meetings
+        .get(&claims.meeting)
+        .map(|_| meeting.id.to_string())
+        .unwrap_or_default();
+    Html(format!(
+        "<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'>\
+         <title>roundtable: invitation</title><main style='font:1.25rem system-ui;max-width:40rem;margin:2rem auto'>\
+         <h1>Invitation</h1><p><strong>{}</strong> ({}) joins meeting <strong>{}</strong> as \
+         <strong>{}</strong>.</p><p>This invitation is valid. This build serves the meeting over \
+         its websocket (<code>/ws?token=…</code>, see docs/PROTOCOL.md); the browser pages \
+         for each role are not part of it yet.</p></main>",
+        html_escape(&claims.name),
+        html_escape(&claims.delegation),
+        html_escape(&title),
+        claims.role.as_str()
+    ))
+    .into_response()
 }
 
 async fn healthz(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
