@@ -10,21 +10,6 @@ use serde_json::{Value, json};
 
 const MIN: i64 = 60_000;
 
-fn ids(list: &Value) -> Vec<String> {
-    list.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|r| {
-                    r["beneficiary"]["participant"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_owned()
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_default_agenda_in_virtual_time() {
     let server = TestServer::start("agenda").await;

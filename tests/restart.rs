@@ -64,21 +64,6 @@ fn token(role: Role, id: &str, name: &str, delegation: &str) -> String {
     token_for(&secret, role, id, name, delegation, now)
 }
 
-fn ids(list: &Value) -> Vec<String> {
-    list.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|r| {
-                    r["beneficiary"]["participant"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_owned()
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_mid_dialogue_and_restart_loses_nothing() {
     let dir = TempDir::new("restart");

@@ -328,3 +328,19 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// Participant ids of a list of requests (holders, queue), in order.
+pub fn ids(list: &Value) -> Vec<String> {
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    r["beneficiary"]["participant"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
