@@ -121,12 +121,10 @@ async fn run(socket: WebSocket, shared: &Shared, conn: u64, who: Who, meeting: M
                     None | Some(Err(_)) => break sig::Presence::ConnectionLost,
                     Some(Ok(Message::Close(_))) => break sig::Presence::Left,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Binary(_))) => {
-                        reply!(error_frame(None, ErrorCode::BinaryFrame, "binary frames are not part of the protocol; send JSON text"));
-                        continue;
-                    }
-                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Binary(_))) => None,
+                    Some(Ok(Message::Text(t))) => Some(t),
                 };
+                // Every data frame, text or binary, counts against the rate limit.
                 if !bucket.take() {
                     if window.0.elapsed() > FLOOD_WINDOW {
                         window = (Instant::now(), 0);
@@ -149,6 +147,10 @@ async fn run(socket: WebSocket, shared: &Shared, conn: u64, who: Who, meeting: M
                     reply!(error_frame(None, ErrorCode::RateLimited, "too many commands: slow down"));
                     continue;
                 }
+                let Some(text) = text else {
+                    reply!(error_frame(None, ErrorCode::BinaryFrame, "binary frames are not part of the protocol; send JSON text"));
+                    continue;
+                };
                 if text.len() > max_frame {
                     reply!(error_frame(None, ErrorCode::TooLarge, format!("frame of {} bytes exceeds the {max_frame}-byte limit", text.len())));
                     continue;

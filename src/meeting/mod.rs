@@ -194,10 +194,8 @@ pub fn engine_from_config(m: &MeetingConfig) -> Engine {
                 })
                 .collect(),
             planned_ms: i64::from(i.minutes) * 60_000,
-            intervention_ms: i
-                .intervention_secs
-                .filter(|s| *s > 0)
-                .map(|s| i64::from(s) * 1000),
+            // Some(0) means "no limit" for this dialogue, overriding the floor's default.
+            intervention_ms: i.intervention_secs.map(|s| i64::from(s) * 1000),
         })
         .collect();
     floor::Engine::new(
@@ -247,6 +245,7 @@ pub async fn start(
         seq: 0,
         participants: Vec::new(),
         conns: HashMap::new(),
+        dropped: HashMap::new(),
         journal,
         clock,
         counters,
@@ -277,6 +276,8 @@ struct Meeting {
     /// Everyone who has joined, in order of first arrival.
     participants: Vec<ParticipantInfo>,
     conns: HashMap<ConnId, Conn>,
+    /// Connections dropped for being too slow, by participant: their `Leave` still counts.
+    dropped: HashMap<ConnId, String>,
     journal: Journal,
     clock: Clock,
     counters: Arc<Counters>,
@@ -430,19 +431,25 @@ impl Meeting {
         for id in lagging {
             // Dropping the sender closes the connection's writer; its reader then reports
             // the leave, which is journaled like any lost connection.
-            if let Some(conn) = self.conns.remove(&id) {
-                warn!(participant = %conn.who.id, "client too slow: disconnecting");
-                self.counters.lagging.fetch_add(1, Ordering::Relaxed);
-            }
+            self.drop_lagging(id);
         }
     }
 
     fn send_to(&mut self, conn: ConnId, frame: Utf8Bytes) {
         if let Some(c) = self.conns.get(&conn) {
             if c.out.try_send(Outbound::Text(frame)).is_err() {
-                self.conns.remove(&conn);
-                self.counters.lagging.fetch_add(1, Ordering::Relaxed);
+                self.drop_lagging(conn);
             }
+        }
+    }
+
+    /// Drops a connection whose queue is full. Dropping its sender ends its writer; the
+    /// reader then sends `Leave`, which is journaled as a lost connection.
+    fn drop_lagging(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.remove(&conn) {
+            warn!(participant = %c.who.id, "client too slow: disconnecting");
+            self.counters.lagging.fetch_add(1, Ordering::Relaxed);
+            self.dropped.insert(conn, c.who.id);
         }
     }
 
@@ -511,15 +518,19 @@ impl Meeting {
             Msg::Join { conn, who, out } => self.join(conn, who, out).await,
             Msg::Command { conn, msg } => self.command(conn, msg).await,
             Msg::Leave { conn, presence } => {
-                let Some(c) = self.conns.remove(&conn) else {
-                    return;
+                let (participant, presence) = match self.conns.remove(&conn) {
+                    Some(c) => (c.who.id, presence),
+                    None => match self.dropped.remove(&conn) {
+                        Some(id) => (id, Presence::ConnectionLost),
+                        None => return,
+                    },
                 };
-                if self.conns.values().any(|o| o.who.id == c.who.id) {
+                if self.conns.values().any(|o| o.who.id == participant) {
                     return;
                 }
                 let now = self.clock.now();
                 let event = sig::Event::ParticipantLeft {
-                    participant: c.who.id.clone(),
+                    participant,
                     presence,
                 };
                 if let Err(e) = self.commit(vec![event], now).await {
@@ -696,6 +707,14 @@ impl Meeting {
                             format!("no participant {participant:?} in this meeting"),
                         )
                     })?;
+                if p.presence != Presence::Joined
+                    || !matches!(p.role, Role::Delegate | Role::Moderator | Role::Assistant)
+                {
+                    return Err((
+                        ErrorCode::InvalidState,
+                        format!("{} is not a connected speaker", p.name),
+                    ));
+                }
                 F::GiveFloor(floor::Beneficiary {
                     participant: p.id.clone(),
                     name: p.name.clone(),
