@@ -39,6 +39,9 @@ pub use connection::{FLOOD_LIMIT, FLOOD_WINDOW};
 /// the configured soft limit (64 KiB by default) get a `too_large` error instead.
 pub const HARD_FRAME_LIMIT: usize = 1 << 20;
 
+/// Read and write buffer size of a websocket connection.
+pub const WS_BUFFER: usize = 8 * 1024;
+
 /// Per-connection limits from the config.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -212,7 +215,11 @@ async fn ws(
         Err(e) => return e.into_response(),
     };
     let who = who(&claims);
+    // Small socket buffers: tungstenite's 128 KiB defaults dominate the memory of an idle
+    // client (measured with rt-bench: docs/PERFORMANCE.md).
     upgrade
+        .read_buffer_size(WS_BUFFER)
+        .write_buffer_size(WS_BUFFER)
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
         .on_upgrade(move |socket| connection::serve(socket, s, who, meeting))
