@@ -15,6 +15,15 @@
 //! - `--url ws://host:port --secret S`: an already running server (no RSS figure).
 //!
 //! Progress goes to stderr, the result as JSON to `--out`.
+//!
+//! Open files: each client is a socket, and in-process the server's end is one too, so 1000
+//! clients need about 2100 descriptors in-process (about 1100 here with `--spawn-server`,
+//! and as many in the child). The bench checks the soft limit first and says to run
+//! `ulimit -n 4096` when it is too low.
+//!
+//! The clients use an 8 KiB websocket read buffer: tungstenite zero-fills its whole read
+//! buffer (128 KiB by default) before every read, which at 1000 clients in one process
+//! would be most of the client-side CPU and would inflate the measured fan-out.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,10 +45,13 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
 /// The secret the bench's own servers sign tokens with.
 const BENCH_SECRET: &str = "rt-bench-secret-0123456789abcdef";
+/// Read buffer of each bench client's websocket (see [`join`]).
+const CLIENT_READ_BUFFER: usize = 8 * 1024;
 /// Delegates who raise their hands each round (the queue `move` reorders).
 const HANDS_PER_ROUND: usize = 3;
 
@@ -547,7 +559,10 @@ fn classify(text: &str) -> anyhow::Result<Frame> {
 
 /// Connects, says hello and waits for `welcome`; returns the socket and the welcome's seq.
 async fn join(url: &str) -> anyhow::Result<(Ws, u64)> {
-    let (mut ws, _) = connect_async_with_config(url, None, true)
+    // tungstenite zero-fills its whole read buffer (128 KiB by default) before every read;
+    // with a thousand clients in this process that memset would dominate what is measured.
+    let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER);
+    let (mut ws, _) = connect_async_with_config(url, Some(config), true)
         .await
         .context("websocket connect")?;
     ws.send(Message::text(
