@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
@@ -124,6 +125,13 @@ pub async fn serve(
     tokio::spawn(async move {
         shutdown.await;
         let _ = tx.send(true);
+    });
+    // Events and acks are small frames sent back to back: without TCP_NODELAY, Nagle's
+    // algorithm holds each behind the client's delayed ACK (~40 ms; docs/PERFORMANCE.md).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
