@@ -406,6 +406,16 @@ impl ServerConfig {
         check_positive("server.commands_per_second", self.commands_per_second)?;
         check_positive("server.command_burst", self.command_burst)?;
         check_positive("server.token_ttl_hours", self.token_ttl_hours)?;
+        let secret_len = self.secret.chars().count();
+        if secret_len > 0 && secret_len < crate::auth::MIN_SECRET_LEN {
+            return Err(invalid(
+                "server.secret",
+                format!(
+                    "must be empty (generated and stored in data_dir) or at least {} characters (got {secret_len})",
+                    crate::auth::MIN_SECRET_LEN
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -796,6 +806,11 @@ minutes = 5
             server_error("token_ttl_hours = 0"),
             "server.token_ttl_hours"
         );
+    }
+
+    #[test]
+    fn rejects_a_short_secret() {
+        assert_eq!(server_error("secret = \"short\""), "server.secret");
     }
 
     #[test]

@@ -135,6 +135,16 @@ fn run(command: Option<Cmd>, mut config: Config) -> anyhow::Result<()> {
             hours,
         } => {
             let m = pick_meeting(&config, meeting.as_deref())?;
+            if let Some(id) = participant.as_deref() {
+                anyhow::ensure!(
+                    roundtable::config::is_valid_id(id),
+                    "--participant must be 1 to 64 characters of a-z, 0-9 and '-' (got {id:?})"
+                );
+                anyhow::ensure!(
+                    !id.starts_with("room-") && !id.starts_with("lectern-"),
+                    "--participant may not start with room- or lectern-: the server names people in the room so"
+                );
+            }
             let secret = server::secret(&config)?;
             let ttl = u64::from(hours.unwrap_or(config.server.token_ttl_hours)) * 3600;
             let claims = auth::new_invite(

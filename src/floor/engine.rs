@@ -240,6 +240,9 @@ impl Engine {
         now: Millis,
     ) -> Result<Outcome, FloorError> {
         let mut out = Outcome::default();
+        // Chair priority silences the floor on purpose; after any other change the open
+        // policy serves waiting requests if a microphone is free.
+        let serve_queue = !matches!(command, Command::ChairPriority);
         match command {
             Command::RaiseHand { list } => {
                 if let Some(r) = self.live_request_of(&actor.id) {
@@ -622,6 +625,9 @@ impl Engine {
                     &mut out,
                 );
             }
+        }
+        if serve_queue && !out.events.is_empty() {
+            self.auto_grant(now, &mut out);
         }
         Ok(out)
     }

@@ -456,6 +456,24 @@ fn open_policy_grants_the_next_on_release() {
 }
 
 #[test]
+fn open_policy_serves_the_queue_after_an_agenda_change_but_not_after_chair_priority() {
+    let mut s = Sim::new(with(|s| s.policy = Policy::Open));
+    let a = s.raise("d1");
+    let b = s.raise("d2");
+    assert_eq!(s.holders(), vec![a]);
+    // Starting the dialogue closes d1's microphone; the open policy gives it to d2.
+    let out = s.run("mod", Command::AgendaJump("debate".into()));
+    assert_eq!(revoked(&out.events), vec![(a, RevokeReason::AgendaChanged)]);
+    assert_eq!(granted(&out.events), vec![b]);
+    let c = s.raise("d3");
+    // Chair priority silences the floor on purpose: d3 waits.
+    let out = s.run("mod", Command::ChairPriority);
+    assert_eq!(revoked(&out.events), vec![(b, RevokeReason::ChairPriority)]);
+    assert!(granted(&out.events).is_empty());
+    assert_eq!(s.list(List::Main), vec![c]);
+}
+
+#[test]
 fn request_for_gives_room_ids() {
     let mut s = Sim::new(settings());
     let for_ = |name: &str| Command::RequestFor {

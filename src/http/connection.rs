@@ -16,14 +16,15 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::Shared;
-use crate::meeting::{CONNECTION_QUEUE, MeetingHandle, Msg, Outbound, Who, encode, error_frame};
+use crate::meeting::{
+    CLOSE_GOING_AWAY, CLOSE_POLICY, CONNECTION_QUEUE, MeetingHandle, Msg, Outbound, Who, encode,
+    error_frame,
+};
 
 /// Rejected frames within [`FLOOD_WINDOW`] after which the connection is closed.
 pub const FLOOD_LIMIT: u32 = 200;
 /// The window over which rejected frames are counted.
 pub const FLOOD_WINDOW: Duration = Duration::from_secs(10);
-/// WebSocket close code for a policy violation (RFC 6455).
-const CLOSE_POLICY: u16 = 1008;
 
 /// A token bucket: `rate` per second, at most `burst` saved up.
 struct Bucket {
@@ -79,12 +80,12 @@ async fn run(socket: WebSocket, shared: &Shared, conn: u64, who: Who, meeting: M
                         return;
                     }
                 }
-                Outbound::Close(t) => {
+                Outbound::Close(t, code) => {
                     let _ = sink.send(Message::Text(t)).await;
                     let _ = sink
                         .send(Message::Close(Some(CloseFrame {
-                            code: CLOSE_POLICY,
-                            reason: "closing".into(),
+                            code,
+                            reason: "".into(),
                         })))
                         .await;
                     return;
@@ -134,7 +135,7 @@ async fn run(socket: WebSocket, shared: &Shared, conn: u64, who: Who, meeting: M
                         warn!("sustained command flood: closing the connection");
                         let bye = encode(&ServerMessage::Goodbye { reason: "flood".into() });
                         if let Some(s) = strong_or_weak(&strong, &weak) {
-                            let _ = s.try_send(Outbound::Close(bye));
+                            let _ = s.try_send(Outbound::Close(bye, CLOSE_POLICY));
                         }
                         // Keep reading (and discarding) briefly: closing a socket with unread
                         // input resets it, and the peer would lose the goodbye.
@@ -194,7 +195,7 @@ async fn run(socket: WebSocket, shared: &Shared, conn: u64, who: Who, meeting: M
             _ = shutdown.changed() => {
                 let bye = encode(&ServerMessage::Goodbye { reason: "shutdown".into() });
                 if let Some(s) = strong_or_weak(&strong, &weak) {
-                    let _ = s.try_send(Outbound::Close(bye));
+                    let _ = s.try_send(Outbound::Close(bye, CLOSE_GOING_AWAY));
                 }
                 break sig::Presence::Left;
             }

@@ -36,6 +36,16 @@ pub use roles::allowed;
 /// How many outbound messages may wait for a slow client before it is disconnected.
 pub const CONNECTION_QUEUE: usize = 1024;
 
+/// Websocket close code: the server is going away (RFC 6455).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Websocket close code: a policy violation, such as a sustained flood (RFC 6455).
+pub const CLOSE_POLICY: u16 = 1008;
+/// Websocket close code: the server could not serve the connection (RFC 6455).
+pub const CLOSE_INTERNAL: u16 = 1011;
+/// Websocket close code (application range): the same participant joined on another
+/// connection.
+pub const CLOSE_REPLACED: u16 = 4000;
+
 /// A connection's id, unique within the server.
 pub type ConnId = u64;
 
@@ -44,8 +54,8 @@ pub type ConnId = u64;
 pub enum Outbound {
     /// A JSON text frame, serialised once and shared by every receiver.
     Text(Utf8Bytes),
-    /// Close the connection after sending this reason (`goodbye`).
-    Close(Utf8Bytes),
+    /// Send this last frame (a `goodbye` or an error), then close with this websocket code.
+    Close(Utf8Bytes, u16),
 }
 
 /// Messages to a meeting task.
@@ -493,7 +503,9 @@ impl Meeting {
             reason: "shutdown".into(),
         });
         for conn in self.conns.values() {
-            let _ = conn.out.try_send(Outbound::Close(bye.clone()));
+            let _ = conn
+                .out
+                .try_send(Outbound::Close(bye.clone(), CLOSE_GOING_AWAY));
         }
         debug!("meeting task stopped");
     }
@@ -561,7 +573,7 @@ impl Meeting {
                 let bye = encode(&ServerMessage::Goodbye {
                     reason: "replaced".into(),
                 });
-                let _ = old.out.try_send(Outbound::Close(bye));
+                let _ = old.out.try_send(Outbound::Close(bye, CLOSE_REPLACED));
             }
         }
         let info = ParticipantInfo {
@@ -582,11 +594,14 @@ impl Meeting {
                 )
                 .await
             {
-                let _ = out.try_send(Outbound::Close(error_frame(
-                    None,
-                    ErrorCode::JournalUnavailable,
-                    format!("could not record your arrival: {e}"),
-                )));
+                let _ = out.try_send(Outbound::Close(
+                    error_frame(
+                        None,
+                        ErrorCode::JournalUnavailable,
+                        format!("could not record your arrival: {e}"),
+                    ),
+                    CLOSE_INTERNAL,
+                ));
                 return;
             }
         }
