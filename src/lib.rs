@@ -25,6 +25,7 @@ pub mod clock;
 pub mod config;
 pub mod floor;
 pub mod http;
+pub mod media;
 pub mod meeting;
 pub mod server;
 pub mod store;

@@ -1,0 +1,586 @@
+//! # The router: who receives what (engine-agnostic, pure)
+//!
+//! The router makes every forwarding decision of the SFU and knows nothing of WebRTC: the
+//! media engine feeds it packet metadata and applies what it returns. It is `std` only and
+//! takes the time as an argument, so it is unit-tested without sockets.
+//!
+//! ## Model
+//! - A **peer** is a participant's media presence, with a [`MediaRole`].
+//! - A **track** is something a peer publishes: microphone, camera, the room's program video
+//!   and audio, a screen. Video tracks have 1 to 3 simulcast **layers**, low to high.
+//! - A **slot** is one continuous outgoing stream at a subscriber. Most slots follow one track
+//!   ([`Slot::Track`]); the [`Slot::Speaker`] slot follows whoever holds the floor and the
+//!   [`Slot::Screen`] slot follows the presenter's screen, so a grant changes the picture
+//!   without renegotiation. A slot has one outgoing SSRC and its own sequence numbers and
+//!   timestamps; the router rewrites every packet so a switch (of layer or of source) never
+//!   shows a gap.
+//!
+//! ## Policy
+//! - Every peer but the room receives the room program (audio, and video on the high layer).
+//! - Every peer receives every other peer's microphone; the **floor gate** drops a delegate's
+//!   audio at the server unless the gate is open for them (moderated mode: they hold the floor;
+//!   the moderator and the room always pass; open mode: everyone passes).
+//! - Every peer but the room's own feed owner receives the speaker slot (high layer) and the
+//!   screen slot.
+//! - Thumbnails: a subscriber that asks gets every other delegate's camera on the low layer.
+//! - A video slot switches layer (or source) only at a keyframe of the target; until then the
+//!   old source keeps flowing. Keyframe requests are merged per (track, layer), sent at most
+//!   once per [`KEYFRAME_INTERVAL_MS`], and repeated until a keyframe arrives.
+
+use std::collections::HashMap;
+
+/// Milliseconds on the caller's clock.
+pub type Millis = i64;
+
+/// A peer (one participant's media presence), numbered by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u32);
+
+/// A published track, numbered by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrackId(pub u32);
+
+/// What a peer is, for media purposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaRole {
+    /// The chair: audio always passes.
+    Moderator,
+    /// A remote delegate: audio passes only with the floor (moderated mode).
+    Delegate,
+    /// The room endpoint: publishes the program; its audio always passes.
+    Room,
+    /// Receives only.
+    Listener,
+}
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// Audio (Opus).
+    Audio,
+    /// Video (VP8).
+    Video,
+}
+
+/// Where a track comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A microphone.
+    Microphone,
+    /// A camera.
+    Camera,
+    /// The room's program (room camera, or room audio mix).
+    Program,
+    /// A shared screen.
+    Screen,
+}
+
+/// An outgoing stream at a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Slot {
+    /// Follows one track.
+    Track(TrackId),
+    /// Follows the floor holder's camera.
+    Speaker,
+    /// Follows the presenter's screen.
+    Screen,
+}
+
+/// A subscriber's slot.
+type SlotKey = (PeerId, Slot);
+/// A (track, layer) that feeds a slot.
+type Feed = (TrackId, u8);
+
+/// Minimum time between keyframe requests for one (track, layer).
+pub const KEYFRAME_INTERVAL_MS: Millis = 1_000;
+
+/// Video RTP clock rate.
+const VIDEO_CLOCK_KHZ: i64 = 90;
+/// Opus RTP clock rate.
+const AUDIO_CLOCK_KHZ: i64 = 48;
+
+/// Metadata of one incoming RTP packet, as the engine parsed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Incoming {
+    /// The track.
+    pub track: TrackId,
+    /// Simulcast layer index (0 = lowest).
+    pub layer: u8,
+    /// RTP sequence number.
+    pub seq: u16,
+    /// RTP timestamp.
+    pub timestamp: u32,
+    /// Start of a keyframe (video).
+    pub keyframe: bool,
+}
+
+/// One copy to send: the packet goes to `peer` on `slot`, rewritten to these header values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    /// The subscriber.
+    pub peer: PeerId,
+    /// Its slot.
+    pub slot: Slot,
+    /// Outgoing SSRC.
+    pub ssrc: u32,
+    /// Outgoing sequence number.
+    pub seq: u16,
+    /// Outgoing timestamp.
+    pub timestamp: u32,
+}
+
+/// A change to what a subscriber must have negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotChange {
+    /// Add a sender for this slot.
+    Added {
+        /// Subscriber.
+        peer: PeerId,
+        /// Slot.
+        slot: Slot,
+        /// Audio or video.
+        kind: Kind,
+        /// The SSRC the slot sends with.
+        ssrc: u32,
+    },
+    /// Remove it.
+    Removed {
+        /// Subscriber.
+        peer: PeerId,
+        /// Slot.
+        slot: Slot,
+    },
+}
+
+/// Why the router refused something.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouterError {
+    /// No such peer.
+    UnknownPeer(PeerId),
+    /// No such track.
+    UnknownTrack(TrackId),
+    /// The track id is taken.
+    DuplicateTrack(TrackId),
+    /// The role may not publish this.
+    NotAllowed(&'static str),
+    /// 1 to 3 layers, and only video has more than one.
+    BadLayers(u8),
+}
+
+impl std::fmt::Display for RouterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouterError::UnknownPeer(p) => write!(f, "unknown peer {}", p.0),
+            RouterError::UnknownTrack(t) => write!(f, "unknown track {}", t.0),
+            RouterError::DuplicateTrack(t) => write!(f, "track {} exists", t.0),
+            RouterError::NotAllowed(s) => f.write_str(s),
+            RouterError::BadLayers(n) => {
+                write!(f, "{n} layers: 1 to 3, more than 1 only for video")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RouterError {}
+
+#[derive(Debug)]
+struct Peer {
+    role: MediaRole,
+    thumbnails: bool,
+    /// Dropped audio packets (floor gate).
+    gate_dropped: u64,
+}
+
+#[derive(Debug)]
+struct Track {
+    owner: PeerId,
+    kind: Kind,
+    source: Source,
+    layers: u8,
+}
+
+/// The state of one outgoing stream.
+#[derive(Debug)]
+struct Down {
+    ssrc: u32,
+    kind: Kind,
+    /// What it shows now (None: nothing yet).
+    current: Option<(TrackId, u8)>,
+    /// What it should show; switched to at the target's next keyframe.
+    target: Option<(TrackId, u8)>,
+    /// Rewriting: out = in + offset (wrapping), per current source.
+    seq_offset: u16,
+    ts_offset: u32,
+    last_out: Option<(u16, u32, Millis)>,
+}
+
+/// The router. See the module docs.
+#[derive(Debug, Default)]
+pub struct Router {
+    moderated: bool,
+    peers: HashMap<PeerId, Peer>,
+    tracks: HashMap<TrackId, Track>,
+    /// Floor holders (their audio passes; the first with a camera fills the speaker slot).
+    holders: Vec<PeerId>,
+    /// Presenters (their screen fills the screen slot).
+    presenters: Vec<PeerId>,
+    downs: HashMap<(PeerId, Slot), Down>,
+    /// For each (track, layer): the slots that take it now or want it at the next keyframe.
+    fanout: HashMap<(TrackId, u8), Vec<(PeerId, Slot)>>,
+    changes: Vec<SlotChange>,
+    /// Keyframe wanted for (track, layer), with when it was last asked for.
+    keyframes: HashMap<(TrackId, u8), Option<Millis>>,
+    next_ssrc: u32,
+    forwarded: u64,
+}
+
+impl Router {
+    /// A router; `moderated` closes the floor gate for delegates without the floor.
+    pub fn new(moderated: bool) -> Router {
+        Router {
+            moderated,
+            next_ssrc: 0x5254_0000,
+            ..Router::default()
+        }
+    }
+
+    /// Adds a peer.
+    pub fn add_peer(&mut self, peer: PeerId, role: MediaRole) {
+        self.peers.insert(
+            peer,
+            Peer {
+                role,
+                thumbnails: false,
+                gate_dropped: 0,
+            },
+        );
+        self.recompute();
+    }
+
+    /// Removes a peer with its tracks and slots.
+    pub fn remove_peer(&mut self, peer: PeerId) {
+        self.peers.remove(&peer);
+        self.tracks.retain(|_, t| t.owner != peer);
+        self.recompute();
+    }
+
+    /// Publishes a track.
+    pub fn publish(
+        &mut self,
+        peer: PeerId,
+        track: TrackId,
+        kind: Kind,
+        source: Source,
+        layers: u8,
+    ) -> Result<(), RouterError> {
+        let role = self
+            .peers
+            .get(&peer)
+            .ok_or(RouterError::UnknownPeer(peer))?
+            .role;
+        if self.tracks.contains_key(&track) {
+            return Err(RouterError::DuplicateTrack(track));
+        }
+        if layers == 0 || layers > 3 || (kind == Kind::Audio && layers != 1) {
+            return Err(RouterError::BadLayers(layers));
+        }
+        match (role, source) {
+            (MediaRole::Listener, _) => {
+                return Err(RouterError::NotAllowed("a listener may not publish"));
+            }
+            (MediaRole::Room, Source::Program)
+            | (_, Source::Microphone | Source::Camera | Source::Screen) => {}
+            (_, Source::Program) => {
+                return Err(RouterError::NotAllowed(
+                    "only the room publishes the program",
+                ));
+            }
+        }
+        self.tracks.insert(
+            track,
+            Track {
+                owner: peer,
+                kind,
+                source,
+                layers,
+            },
+        );
+        self.recompute();
+        Ok(())
+    }
+
+    /// Removes a track.
+    pub fn unpublish(&mut self, track: TrackId) {
+        if self.tracks.remove(&track).is_some() {
+            self.recompute();
+        }
+    }
+
+    /// Sets the floor: mode, holders (in grant order) and presenters.
+    pub fn set_floor(&mut self, moderated: bool, holders: &[PeerId], presenters: &[PeerId]) {
+        self.moderated = moderated;
+        self.holders = holders.to_vec();
+        self.presenters = presenters.to_vec();
+        self.recompute();
+    }
+
+    /// Whether a subscriber wants other delegates' cameras as thumbnails.
+    pub fn set_thumbnails(&mut self, peer: PeerId, on: bool) -> Result<(), RouterError> {
+        self.peers
+            .get_mut(&peer)
+            .ok_or(RouterError::UnknownPeer(peer))?
+            .thumbnails = on;
+        self.recompute();
+        Ok(())
+    }
+
+    /// Whether `peer`'s audio passes the floor gate now.
+    pub fn gate_open(&self, peer: PeerId) -> bool {
+        match self.peers.get(&peer).map(|p| p.role) {
+            Some(MediaRole::Moderator | MediaRole::Room) => true,
+            Some(MediaRole::Delegate) => !self.moderated || self.holders.contains(&peer),
+            _ => false,
+        }
+    }
+
+    /// Audio packets dropped by the gate for `peer`.
+    pub fn gate_dropped(&self, peer: PeerId) -> u64 {
+        self.peers.get(&peer).map_or(0, |p| p.gate_dropped)
+    }
+
+    /// Copies forwarded in all.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded
+    }
+
+    /// Slot changes since the last call (the engine adds or removes senders).
+    pub fn take_changes(&mut self) -> Vec<SlotChange> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// The slots of a subscriber, with their SSRCs (for a full negotiation).
+    pub fn slots(&self, peer: PeerId) -> Vec<(Slot, Kind, u32)> {
+        let mut v: Vec<_> = self
+            .downs
+            .iter()
+            .filter(|((p, _), _)| *p == peer)
+            .map(|((_, s), d)| (*s, d.kind, d.ssrc))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Decides where one incoming packet goes; appends to `out` (not cleared). The hot path:
+    /// no allocation once the router's tables are built.
+    pub fn route(&mut self, now: Millis, pkt: &Incoming, out: &mut Vec<Forward>) {
+        let Some(track) = self.tracks.get(&pkt.track) else {
+            return;
+        };
+        let (owner, kind) = (track.owner, track.kind);
+        if kind == Kind::Audio && !self.gate_open(owner) {
+            if let Some(p) = self.peers.get_mut(&owner) {
+                p.gate_dropped += 1;
+            }
+            return;
+        }
+        if pkt.keyframe {
+            self.keyframes.remove(&(pkt.track, pkt.layer));
+        }
+        let key = (pkt.track, pkt.layer);
+        let Some(slots) = self.fanout.get(&key) else {
+            return;
+        };
+        for &(peer, slot) in slots {
+            let Some(down) = self.downs.get_mut(&(peer, slot)) else {
+                continue;
+            };
+            let src = Some(key);
+            if down.current != src {
+                // A packet of the target: switch at a keyframe (audio: at once).
+                if down.target == src && (pkt.keyframe || kind == Kind::Audio) {
+                    down.current = src;
+                    let (seq, ts) = match down.last_out {
+                        Some((s, t, at)) => {
+                            let rate = if kind == Kind::Audio {
+                                AUDIO_CLOCK_KHZ
+                            } else {
+                                VIDEO_CLOCK_KHZ
+                            };
+                            let gap = ((now - at).max(1) * rate) as u32;
+                            (s.wrapping_add(1), t.wrapping_add(gap))
+                        }
+                        None => (pkt.seq, pkt.timestamp),
+                    };
+                    down.seq_offset = seq.wrapping_sub(pkt.seq);
+                    down.ts_offset = ts.wrapping_sub(pkt.timestamp);
+                } else {
+                    continue;
+                }
+            }
+            let seq = pkt.seq.wrapping_add(down.seq_offset);
+            let timestamp = pkt.timestamp.wrapping_add(down.ts_offset);
+            down.last_out = Some((seq, timestamp, now));
+            out.push(Forward {
+                peer,
+                slot,
+                ssrc: down.ssrc,
+                seq,
+                timestamp,
+            });
+            self.forwarded += 1;
+        }
+    }
+
+    /// Keyframe requests to send now: merged per (track, layer), at most one per
+    /// [`KEYFRAME_INTERVAL_MS`], repeated until a keyframe arrives.
+    pub fn poll_keyframe_requests(&mut self, now: Millis, out: &mut Vec<(TrackId, u8)>) {
+        for (key, last) in self.keyframes.iter_mut() {
+            if last.is_none_or(|l| now - l >= KEYFRAME_INTERVAL_MS) {
+                *last = Some(now);
+                out.push(*key);
+            }
+        }
+    }
+
+    /// A subscriber asked for a keyframe on a slot (PLI from the subscriber).
+    pub fn subscriber_wants_keyframe(&mut self, peer: PeerId, slot: Slot) {
+        if let Some(src) = self
+            .downs
+            .get(&(peer, slot))
+            .and_then(|d| d.current.or(d.target))
+        {
+            self.keyframes.entry(src).or_insert(None);
+        }
+    }
+
+    /// Whether a keyframe of (track, layer) is wanted and has not come yet.
+    pub fn keyframe_pending(&self, track: TrackId, layer: u8) -> bool {
+        self.keyframes.contains_key(&(track, layer))
+    }
+
+    // ----- policy ------------------------------------------------------------------------
+
+    /// What each subscriber should receive: slot → (track, layer), or no source yet (the
+    /// speaker and screen slots exist for every peer from the start, so no change of speaker
+    /// or presenter ever needs a renegotiation).
+    fn wanted(&self) -> Vec<(SlotKey, Kind, Option<Feed>)> {
+        let mut want = Vec::new();
+        let top = |t: &Track| t.layers.saturating_sub(1);
+        let speaker_cam = self.holders.iter().find_map(|h| {
+            self.tracks
+                .iter()
+                .find(|(_, t)| t.owner == *h && t.source == Source::Camera)
+                .map(|(id, t)| (*id, top(t)))
+        });
+        let screen = self.presenters.iter().find_map(|p| {
+            self.tracks
+                .iter()
+                .find(|(_, t)| t.owner == *p && t.source == Source::Screen)
+                .map(|(id, t)| (*id, top(t)))
+        });
+        for (&pid, peer) in &self.peers {
+            for (&tid, t) in &self.tracks {
+                if t.owner == pid {
+                    continue;
+                }
+                let layer = match (t.source, t.kind) {
+                    (_, Kind::Audio) => Some(0),
+                    (Source::Program, Kind::Video) => Some(top(t)),
+                    (Source::Camera, Kind::Video) if peer.thumbnails => Some(0),
+                    _ => None,
+                };
+                if let Some(layer) = layer {
+                    want.push(((pid, Slot::Track(tid)), t.kind, Some((tid, layer))));
+                }
+            }
+            let not_own = |src: Option<(TrackId, u8)>| {
+                src.filter(|(tid, _)| self.tracks.get(tid).is_some_and(|t| t.owner != pid))
+            };
+            want.push(((pid, Slot::Speaker), Kind::Video, not_own(speaker_cam)));
+            want.push(((pid, Slot::Screen), Kind::Video, not_own(screen)));
+        }
+        want
+    }
+
+    /// Brings slots, targets and the fan-out table in line with the policy.
+    fn recompute(&mut self) {
+        let want = self.wanted();
+        let wanted_keys: std::collections::HashSet<(PeerId, Slot)> =
+            want.iter().map(|(k, _, _)| *k).collect();
+        // Slots nobody wants any more go.
+        let mut gone: Vec<(PeerId, Slot)> = self
+            .downs
+            .keys()
+            .filter(|k| !wanted_keys.contains(k))
+            .copied()
+            .collect();
+        gone.sort();
+        for key in gone {
+            self.downs.remove(&key);
+            self.changes.push(SlotChange::Removed {
+                peer: key.0,
+                slot: key.1,
+            });
+        }
+        for down in self.downs.values_mut() {
+            down.target = None;
+        }
+        for (key, kind, src) in want {
+            let ssrc = match self.downs.get(&key) {
+                Some(d) => d.ssrc,
+                None => {
+                    self.next_ssrc = self.next_ssrc.wrapping_add(1);
+                    self.next_ssrc
+                }
+            };
+            let down = self.downs.entry(key).or_insert_with(|| {
+                self.changes.push(SlotChange::Added {
+                    peer: key.0,
+                    slot: key.1,
+                    kind,
+                    ssrc,
+                });
+                Down {
+                    ssrc,
+                    kind,
+                    current: None,
+                    target: None,
+                    seq_offset: 0,
+                    ts_offset: 0,
+                    last_out: None,
+                }
+            });
+            down.target = src;
+        }
+        // A slot whose target differs from what it shows needs a keyframe of the target;
+        // one whose target is gone shows nothing.
+        let mut need = Vec::new();
+        for down in self.downs.values_mut() {
+            match down.target {
+                None => down.current = None,
+                Some(t) if down.current != Some(t) && down.kind == Kind::Video => need.push(t),
+                _ => {}
+            }
+        }
+        for t in need {
+            self.keyframes.entry(t).or_insert(None);
+        }
+        self.keyframes
+            .retain(|(t, _), _| self.tracks.contains_key(t));
+        self.fanout.clear();
+        for (&key, down) in &self.downs {
+            for src in [down.current, down.target].into_iter().flatten() {
+                let list = self.fanout.entry(src).or_default();
+                if !list.contains(&key) {
+                    list.push(key);
+                }
+            }
+        }
+        for list in self.fanout.values_mut() {
+            list.sort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

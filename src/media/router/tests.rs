@@ -1,0 +1,384 @@
+//! Router tests: policy, gate, layer switching at keyframes with continuous rewriting,
+//! keyframe request merging and throttling. No sockets.
+
+use super::*;
+
+const ROOM: PeerId = PeerId(1);
+const CHAIR: PeerId = PeerId(2);
+const D1: PeerId = PeerId(10);
+const D2: PeerId = PeerId(11);
+const D3: PeerId = PeerId(12);
+
+const PROG_V: TrackId = TrackId(100);
+const PROG_A: TrackId = TrackId(101);
+const D1_MIC: TrackId = TrackId(110);
+const D1_CAM: TrackId = TrackId(111);
+const D2_MIC: TrackId = TrackId(120);
+const D2_CAM: TrackId = TrackId(121);
+const D2_SCREEN: TrackId = TrackId(122);
+
+fn meeting() -> Router {
+    let mut r = Router::new(true);
+    r.add_peer(ROOM, MediaRole::Room);
+    r.add_peer(CHAIR, MediaRole::Moderator);
+    r.add_peer(D1, MediaRole::Delegate);
+    r.add_peer(D2, MediaRole::Delegate);
+    r.publish(ROOM, PROG_V, Kind::Video, Source::Program, 3)
+        .unwrap();
+    r.publish(ROOM, PROG_A, Kind::Audio, Source::Program, 1)
+        .unwrap();
+    r.publish(D1, D1_MIC, Kind::Audio, Source::Microphone, 1)
+        .unwrap();
+    r.publish(D1, D1_CAM, Kind::Video, Source::Camera, 2)
+        .unwrap();
+    r.publish(D2, D2_MIC, Kind::Audio, Source::Microphone, 1)
+        .unwrap();
+    r.publish(D2, D2_CAM, Kind::Video, Source::Camera, 2)
+        .unwrap();
+    r
+}
+
+fn pkt(track: TrackId, layer: u8, seq: u16, ts: u32, keyframe: bool) -> Incoming {
+    Incoming {
+        track,
+        layer,
+        seq,
+        timestamp: ts,
+        keyframe,
+    }
+}
+
+fn route(r: &mut Router, now: Millis, p: Incoming) -> Vec<Forward> {
+    let mut out = Vec::new();
+    r.route(now, &p, &mut out);
+    out
+}
+
+fn to(out: &[Forward], peer: PeerId, slot: Slot) -> Option<Forward> {
+    out.iter()
+        .find(|f| f.peer == peer && f.slot == slot)
+        .copied()
+}
+
+#[test]
+fn delegates_receive_the_room_program_on_the_high_layer_and_the_room_does_not() {
+    let mut r = meeting();
+    let out = route(&mut r, 0, pkt(PROG_V, 2, 1, 1000, true));
+    let peers: Vec<PeerId> = out.iter().map(|f| f.peer).collect();
+    assert!(peers.contains(&D1) && peers.contains(&D2) && peers.contains(&CHAIR));
+    assert!(
+        !peers.contains(&ROOM),
+        "the room never gets its own feed back"
+    );
+    // The low layer goes nowhere: nobody wants it.
+    assert!(route(&mut r, 0, pkt(PROG_V, 0, 1, 1000, true)).is_empty());
+}
+
+#[test]
+fn the_floor_gate_drops_delegate_audio_until_granted_and_counts() {
+    let mut r = meeting();
+    assert!(route(&mut r, 0, pkt(D1_MIC, 0, 1, 0, false)).is_empty());
+    assert!(route(&mut r, 20, pkt(D1_MIC, 0, 2, 960, false)).is_empty());
+    assert_eq!(r.gate_dropped(D1), 2);
+    r.set_floor(true, &[D1], &[]);
+    let out = route(&mut r, 40, pkt(D1_MIC, 0, 3, 1920, false));
+    assert!(
+        to(&out, ROOM, Slot::Track(D1_MIC)).is_some(),
+        "the room hears the floor holder"
+    );
+    assert!(to(&out, D2, Slot::Track(D1_MIC)).is_some());
+    r.set_floor(true, &[], &[]);
+    assert!(route(&mut r, 60, pkt(D1_MIC, 0, 4, 2880, false)).is_empty());
+    assert_eq!(r.gate_dropped(D1), 3);
+    // Open mode: everyone passes. The moderator and the room always pass.
+    r.set_floor(false, &[], &[]);
+    assert!(!route(&mut r, 80, pkt(D1_MIC, 0, 5, 3840, false)).is_empty());
+    assert!(r.gate_open(CHAIR) && r.gate_open(ROOM));
+}
+
+#[test]
+fn audio_sequence_numbers_stay_continuous_across_a_closed_gate() {
+    let mut r = meeting();
+    r.set_floor(true, &[D1], &[]);
+    let a = to(
+        &route(&mut r, 0, pkt(D1_MIC, 0, 100, 0, false)),
+        ROOM,
+        Slot::Track(D1_MIC),
+    )
+    .unwrap();
+    r.set_floor(true, &[], &[]);
+    route(&mut r, 20, pkt(D1_MIC, 0, 101, 960, false));
+    r.set_floor(true, &[D1], &[]);
+    let b = to(
+        &route(&mut r, 40, pkt(D1_MIC, 0, 102, 1920, false)),
+        ROOM,
+        Slot::Track(D1_MIC),
+    )
+    .unwrap();
+    // The same source: offsets unchanged, so the receiver sees the real gap (its jitter
+    // buffer conceals it) and the same SSRC.
+    assert_eq!(a.ssrc, b.ssrc);
+    assert_eq!(b.seq.wrapping_sub(a.seq), 2);
+}
+
+#[test]
+fn the_speaker_slot_follows_the_floor_and_switches_at_a_keyframe_without_a_gap() {
+    let mut r = meeting();
+    r.set_floor(true, &[D1], &[]);
+    let changes = r.take_changes();
+    assert!(
+        changes.contains(&SlotChange::Added {
+            peer: ROOM,
+            slot: Slot::Speaker,
+            kind: Kind::Video,
+            ssrc: r
+                .slots(ROOM)
+                .iter()
+                .find(|s| s.0 == Slot::Speaker)
+                .unwrap()
+                .2,
+        })
+    );
+    // Nothing until D1's high-layer keyframe; a keyframe is requested.
+    assert!(r.keyframe_pending(D1_CAM, 1));
+    assert!(
+        to(
+            &route(&mut r, 0, pkt(D1_CAM, 1, 500, 9000, false)),
+            ROOM,
+            Slot::Speaker
+        )
+        .is_none()
+    );
+    let f1 = to(
+        &route(&mut r, 10, pkt(D1_CAM, 1, 501, 9000, true)),
+        ROOM,
+        Slot::Speaker,
+    )
+    .unwrap();
+    assert!(!r.keyframe_pending(D1_CAM, 1));
+    let f2 = to(
+        &route(&mut r, 40, pkt(D1_CAM, 1, 502, 12000, false)),
+        ROOM,
+        Slot::Speaker,
+    )
+    .unwrap();
+    assert_eq!(f2.seq, f1.seq.wrapping_add(1));
+    // The floor passes to D2: no renegotiation, D1 keeps flowing until D2's keyframe.
+    r.set_floor(true, &[D2], &[]);
+    assert!(r.take_changes().iter().all(|c| !matches!(
+        c,
+        SlotChange::Added {
+            slot: Slot::Speaker,
+            ..
+        } | SlotChange::Removed {
+            slot: Slot::Speaker,
+            ..
+        }
+    )));
+    let f3 = to(
+        &route(&mut r, 70, pkt(D1_CAM, 1, 503, 15000, false)),
+        ROOM,
+        Slot::Speaker,
+    )
+    .unwrap();
+    assert!(
+        to(
+            &route(&mut r, 80, pkt(D2_CAM, 1, 7000, 555, false)),
+            ROOM,
+            Slot::Speaker
+        )
+        .is_none()
+    );
+    let f4 = to(
+        &route(&mut r, 100, pkt(D2_CAM, 1, 7001, 3555, true)),
+        ROOM,
+        Slot::Speaker,
+    )
+    .unwrap();
+    assert_eq!(f4.ssrc, f1.ssrc, "one continuous stream");
+    assert_eq!(f4.seq, f3.seq.wrapping_add(1), "no gap at the switch");
+    assert_eq!(
+        f4.timestamp,
+        f3.timestamp.wrapping_add(30 * 90),
+        "timestamp advances with time"
+    );
+    // After the switch D1's packets no longer reach the slot.
+    assert!(
+        to(
+            &route(&mut r, 110, pkt(D1_CAM, 1, 504, 18000, false)),
+            ROOM,
+            Slot::Speaker
+        )
+        .is_none()
+    );
+    let f5 = to(
+        &route(&mut r, 130, pkt(D2_CAM, 1, 7002, 6555, false)),
+        ROOM,
+        Slot::Speaker,
+    )
+    .unwrap();
+    assert_eq!(f5.seq, f4.seq.wrapping_add(1));
+}
+
+#[test]
+fn thumbnails_use_the_low_layer_and_switch_to_high_when_the_delegate_takes_the_floor() {
+    let mut r = meeting();
+    r.add_peer(D3, MediaRole::Delegate);
+    r.set_thumbnails(D3, true).unwrap();
+    let low = to(
+        &route(&mut r, 0, pkt(D1_CAM, 0, 1, 0, true)),
+        D3,
+        Slot::Track(D1_CAM),
+    )
+    .unwrap();
+    assert!(
+        to(
+            &route(&mut r, 0, pkt(D1_CAM, 1, 1, 0, true)),
+            D3,
+            Slot::Track(D1_CAM)
+        )
+        .is_none()
+    );
+    // Thumbnails off: the slot goes away.
+    r.take_changes();
+    r.set_thumbnails(D3, false).unwrap();
+    assert!(r.take_changes().contains(&SlotChange::Removed {
+        peer: D3,
+        slot: Slot::Track(D1_CAM)
+    }));
+    assert!(
+        to(
+            &route(&mut r, 10, pkt(D1_CAM, 0, 2, 900, false)),
+            D3,
+            Slot::Track(D1_CAM)
+        )
+        .is_none()
+    );
+    let _ = low;
+}
+
+#[test]
+fn sequence_and_timestamp_wrap_around() {
+    let mut r = meeting();
+    let a = to(
+        &route(&mut r, 0, pkt(PROG_A, 0, u16::MAX, u32::MAX - 100, false)),
+        D1,
+        Slot::Track(PROG_A),
+    )
+    .unwrap();
+    let b = to(
+        &route(&mut r, 20, pkt(PROG_A, 0, 0, 860, false)),
+        D1,
+        Slot::Track(PROG_A),
+    )
+    .unwrap();
+    assert_eq!(b.seq, a.seq.wrapping_add(1));
+    assert_eq!(b.timestamp, a.timestamp.wrapping_add(961));
+}
+
+#[test]
+fn keyframe_requests_are_merged_and_throttled_and_repeat_until_a_keyframe() {
+    let mut r = meeting();
+    // Ten delegates join at once: all want the program's high layer.
+    for i in 0..10 {
+        r.add_peer(PeerId(100 + i), MediaRole::Delegate);
+    }
+    let mut out = Vec::new();
+    r.poll_keyframe_requests(0, &mut out);
+    let prog: Vec<_> = out.iter().filter(|k| k.0 == PROG_V).collect();
+    assert_eq!(prog, vec![&(PROG_V, 2)], "one request for all ten");
+    out.clear();
+    r.poll_keyframe_requests(500, &mut out);
+    assert!(out.is_empty(), "throttled");
+    r.poll_keyframe_requests(1000, &mut out);
+    assert!(
+        out.contains(&(PROG_V, 2)),
+        "repeated until a keyframe arrives"
+    );
+    route(&mut r, 1100, pkt(PROG_V, 2, 1, 0, true));
+    out.clear();
+    r.poll_keyframe_requests(5000, &mut out);
+    assert!(!out.contains(&(PROG_V, 2)));
+    // A subscriber's PLI asks again, merged.
+    r.subscriber_wants_keyframe(PeerId(100), Slot::Track(PROG_V));
+    r.subscriber_wants_keyframe(PeerId(101), Slot::Track(PROG_V));
+    out.clear();
+    r.poll_keyframe_requests(6000, &mut out);
+    assert_eq!(out.iter().filter(|k| **k == (PROG_V, 2)).count(), 1);
+}
+
+#[test]
+fn the_screen_slot_follows_the_presenter() {
+    let mut r = meeting();
+    r.publish(D2, D2_SCREEN, Kind::Video, Source::Screen, 1)
+        .unwrap();
+    r.set_floor(true, &[], &[D2]);
+    let out = route(&mut r, 0, pkt(D2_SCREEN, 0, 1, 0, true));
+    assert!(to(&out, ROOM, Slot::Screen).is_some());
+    assert!(to(&out, D1, Slot::Screen).is_some());
+    assert!(
+        to(&out, D2, Slot::Screen).is_none(),
+        "not back to the presenter"
+    );
+}
+
+#[test]
+fn publishing_rules_are_enforced() {
+    let mut r = meeting();
+    r.add_peer(D3, MediaRole::Listener);
+    assert_eq!(
+        r.publish(D3, TrackId(900), Kind::Audio, Source::Microphone, 1),
+        Err(RouterError::NotAllowed("a listener may not publish"))
+    );
+    assert!(matches!(
+        r.publish(D1, TrackId(901), Kind::Video, Source::Program, 1),
+        Err(RouterError::NotAllowed(_))
+    ));
+    assert_eq!(
+        r.publish(D1, D1_MIC, Kind::Audio, Source::Microphone, 1),
+        Err(RouterError::DuplicateTrack(D1_MIC))
+    );
+    assert_eq!(
+        r.publish(D1, TrackId(902), Kind::Audio, Source::Microphone, 2),
+        Err(RouterError::BadLayers(2))
+    );
+    assert_eq!(
+        r.publish(PeerId(99), TrackId(903), Kind::Audio, Source::Microphone, 1),
+        Err(RouterError::UnknownPeer(PeerId(99)))
+    );
+}
+
+#[test]
+fn leaving_removes_tracks_and_slots() {
+    let mut r = meeting();
+    r.take_changes();
+    r.remove_peer(D1);
+    let changes = r.take_changes();
+    assert!(changes.contains(&SlotChange::Removed {
+        peer: ROOM,
+        slot: Slot::Track(D1_MIC)
+    }));
+    assert!(changes.contains(&SlotChange::Removed {
+        peer: D1,
+        slot: Slot::Track(PROG_V)
+    }));
+    assert!(route(&mut r, 0, pkt(D1_MIC, 0, 1, 0, false)).is_empty());
+    assert!(r.slots(D1).is_empty());
+}
+
+#[test]
+fn the_route_path_does_not_grow_its_output_beyond_the_subscribers() {
+    let mut r = meeting();
+    let mut out = Vec::with_capacity(16);
+    for i in 0..1000u16 {
+        out.clear();
+        r.route(
+            i64::from(i) * 20,
+            &pkt(PROG_A, 0, i, u32::from(i) * 960, false),
+            &mut out,
+        );
+        assert_eq!(out.len(), 3);
+    }
+    assert_eq!(out.capacity(), 16, "no reallocation per packet");
+    assert_eq!(r.forwarded(), 3000);
+}
