@@ -72,9 +72,97 @@ pub struct Config {
     /// Server settings (`[server]`).
     #[serde(default)]
     pub server: ServerConfig,
+    /// Media settings (`[media]`).
+    #[serde(default)]
+    pub media: MediaConfig,
     /// The meetings, in file order (`[[meeting]]`). At least one is required.
     #[serde(rename = "meeting", default)]
     pub meetings: Vec<MeetingConfig>,
+}
+
+/// Media settings: the one UDP port, the address to advertise, and the ICE servers clients use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// The one UDP address every peer connection shares (the port a venue opens).
+    /// Default `127.0.0.1:8443`; use `0.0.0.0:8443` (and `advertise_ip`) on a server.
+    pub udp: String,
+    /// Parsed `udp` (filled by validation).
+    #[serde(skip)]
+    pub udp_addr: SocketAddr,
+    /// The public IP to put in candidates when the server sits behind a 1:1 NAT; empty: the
+    /// bind address.
+    pub advertise_ip: String,
+    /// STUN URLs handed to clients (`stun:host:port`).
+    pub stun_urls: Vec<String>,
+    /// TURN URLs handed to clients (`turn:host:3478?transport=udp`, `turns:host:5349`).
+    pub turn_urls: Vec<String>,
+    /// The TURN server's shared secret (coturn `use-auth-secret` / `static-auth-secret`); the
+    /// server mints time-limited credentials from it for each participant.
+    pub turn_secret: String,
+    /// Lifetime of minted TURN credentials, seconds.
+    pub turn_ttl_secs: u32,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            udp: "127.0.0.1:8443".into(),
+            udp_addr: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            advertise_ip: String::new(),
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: String::new(),
+            turn_ttl_secs: 86_400,
+        }
+    }
+}
+
+impl MediaConfig {
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        self.udp_addr = self.udp.trim().parse().map_err(|_| {
+            invalid(
+                "media.udp",
+                format!(
+                    "must be an address with a port, like \"0.0.0.0:8443\" (got {:?})",
+                    self.udp
+                ),
+            )
+        })?;
+        if !self.advertise_ip.is_empty() && self.advertise_ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(
+                "media.advertise_ip",
+                format!(
+                    "must be empty or an IP address (got {:?})",
+                    self.advertise_ip
+                ),
+            ));
+        }
+        for (i, url) in self.stun_urls.iter().enumerate() {
+            if !url.starts_with("stun:") && !url.starts_with("stuns:") {
+                return Err(invalid(
+                    format!("media.stun_urls[{i}]"),
+                    format!("must start with stun: or stuns: (got {url:?})"),
+                ));
+            }
+        }
+        for (i, url) in self.turn_urls.iter().enumerate() {
+            if !url.starts_with("turn:") && !url.starts_with("turns:") {
+                return Err(invalid(
+                    format!("media.turn_urls[{i}]"),
+                    format!("must start with turn: or turns: (got {url:?})"),
+                ));
+            }
+        }
+        if !self.turn_urls.is_empty() && self.turn_secret.chars().count() < 16 {
+            return Err(invalid(
+                "media.turn_secret",
+                "TURN URLs need the TURN server's shared secret (at least 16 characters)",
+            ));
+        }
+        check_positive("media.turn_ttl_secs", self.turn_ttl_secs)?;
+        Ok(())
+    }
 }
 
 /// Server settings: listening address, links, storage and protocol limits.
@@ -353,6 +441,7 @@ impl Config {
     /// building or changing a `Config` in code.
     pub fn validate(&mut self) -> Result<(), ConfigError> {
         self.server.validate()?;
+        self.media.validate()?;
         if self.meetings.is_empty() {
             return Err(invalid("meeting", "at least one [[meeting]] is required"));
         }
@@ -806,6 +895,31 @@ minutes = 5
             server_error("token_ttl_hours = 0"),
             "server.token_ttl_hours"
         );
+    }
+
+    #[test]
+    fn media_section_is_validated() {
+        let media_error = |body: &str| invalid_at(&format!("[media]\n{body}\n{MIN}")).0;
+        assert_eq!(media_error("udp = \"nowhere\""), "media.udp");
+        assert_eq!(
+            media_error("advertise_ip = \"example.org\""),
+            "media.advertise_ip"
+        );
+        assert_eq!(
+            media_error("stun_urls = [\"http://x\"]"),
+            "media.stun_urls[0]"
+        );
+        assert_eq!(
+            media_error("turn_urls = [\"turn:127.0.0.1:3478\"]"),
+            "media.turn_secret"
+        );
+        assert_eq!(media_error("turn_ttl_secs = 0"), "media.turn_ttl_secs");
+        let ok = Config::from_toml_str(
+            &format!("[media]\nudp = \"0.0.0.0:9000\"\nturn_urls = [\"turn:127.0.0.1:3478\"]\nturn_secret = \"0123456789abcdef\"\n{MIN}"),
+            "test",
+        )
+        .unwrap();
+        assert_eq!(ok.media.udp_addr.port(), 9000);
     }
 
     #[test]

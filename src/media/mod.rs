@@ -7,3 +7,4 @@
 //! no module outside `media` touches its types.
 
 pub mod router;
+pub mod turn;
