@@ -184,8 +184,19 @@ fn names_agree_with_the_type_field() {
     }
 }
 
-/// An event message carries the floor view exactly when the event touches the floor, and the
-/// agenda view exactly when it touches the agenda.
+/// Event fixtures that are not the last message of their batch to touch the floor or the
+/// agenda, so the server sends them without views. `chair_priority` is shown where the server
+/// sends it whenever someone is speaking: first of its batch, followed by `floor_revoked` (reason
+/// `chair_priority`), which carries the floor view (that message is `event/floor_revoked.json`).
+const MID_BATCH: &[&str] = &["chair_priority"];
+
+/// The views follow the server's rule (`Meeting::commit`): the events of one command or one
+/// timer tick form a batch; the floor view rides only on the last event of the batch that
+/// touches the floor, the agenda view only on the last one that touches the agenda, and both
+/// show the state after the whole batch. Every event fixture except those in `MID_BATCH` is the
+/// last message of its batch: for most the batch has that one event, and a batch of one carries
+/// exactly the views its event touches; `floor_revoked` ends a `chair_priority` batch and
+/// `item_ended` ends the agenda's revocations, so they carry the views too.
 #[test]
 fn event_fixtures_carry_the_views_they_touch() {
     for f in fixtures("event") {
@@ -198,12 +209,76 @@ fn event_fixtures_carry_the_views_they_touch() {
         else {
             panic!("{}: not an event message", f.path)
         };
-        assert_eq!(floor.is_some(), event.touches_floor(), "{}: floor", f.path);
+        let last = !MID_BATCH.contains(&f.name.as_str());
+        assert_eq!(
+            floor.is_some(),
+            last && event.touches_floor(),
+            "{}: floor",
+            f.path
+        );
         assert_eq!(
             agenda.is_some(),
-            event.touches_agenda(),
+            last && event.touches_agenda(),
             "{}: agenda",
             f.path
+        );
+    }
+}
+
+/// Fixtures show what the server does, not only what the types allow.
+#[test]
+fn event_fixtures_follow_the_server() {
+    let event = |name: &str| -> ServerMessage {
+        let f = fixtures("event")
+            .into_iter()
+            .find(|f| f.name == name)
+            .unwrap();
+        serde_json::from_str(&f.text).unwrap()
+    };
+    // The request inside `floor_requested` has no position (`wire::event_out`): positions are
+    // in the floor view.
+    let mut requested = vec![event("floor_requested")];
+    requested.extend(
+        fixtures("server")
+            .iter()
+            .filter(|f| f.name == "event")
+            .map(|f| serde_json::from_str(&f.text).unwrap()),
+    );
+    for m in requested {
+        let ServerMessage::Event {
+            event: Event::FloorRequested { request },
+            ..
+        } = m
+        else {
+            panic!("not floor_requested: {m:?}")
+        };
+        assert_eq!(request.position, None, "request {}", request.id);
+    }
+    // `item_ended` comes after the revocation of every holder but the chair.
+    let ServerMessage::Event {
+        floor: Some(floor), ..
+    } = event("item_ended")
+    else {
+        panic!("item_ended without a floor view")
+    };
+    assert!(floor.holders.iter().all(|r| r.chair), "{:?}", floor.holders);
+    // A pause stops only the clocks of the paused item's slot grants: other speakers keep
+    // their deadline.
+    let ServerMessage::Event {
+        event: Event::ItemPaused { item, .. },
+        floor: Some(floor),
+        ..
+    } = event("item_paused")
+    else {
+        panic!("item_paused without a floor view")
+    };
+    assert!(!floor.holders.is_empty(), "show a speaker during the pause");
+    for r in &floor.holders {
+        let stopped = r.slot.as_ref() == Some(&item);
+        assert_eq!(
+            r.deadline.is_none(),
+            stopped || r.limit_ms.is_none(),
+            "{r:?}"
         );
     }
 }
