@@ -71,9 +71,11 @@ pub async fn prepare(config: &Config, clock: Clock) -> Result<Prepared, ServerEr
     let counters = Arc::new(Counters::default());
     let mut meetings = HashMap::new();
     let mut tasks = Vec::new();
+    let media = Arc::new(config.media.clone());
     for m in &config.meetings {
         let (handle, task) = meeting::start(
             m,
+            media.clone(),
             journal.clone(),
             clock.clone(),
             counters.clone(),

@@ -153,6 +153,16 @@ async fn every_command_from_every_role_is_checked() {
                     v["position"] = json!(1);
                 }
                 "timer_message" => v["text"] = json!(""),
+                "publish" => {
+                    v["sdp"] = json!("v=0");
+                    v["tracks"] = json!([]);
+                }
+                "subscribe_answer" => v["sdp"] = json!("v=0"),
+                "ice_candidate" => {
+                    v["pc"] = json!("publish");
+                    v["candidate"] = json!("");
+                }
+                "media_preferences" => v["thumbnails"] = json!(true),
                 _ => {}
             }
             v

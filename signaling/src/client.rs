@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::common::{ListKind, Millis, Policy, WhenFull};
+use crate::common::{ListKind, Millis, PeerConnectionKind, Policy, PublishTrack, WhenFull};
 
 /// A client command with its id. On the wire the command's fields sit beside `id` and `type`:
 /// `{"id": "7", "type": "raise_hand", "list": "main"}`.
@@ -171,6 +171,38 @@ pub enum Command {
         /// At most 280 characters.
         text: String,
     },
+    /// The SDP offer of the client's publish connection (first or renegotiated), naming what
+    /// each sending m-line carries. Answered by `publish_answer`.
+    Publish {
+        /// SDP offer (at most 64 KiB with the frame limit).
+        sdp: String,
+        /// The tracks, by `mid`.
+        tracks: Vec<PublishTrack>,
+    },
+    /// The client's SDP answer to the server's `subscribe_offer`.
+    SubscribeAnswer {
+        /// SDP answer.
+        sdp: String,
+    },
+    /// A trickled ICE candidate of one of the client's connections (empty `candidate`: end of
+    /// candidates).
+    IceCandidate {
+        /// Which connection.
+        pc: PeerConnectionKind,
+        /// `candidate:...` line, as the browser gives it.
+        candidate: String,
+        /// The m-line's `mid`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp_mid: Option<String>,
+        /// The m-line's index.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp_m_line_index: Option<u16>,
+    },
+    /// What the client wants to receive beyond the defaults.
+    MediaPreferences {
+        /// Other delegates' cameras as thumbnails (low layer).
+        thumbnails: bool,
+    },
 }
 
 impl Command {
@@ -201,6 +233,10 @@ impl Command {
         "agenda_move",
         "agenda_jump",
         "timer_message",
+        "publish",
+        "subscribe_answer",
+        "ice_candidate",
+        "media_preferences",
     ];
 
     /// This command's wire `type`.
@@ -231,6 +267,10 @@ impl Command {
             Command::AgendaMove { .. } => "agenda_move",
             Command::AgendaJump { .. } => "agenda_jump",
             Command::TimerMessage { .. } => "timer_message",
+            Command::Publish { .. } => "publish",
+            Command::SubscribeAnswer { .. } => "subscribe_answer",
+            Command::IceCandidate { .. } => "ice_candidate",
+            Command::MediaPreferences { .. } => "media_preferences",
         }
     }
 
@@ -261,7 +301,11 @@ impl Command {
             | Command::AgendaSkip { .. }
             | Command::AgendaMove { .. }
             | Command::AgendaJump { .. }
-            | Command::TimerMessage { .. } => true,
+            | Command::TimerMessage { .. }
+            | Command::Publish { .. }
+            | Command::SubscribeAnswer { .. }
+            | Command::IceCandidate { .. }
+            | Command::MediaPreferences { .. } => true,
         }
     }
 }

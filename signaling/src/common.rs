@@ -414,3 +414,77 @@ pub struct Snapshot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timer_message: Option<String>,
 }
+
+/// What a published track carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaSource {
+    /// A microphone.
+    Microphone,
+    /// A camera (browser simulcast: up to three `rid` layers).
+    Camera,
+    /// A shared screen.
+    Screen,
+    /// The room's program: the room camera (simulcast) and the room audio mix. Room only.
+    Program,
+}
+
+/// Which of a participant's two peer connections a message is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerConnectionKind {
+    /// The connection the client sends on; the client offers.
+    Publish,
+    /// The connection the client receives on; the server offers.
+    Subscribe,
+}
+
+/// One track the client offers on its publish connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishTrack {
+    /// The m-line's `mid` in the offer.
+    pub mid: String,
+    /// What it carries.
+    pub source: MediaSource,
+}
+
+/// An ICE server for the browser's `RTCPeerConnection` (TURN credentials are minted per
+/// participant and expire).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:` or `turn:` URLs.
+    pub urls: Vec<String>,
+    /// TURN username (`<expiry>:<participant>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// What an m-line of the subscribe connection carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "slot", rename_all = "snake_case")]
+pub enum SlotInfo {
+    /// One participant's track.
+    Track {
+        /// The m-line's `mid`.
+        mid: String,
+        /// Whose.
+        participant: String,
+        /// What.
+        source: MediaSource,
+        /// `audio` or `video`.
+        kind: String,
+    },
+    /// Whoever holds the floor (video); switches without renegotiation.
+    Speaker {
+        /// The m-line's `mid`.
+        mid: String,
+    },
+    /// The presenter's screen; switches without renegotiation.
+    Screen {
+        /// The m-line's `mid`.
+        mid: String,
+    },
+}

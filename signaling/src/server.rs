@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    AgendaView, FloorView, ListKind, Millis, ParticipantInfo, Policy, Presence, RequestInfo,
-    RevokeReason, Snapshot, WhenFull,
+    AgendaView, FloorView, IceServer, ListKind, Millis, ParticipantInfo, PeerConnectionKind,
+    Policy, Presence, RequestInfo, RevokeReason, SlotInfo, Snapshot, WhenFull,
 };
 
 /// Every message the server sends.
@@ -23,6 +23,10 @@ pub enum ServerMessage {
         seq: u64,
         /// The meeting's state.
         snapshot: Box<Snapshot>,
+        /// ICE servers for this participant's peer connections (absent: none needed, e.g.
+        /// on a LAN, or no media).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     /// A command succeeded.
     Ack {
@@ -69,6 +73,33 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         agenda: Option<Box<AgendaView>>,
     },
+    /// The server's SDP answer to the client's `publish` offer.
+    PublishAnswer {
+        /// SDP answer.
+        sdp: String,
+    },
+    /// The server's SDP offer for the client's subscribe connection: first, and whenever the
+    /// set of slots changes (a participant arrives or leaves). A change of speaker or
+    /// presenter needs none: the `speaker` and `screen` slots switch in place.
+    SubscribeOffer {
+        /// SDP offer.
+        sdp: String,
+        /// What each m-line carries.
+        slots: Vec<SlotInfo>,
+    },
+    /// A trickled ICE candidate of the server (empty `candidate`: end of candidates).
+    IceCandidate {
+        /// Which of the client's connections.
+        pc: PeerConnectionKind,
+        /// `candidate:...` line.
+        candidate: String,
+        /// The m-line's `mid`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp_mid: Option<String>,
+        /// The m-line's index.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp_m_line_index: Option<u16>,
+    },
     /// The server is closing this connection.
     Goodbye {
         /// Why: `shutdown`, `flood`, `replaced` (the same participant joined elsewhere).
@@ -110,6 +141,10 @@ pub enum ErrorCode {
     BinaryFrame,
     /// The journal could not be written; nothing changed.
     JournalUnavailable,
+    /// This server runs without media, or the media engine refused the request.
+    MediaUnavailable,
+    /// An SDP that cannot be used: malformed, too large, or with no codec we support.
+    BadSdp,
 }
 
 /// Floor settings as recorded in an event.

@@ -78,7 +78,17 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 
 /// Every `ServerMessage` variant's `type`. `server_type` below fails to compile when a variant
 /// is added, as a reminder to list it here and add its fixture.
-const SERVER_TYPES: &[&str] = &["welcome", "ack", "error", "pong", "event", "goodbye"];
+const SERVER_TYPES: &[&str] = &[
+    "welcome",
+    "ack",
+    "error",
+    "pong",
+    "event",
+    "publish_answer",
+    "subscribe_offer",
+    "ice_candidate",
+    "goodbye",
+];
 
 fn server_type(message: &ServerMessage) -> &'static str {
     match message {
@@ -87,6 +97,9 @@ fn server_type(message: &ServerMessage) -> &'static str {
         ServerMessage::Error { .. } => "error",
         ServerMessage::Pong { .. } => "pong",
         ServerMessage::Event { .. } => "event",
+        ServerMessage::PublishAnswer { .. } => "publish_answer",
+        ServerMessage::SubscribeOffer { .. } => "subscribe_offer",
+        ServerMessage::IceCandidate { .. } => "ice_candidate",
         ServerMessage::Goodbye { .. } => "goodbye",
     }
 }

@@ -6,20 +6,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
 
-/// One ICE server entry as a browser's `RTCPeerConnection` takes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IceServer {
-    /// `stun:` or `turn:` URLs.
-    pub urls: Vec<String>,
-    /// TURN username.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// TURN password.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
-}
+pub use roundtable_signaling::IceServer;
 
 /// Mints `(username, password)` valid until `now_unix + ttl_secs`.
 pub fn credentials(

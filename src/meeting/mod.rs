@@ -244,6 +244,7 @@ pub fn replay_engine(config: &MeetingConfig, records: &[JournalRecord]) -> Engin
 /// true. Returns once the state is rebuilt.
 pub async fn start(
     config: &MeetingConfig,
+    media: Arc<config::MediaConfig>,
     journal: Journal,
     clock: Clock,
     counters: Arc<Counters>,
@@ -259,6 +260,7 @@ pub async fn start(
         journal,
         clock,
         counters,
+        media,
     };
     meeting.replay().await?;
     let (tx, rx) = mpsc::channel(4096);
@@ -291,6 +293,8 @@ struct Meeting {
     journal: Journal,
     clock: Clock,
     counters: Arc<Counters>,
+    /// Media settings (ICE servers for the welcome).
+    media: Arc<config::MediaConfig>,
 }
 
 /// Serialises a server message. Serialising our own types cannot fail (no maps with
@@ -611,6 +615,11 @@ impl Meeting {
             you: info,
             seq: self.seq,
             snapshot: Box::new(self.snapshot(now)),
+            ice_servers: crate::media::turn::ice_servers(
+                &self.media,
+                &who.id,
+                now.div_euclid(1000),
+            ),
         };
         if out.try_send(Outbound::Text(encode(&welcome))).is_ok() {
             info!(participant = %who.id, role = who.role.as_str(), "joined");
@@ -693,6 +702,15 @@ impl Meeting {
                 return Err((
                     ErrorCode::InvalidState,
                     "hello and ping are answered by the connection".into(),
+                ));
+            }
+            Command::Publish { .. }
+            | Command::SubscribeAnswer { .. }
+            | Command::IceCandidate { .. }
+            | Command::MediaPreferences { .. } => {
+                return Err((
+                    ErrorCode::MediaUnavailable,
+                    "this server runs without its media engine: floor control only".into(),
                 ));
             }
             Command::RaiseHand { list } => F::RaiseHand {

@@ -7,7 +7,12 @@ use roundtable_signaling::{Command, Role};
 pub fn allowed(role: Role, command: &Command) -> bool {
     use Command as C;
     match command {
-        C::Hello { .. } | C::Ping { .. } => true,
+        C::Hello { .. }
+        | C::Ping { .. }
+        | C::SubscribeAnswer { .. }
+        | C::IceCandidate { .. }
+        | C::MediaPreferences { .. } => true,
+        C::Publish { .. } => matches!(role, Role::Moderator | Role::Delegate | Role::Room),
         C::RaiseHand { .. } | C::LowerHand => {
             matches!(role, Role::Moderator | Role::Delegate | Role::Assistant)
         }
