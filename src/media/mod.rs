@@ -7,4 +7,5 @@
 //! no module outside `media` touches its types.
 
 pub mod router;
+pub mod rtp;
 pub mod turn;
