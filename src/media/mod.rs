@@ -1,11 +1,16 @@
 //! # Media: the SFU
 //!
+//! - [`engine`]: the WebRTC engine. One thread owns one UDP socket shared by every peer
+//!   connection and drives webrtc-rs's sans-IO core (`rtc`) from it; async code reaches it with
+//!   commands over a channel and hears from it through an event channel. It is the only module
+//!   that touches `rtc` types. Its module docs hold the run-loop contract.
 //! - [`router`]: every forwarding decision (who receives what, which layer, the floor gate,
 //!   keyframe merging, header rewriting), engine-agnostic and pure.
 //!
-//! The engine that drives webrtc-rs's sans-IO core on one UDP socket is being built beside it;
-//! no module outside `media` touches its types.
+//! Until the engine calls into the router, it carries a minimal forwarding table of its own
+//! (`engine::ForwardTable`).
 
+pub mod engine;
 pub mod router;
 pub mod rtp;
 pub mod turn;

@@ -1,0 +1,1773 @@
+//! # The media engine: webrtc-rs's sans-IO core on one thread and one UDP socket
+//!
+//! [`MediaEngine::start`] spawns one thread, `roundtable-media`, that owns:
+//!
+//! - **one UDP socket** shared by every peer connection (the one port a venue opens);
+//! - every `rtc::RTCPeerConnection`, publishers (the client offers its tracks, we answer) and
+//!   subscribers (we offer the tracks we will send, the client answers);
+//! - a **demultiplexer**: a datagram goes to the connection its remote address is mapped to;
+//!   a STUN message carrying USERNAME goes to the connection whose ICE ufrag is the part before
+//!   the colon (we choose each connection's ufrag, so the mapping exists before any packet
+//!   arrives). Every STUN message a connection sends maps its destination to it, so answers to
+//!   our own connectivity checks find their way back;
+//! - **timers**: each connection's `poll_timeout`, kept in a min-heap;
+//! - one DTLS certificate shared by all connections (generating one per connection costs an
+//!   ECDSA key generation each);
+//! - a minimal forwarding table ([`ForwardTable`]), to be replaced by the router.
+//!
+//! Nothing else in the crate sees an `rtc` type: async code talks to the thread through a
+//! [`MediaHandle`] (commands, each answered on a oneshot) and hears from it through the
+//! [`MediaEvent`] channel returned by `start`.
+//!
+//! ## The run-loop contract
+//!
+//! The core performs no I/O and reads no clock. The thread drives it like this, and anything
+//! that touches a connection must keep to the same rules:
+//!
+//! 1. **Make one change** to a connection: `handle_read` (one datagram, tagged with the arrival
+//!    instant, the remote address and, as local address, *the host candidate's address*: ICE
+//!    drops STUN whose local address is not one of the connection's candidates),
+//!    `handle_timeout`, a `write_rtp`/`write_rtcp`, or a negotiation call.
+//! 2. **Drain it completely**: `poll_write` until `None` (each datagram goes to the socket),
+//!    `poll_event` until `None`, `poll_read` until `None` (RTP is forwarded here, which makes
+//!    *other* connections dirty), repeated until all three are empty. A change queues output
+//!    but sends nothing; output left queued is only sent on the next change.
+//! 3. **Re-arm its timer** from `poll_timeout`.
+//! 4. **Drain every connection made dirty** in step 2 the same way, until none is dirty.
+//!
+//! The loop: take every pending command (each is a change, followed by 2-4), fire due timers
+//! (each a change), then block in `recv_from` until the earliest deadline (at most
+//! [`IDLE_WAIT`]). A command is followed by a one-byte datagram to the socket (the *wake*),
+//! so the loop does not sleep through it; the wake datagram matches no connection and is
+//! dropped like any unknown datagram.
+//!
+//! Writes to a connection before DTLS is up would fail inside the core and be logged, so
+//! forwarding is gated on the connection being `Connected`.
+
+use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rtc::crypto::{RTCCryptoProvider, SignatureScheme};
+use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine as RtcMediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{
+    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
+};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, trace, warn};
+
+/// Longest the loop blocks in `recv_from` when no timer is due sooner.
+pub const IDLE_WAIT: Duration = Duration::from_millis(250);
+
+/// Largest SDP accepted from a client (offers and answers).
+pub const MAX_SDP_BYTES: usize = 64 * 1024;
+
+/// Capacity of the event channel. Events are per connection and per track, not per packet; if
+/// the application stops reading, further events are dropped and counted
+/// ([`EngineStats::events_dropped`]) rather than blocking the media thread.
+pub const EVENT_QUEUE: usize = 4096;
+
+/// Receive buffer: larger than any datagram a WebRTC peer sends (they stay under the path MTU).
+const RECV_BUF: usize = 2048;
+
+/// Payload types we offer to subscribers. Publishers' payload types come from their offers and
+/// are rewritten to these.
+const PT_OPUS: u8 = 111;
+const PT_VP8: u8 = 96;
+
+/// Name of the media thread (visible in debuggers and `top -H`).
+const THREAD_NAME: &str = "roundtable-media";
+
+// ---------------------------------------------------------------------------------------------
+// Public API
+// ---------------------------------------------------------------------------------------------
+
+/// A peer connection's id, chosen by the caller and unique within the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
+/// A track the engine sends on a subscriber connection; unique within the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OutTrackId(pub u64);
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    /// Opus.
+    Audio,
+    /// VP8.
+    Video,
+}
+
+/// Where the engine listens and what it advertises.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// The UDP address to bind (port 0 picks one). Every peer connection uses this socket.
+    pub bind: SocketAddr,
+    /// The IP advertised in the host candidate (with the bound port), e.g. the public address
+    /// of a 1:1 NAT. Required when `bind` is an unspecified address (`0.0.0.0`, `::`).
+    pub advertise_ip: Option<IpAddr>,
+}
+
+/// A track to send on a subscriber connection.
+#[derive(Debug, Clone)]
+pub struct TrackSpec {
+    /// Audio (Opus) or video (VP8).
+    pub kind: MediaKind,
+    /// The `a=msid` stream id the client sees (groups audio and video of one participant).
+    pub stream_id: String,
+    /// The `a=msid` track id the client sees.
+    pub track_id: String,
+}
+
+/// A track the engine sends, as created by [`MediaHandle::create_subscriber`] or
+/// [`MediaHandle::add_track`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutTrackInfo {
+    /// The engine's id for the track (used in [`MediaHandle::forward`]).
+    pub id: OutTrackId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The SSRC the subscriber sees for this track.
+    pub ssrc: u32,
+    /// The track id from the [`TrackSpec`].
+    pub track_id: String,
+}
+
+/// The offer for a subscriber connection and the tracks it carries.
+#[derive(Debug, Clone)]
+pub struct SubscriberOffer {
+    /// The SDP offer, with our host candidate and end-of-candidates.
+    pub sdp: String,
+    /// The tracks created by this call, in the order of the request.
+    pub tracks: Vec<OutTrackInfo>,
+}
+
+/// A peer connection's state (the W3C `RTCPeerConnectionState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    /// Created, nothing negotiated on the wire yet.
+    New,
+    /// ICE or DTLS in progress.
+    Connecting,
+    /// ICE and DTLS up: media flows.
+    Connected,
+    /// Consent checks are failing; may recover.
+    Disconnected,
+    /// ICE or DTLS failed; remove the connection.
+    Failed,
+    /// Closed.
+    Closed,
+}
+
+/// What kind of keyframe request a subscriber sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyframeKind {
+    /// RTCP Picture Loss Indication (RFC 4585).
+    Pli,
+    /// RTCP Full Intra Request (RFC 5104).
+    Fir,
+}
+
+/// What the engine tells the async world.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// A connection changed state.
+    ConnectionState {
+        /// The connection.
+        conn: ConnId,
+        /// Its new state.
+        state: ConnState,
+    },
+    /// The first RTP packet of an inbound stream arrived on a publisher connection: the stream
+    /// can now be forwarded (by its `ssrc`). With simulcast, once per layer (`rid`).
+    TrackOpened {
+        /// The publisher connection.
+        conn: ConnId,
+        /// The track id the client announced (`a=msid`), or one the core made up.
+        track: String,
+        /// Audio or video.
+        kind: MediaKind,
+        /// The stream's SSRC.
+        ssrc: u32,
+        /// The simulcast layer (`rid`), if the stream is one.
+        rid: Option<String>,
+    },
+    /// A subscriber asked for a keyframe on a track we send it.
+    KeyframeRequest {
+        /// The subscriber connection.
+        conn: ConnId,
+        /// The track.
+        track: OutTrackId,
+        /// PLI or FIR.
+        kind: KeyframeKind,
+    },
+}
+
+/// The engine's counters (a snapshot, from [`MediaHandle::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Peer connections alive.
+    pub connections: u64,
+    /// Datagrams received on the socket.
+    pub datagrams_in: u64,
+    /// Datagrams that matched no connection (including wake datagrams).
+    pub datagrams_unrouted: u64,
+    /// Datagrams sent.
+    pub datagrams_out: u64,
+    /// Datagrams the socket refused to send.
+    pub send_errors: u64,
+    /// RTP packets delivered by publisher connections.
+    pub rtp_in: u64,
+    /// RTP packets written to subscriber tracks.
+    pub rtp_forwarded: u64,
+    /// RTP packets a subscriber track refused (`write_rtp` errors).
+    pub forward_errors: u64,
+    /// Errors returned by the core while handling input or timers (the connection lives on).
+    pub core_errors: u64,
+    /// Events dropped because the event channel was full.
+    pub events_dropped: u64,
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MediaError {
+    /// The socket could not be bound or configured, or the thread not started.
+    #[error("media socket: {0}")]
+    Io(#[from] io::Error),
+    /// The configuration cannot work (e.g. an unspecified bind address without advertise_ip).
+    #[error("media configuration: {0}")]
+    Config(String),
+    /// A connection with this id already exists.
+    #[error("{0} already exists")]
+    DuplicateConnection(ConnId),
+    /// No connection with this id.
+    #[error("{0} does not exist")]
+    UnknownConnection(ConnId),
+    /// No such track on this connection.
+    #[error("unknown track on {0}")]
+    UnknownTrack(ConnId),
+    /// The connection is of the other role (e.g. `set_answer` on a publisher).
+    #[error("{0} is not a {1} connection")]
+    WrongRole(ConnId, &'static str),
+    /// The SDP is larger than [`MAX_SDP_BYTES`].
+    #[error("SDP too large ({0} bytes)")]
+    SdpTooLarge(usize),
+    /// The SDP offers no audio or video we can receive (we take Opus and VP8).
+    #[error("no supported codec in the offer")]
+    NoSupportedCodec,
+    /// The core refused the SDP, candidate or call.
+    #[error("webrtc: {0}")]
+    Rtc(String),
+    /// The media thread has stopped.
+    #[error("the media engine has stopped")]
+    Stopped,
+}
+
+impl From<rtc::shared::error::Error> for MediaError {
+    fn from(err: rtc::shared::error::Error) -> Self {
+        MediaError::Rtc(err.to_string())
+    }
+}
+
+/// The receiving end of the engine's events.
+pub type MediaEvents = mpsc::Receiver<MediaEvent>;
+
+/// Starts the engine.
+#[derive(Debug)]
+pub struct MediaEngine;
+
+impl MediaEngine {
+    /// Binds the socket, generates the shared DTLS certificate and spawns the media thread.
+    /// Returns the handle, the event channel and the bound socket address.
+    pub fn start(
+        config: MediaConfig,
+    ) -> Result<(MediaHandle, MediaEvents, SocketAddr), MediaError> {
+        let socket = UdpSocket::bind(config.bind)?;
+        let bound = socket.local_addr()?;
+        let advertised_ip = match (config.advertise_ip, bound.ip()) {
+            (Some(ip), _) => ip,
+            (None, ip) if ip.is_unspecified() => {
+                return Err(MediaError::Config(format!(
+                    "bind address {bound} is unspecified: set advertise_ip"
+                )));
+            }
+            (None, ip) => ip,
+        };
+        let candidate_addr = SocketAddr::new(advertised_ip, bound.port());
+        let wake_addr = match bound.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bound.port())
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), bound.port())
+            }
+            _ => bound,
+        };
+        let waker = UdpSocket::bind(SocketAddr::new(
+            match wake_addr.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            },
+            0,
+        ))?;
+        waker.set_nonblocking(true)?;
+
+        let crypto = rtc::crypto::default_provider()
+            .map_err(|err| MediaError::Config(format!("crypto provider: {err}")))?;
+        let params = CertificateParams::new(vec!["roundtable".to_owned()])
+            .map_err(|err| MediaError::Config(format!("certificate parameters: {err}")))?;
+        let certificate =
+            RTCCertificate::generate(crypto.crypto(), SignatureScheme::EcdsaP256Sha256, params)?;
+        let host_candidate = host_candidate(candidate_addr)?;
+
+        let (cmd_tx, cmd_rx) = std_mpsc::channel();
+        let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+        let engine = Engine {
+            socket,
+            candidate_addr,
+            host_candidate,
+            certificate,
+            crypto,
+            conns: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            timers: BinaryHeap::new(),
+            table: ForwardTable::default(),
+            dirty: VecDeque::new(),
+            events: event_tx,
+            stats: EngineStats::default(),
+            next_track: 1,
+            read_timeout: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name(THREAD_NAME.to_owned())
+            .spawn(move || engine.run(cmd_rx))?;
+        info!(%bound, %candidate_addr, "media engine started");
+        let handle = MediaHandle {
+            tx: cmd_tx,
+            shared: Arc::new(Shared {
+                waker,
+                wake_addr,
+                thread: Mutex::new(Some(thread)),
+            }),
+        };
+        Ok((handle, event_rx, bound))
+    }
+}
+
+/// The async world's way into the engine. Cheap to clone; the thread stops when every clone
+/// is dropped (or on [`MediaHandle::shutdown`]).
+#[derive(Clone)]
+pub struct MediaHandle {
+    tx: std_mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for MediaHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MediaHandle")
+            .field("engine", &self.shared.wake_addr)
+            .finish()
+    }
+}
+
+struct Shared {
+    /// Sends the one-byte wake datagram after each command.
+    waker: UdpSocket,
+    /// Where the engine's socket can be reached from this host.
+    wake_addr: SocketAddr,
+    /// The media thread, joined by `shutdown`.
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn wake(&self) {
+        // Best effort: if the datagram is lost, the loop still sees the command within IDLE_WAIT.
+        let _ = self.waker.send_to(&[0], self.wake_addr);
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last handle is gone and with it the command sender: wake the loop so it notices.
+        self.wake();
+    }
+}
+
+impl MediaHandle {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, MediaError>>) -> Command,
+    ) -> Result<T, MediaError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).map_err(|_| MediaError::Stopped)?;
+        self.shared.wake();
+        rx.await.map_err(|_| MediaError::Stopped)?
+    }
+
+    /// A client publishes: `offer_sdp` is its offer (sendonly audio/video, possibly simulcast).
+    /// Returns our answer, complete with our host candidate and end-of-candidates.
+    pub async fn create_publisher(
+        &self,
+        conn: ConnId,
+        offer_sdp: String,
+    ) -> Result<String, MediaError> {
+        self.call(|reply| Command::CreatePublisher {
+            conn,
+            offer_sdp,
+            reply,
+        })
+        .await
+    }
+
+    /// A client subscribes: we offer `tracks` (sendonly); an empty list offers a data channel
+    /// instead, so the connection can come up before there is anything to send. Send the
+    /// client's answer with [`MediaHandle::set_answer`].
+    pub async fn create_subscriber(
+        &self,
+        conn: ConnId,
+        tracks: Vec<TrackSpec>,
+    ) -> Result<SubscriberOffer, MediaError> {
+        self.call(|reply| Command::CreateSubscriber {
+            conn,
+            tracks,
+            reply,
+        })
+        .await
+    }
+
+    /// The client's answer to our latest offer on a subscriber connection.
+    pub async fn set_answer(&self, conn: ConnId, answer_sdp: String) -> Result<(), MediaError> {
+        self.call(|reply| Command::SetAnswer {
+            conn,
+            answer_sdp,
+            reply,
+        })
+        .await
+    }
+
+    /// Adds a track to a subscriber connection (server-driven renegotiation). Returns the track
+    /// and the new offer, to be answered with [`MediaHandle::set_answer`].
+    pub async fn add_track(
+        &self,
+        conn: ConnId,
+        spec: TrackSpec,
+    ) -> Result<(OutTrackInfo, String), MediaError> {
+        self.call(|reply| Command::AddTrack { conn, spec, reply })
+            .await
+    }
+
+    /// A trickled remote ICE candidate (`candidate:...` line, or empty for end-of-candidates).
+    pub async fn add_remote_candidate(
+        &self,
+        conn: ConnId,
+        candidate: String,
+    ) -> Result<(), MediaError> {
+        self.call(|reply| Command::AddRemoteCandidate {
+            conn,
+            candidate,
+            reply,
+        })
+        .await
+    }
+
+    /// Forwards the inbound stream `from_ssrc` of publisher `from` to track `to_track` of
+    /// subscriber `to`: SSRC and payload type are rewritten, header extensions stripped.
+    pub async fn forward(
+        &self,
+        from: ConnId,
+        from_ssrc: u32,
+        to: ConnId,
+        to_track: OutTrackId,
+    ) -> Result<(), MediaError> {
+        self.call(|reply| Command::Forward {
+            route: (from, from_ssrc, to, to_track),
+            add: true,
+            reply,
+        })
+        .await
+    }
+
+    /// Undoes [`MediaHandle::forward`] (no error if the route did not exist).
+    pub async fn unforward(
+        &self,
+        from: ConnId,
+        from_ssrc: u32,
+        to: ConnId,
+        to_track: OutTrackId,
+    ) -> Result<(), MediaError> {
+        self.call(|reply| Command::Forward {
+            route: (from, from_ssrc, to, to_track),
+            add: false,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends a PLI to the publisher `conn` for its inbound stream `ssrc`.
+    pub async fn request_keyframe(&self, conn: ConnId, ssrc: u32) -> Result<(), MediaError> {
+        self.call(|reply| Command::RequestKeyframe { conn, ssrc, reply })
+            .await
+    }
+
+    /// Closes a connection (DTLS close_notify is sent) and forgets it and its routes.
+    pub async fn remove_connection(&self, conn: ConnId) -> Result<(), MediaError> {
+        self.call(|reply| Command::RemoveConnection { conn, reply })
+            .await
+    }
+
+    /// The engine's counters.
+    pub async fn stats(&self) -> Result<EngineStats, MediaError> {
+        self.call(|reply| Command::Stats { reply }).await
+    }
+
+    /// Stops the thread (closing every connection) and waits for it. Blocks the caller for as
+    /// long as the thread takes to finish its current iteration; call it from a blocking
+    /// context (or `spawn_blocking`) in async code.
+    pub fn shutdown(&self) {
+        if self.tx.send(Command::Shutdown).is_ok() {
+            self.shared.wake();
+        }
+        let thread = self
+            .shared
+            .thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            warn!("media thread panicked");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------------------------
+
+type Reply<T> = oneshot::Sender<Result<T, MediaError>>;
+
+enum Command {
+    CreatePublisher {
+        conn: ConnId,
+        offer_sdp: String,
+        reply: Reply<String>,
+    },
+    CreateSubscriber {
+        conn: ConnId,
+        tracks: Vec<TrackSpec>,
+        reply: Reply<SubscriberOffer>,
+    },
+    SetAnswer {
+        conn: ConnId,
+        answer_sdp: String,
+        reply: Reply<()>,
+    },
+    AddTrack {
+        conn: ConnId,
+        spec: TrackSpec,
+        reply: Reply<(OutTrackInfo, String)>,
+    },
+    AddRemoteCandidate {
+        conn: ConnId,
+        candidate: String,
+        reply: Reply<()>,
+    },
+    Forward {
+        route: (ConnId, u32, ConnId, OutTrackId),
+        add: bool,
+        reply: Reply<()>,
+    },
+    RequestKeyframe {
+        conn: ConnId,
+        ssrc: u32,
+        reply: Reply<()>,
+    },
+    RemoveConnection {
+        conn: ConnId,
+        reply: Reply<()>,
+    },
+    Stats {
+        reply: Reply<EngineStats>,
+    },
+    Shutdown,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forwarding table (temporary: the engine-agnostic router replaces this)
+// ---------------------------------------------------------------------------------------------
+
+/// Where an inbound stream goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Route {
+    to: ConnId,
+    track: OutTrackId,
+}
+
+/// The minimal routing table the engine uses until the router lands: inbound stream
+/// `(publisher, ssrc)` → subscriber tracks. No layer selection, no sequence or timestamp
+/// rewriting (one source per track, so the numbering passes through), no gate. The engine only
+/// calls [`ForwardTable::routes`] per packet and `add`/`remove`/`forget_conn` per command, so
+/// swapping it for the router touches those calls only.
+#[derive(Debug, Default)]
+struct ForwardTable {
+    routes: HashMap<(ConnId, u32), Vec<Route>>,
+}
+
+impl ForwardTable {
+    fn routes(&self, from: ConnId, ssrc: u32) -> &[Route] {
+        self.routes
+            .get(&(from, ssrc))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    fn add(&mut self, from: ConnId, ssrc: u32, route: Route) {
+        // One source per subscriber track: a new route to the same track replaces the old.
+        for others in self.routes.values_mut() {
+            others.retain(|r| *r != route);
+        }
+        self.routes.retain(|_, r| !r.is_empty());
+        self.routes.entry((from, ssrc)).or_default().push(route);
+    }
+
+    fn remove(&mut self, from: ConnId, ssrc: u32, route: Route) {
+        if let Entry::Occupied(mut e) = self.routes.entry((from, ssrc)) {
+            e.get_mut().retain(|r| *r != route);
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+    }
+
+    fn forget_conn(&mut self, conn: ConnId) {
+        self.routes.retain(|(from, _), routes| {
+            routes.retain(|r| r.to != conn);
+            *from != conn && !routes.is_empty()
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The engine thread
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Publisher,
+    Subscriber,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Publisher => "publisher",
+            Role::Subscriber => "subscriber",
+        }
+    }
+}
+
+struct OutTrack {
+    sender: RTCRtpSenderId,
+    ssrc: u32,
+    pt: u8,
+}
+
+struct Conn {
+    pc: RTCPeerConnection,
+    role: Role,
+    ufrag: String,
+    /// Remote addresses mapped to this connection (removed with it).
+    addrs: Vec<SocketAddr>,
+    state: ConnState,
+    /// The deadline last pushed on the timer heap.
+    deadline: Option<Instant>,
+    dirty: bool,
+    /// Inbound streams: SSRC → the receiver that owns it (for keyframe requests).
+    inbound: HashMap<u32, RTCRtpReceiverId>,
+    /// Tracks we send.
+    out_tracks: HashMap<OutTrackId, OutTrack>,
+    /// Our SSRC → track, to attribute inbound RTCP feedback.
+    out_by_ssrc: HashMap<u32, OutTrackId>,
+}
+
+struct Engine {
+    socket: UdpSocket,
+    /// The host candidate's address: what we advertise, and the `local_addr` of every datagram
+    /// handed to the core (ICE matches it against the local candidates).
+    candidate_addr: SocketAddr,
+    host_candidate: RTCIceCandidateInit,
+    certificate: RTCCertificate,
+    crypto: Arc<dyn RTCCryptoProvider>,
+    conns: HashMap<ConnId, Conn>,
+    by_addr: HashMap<SocketAddr, ConnId>,
+    by_ufrag: HashMap<String, ConnId>,
+    /// Min-heap of (deadline, connection); entries whose deadline is no longer the
+    /// connection's are skipped when popped.
+    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    table: ForwardTable,
+    dirty: VecDeque<ConnId>,
+    events: mpsc::Sender<MediaEvent>,
+    stats: EngineStats,
+    next_track: u64,
+    /// The read timeout currently set on the socket.
+    read_timeout: Option<Duration>,
+}
+
+impl Engine {
+    fn run(mut self, commands: std_mpsc::Receiver<Command>) {
+        let mut buf = vec![0u8; RECV_BUF];
+        'run: loop {
+            // 1. Commands.
+            loop {
+                match commands.try_recv() {
+                    Ok(Command::Shutdown) | Err(std_mpsc::TryRecvError::Disconnected) => {
+                        break 'run;
+                    }
+                    Ok(command) => self.command(command),
+                    Err(std_mpsc::TryRecvError::Empty) => break,
+                }
+            }
+            self.flush_dirty();
+
+            // 2. Timers.
+            let now = Instant::now();
+            self.fire_timers(now);
+            self.flush_dirty();
+
+            // 3. Wait for a datagram until the next deadline.
+            let wait = self
+                .next_deadline()
+                .map_or(IDLE_WAIT, |d| d.saturating_duration_since(Instant::now()))
+                .min(IDLE_WAIT);
+            if wait.is_zero() {
+                continue;
+            }
+            self.set_read_timeout(wait);
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    self.stats.datagrams_in += 1;
+                    self.datagram(&buf[..n], from, Instant::now());
+                    self.flush_dirty();
+                }
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                // ICMP port unreachable from an earlier send surfaces here on some systems.
+                Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {}
+                Err(err) => {
+                    warn!(%err, "media socket receive failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.remove_conn(id);
+        }
+        info!("media engine stopped");
+    }
+
+    fn set_read_timeout(&mut self, wait: Duration) {
+        // Waking early is harmless (the loop just goes round); waking late is not. Only change
+        // the socket option when the wait must shrink or has grown a lot.
+        let wait = wait.max(Duration::from_micros(500));
+        let change = match self.read_timeout {
+            None => true,
+            Some(current) => wait < current || wait > current * 2 + Duration::from_millis(1),
+        };
+        if change {
+            if let Err(err) = self.socket.set_read_timeout(Some(wait)) {
+                warn!(%err, "cannot set the media socket timeout");
+            }
+            self.read_timeout = Some(wait);
+        }
+    }
+
+    // --- input ---------------------------------------------------------------------------
+
+    fn datagram(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
+        let Some(id) = self.demux(data, from) else {
+            self.stats.datagrams_unrouted += 1;
+            trace!(%from, len = data.len(), "datagram for no connection");
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.candidate_addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        };
+        if let Err(err) = conn.pc.handle_read(msg) {
+            self.stats.core_errors += 1;
+            debug!(conn = %id, %err, "handle_read failed");
+        }
+        self.mark_dirty(id);
+    }
+
+    /// Which connection a datagram is for: STUN with USERNAME by our ufrag (authoritative),
+    /// anything else by the remote address.
+    fn demux(&mut self, data: &[u8], from: SocketAddr) -> Option<ConnId> {
+        if let Some(ufrag) = stun_local_ufrag(data) {
+            if let Some(&id) = std::str::from_utf8(ufrag)
+                .ok()
+                .and_then(|u| self.by_ufrag.get(u))
+            {
+                // Map the address if it is free; an address already mapped to another
+                // connection keeps its mapping (only the STUN goes by ufrag).
+                if let Entry::Vacant(e) = self.by_addr.entry(from) {
+                    e.insert(id);
+                    if let Some(conn) = self.conns.get_mut(&id) {
+                        conn.addrs.push(from);
+                    }
+                }
+                return Some(id);
+            }
+        }
+        self.by_addr.get(&from).copied()
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((deadline, id))) = self.timers.peek() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if conn.deadline != Some(deadline) {
+                continue; // stale entry
+            }
+            conn.deadline = None;
+            if let Err(err) = conn.pc.handle_timeout(now) {
+                self.stats.core_errors += 1;
+                debug!(conn = %id, %err, "handle_timeout failed");
+            }
+            self.mark_dirty(id);
+        }
+        // Stale entries pile up when deadlines move; rebuild before the heap gets silly.
+        if self.timers.len() > 4 * self.conns.len() + 64 {
+            self.timers = self
+                .conns
+                .iter()
+                .filter_map(|(id, c)| c.deadline.map(|d| Reverse((d, *id))))
+                .collect();
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((d, _))| *d)
+    }
+
+    // --- output --------------------------------------------------------------------------
+
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(&id)
+            && !conn.dirty
+        {
+            conn.dirty = true;
+            self.dirty.push_back(id);
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        while let Some(id) = self.dirty.pop_front() {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.dirty = false;
+            }
+            self.drain(id, Instant::now());
+        }
+    }
+
+    /// Step 2 and 3 of the run-loop contract for one connection.
+    fn drain(&mut self, id: ConnId, now: Instant) {
+        loop {
+            let mut progressed = false;
+            progressed |= self.drain_writes(id);
+            progressed |= self.drain_events(id);
+            progressed |= self.drain_reads(id, now);
+            if !progressed {
+                break;
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(&id) {
+            let mut next = conn.pc.poll_timeout();
+            // A deadline that did not move past `now` would spin the loop; push it out a little.
+            if let Some(d) = next
+                && d <= now
+            {
+                next = Some(now + Duration::from_millis(1));
+            }
+            if next != conn.deadline {
+                conn.deadline = next;
+                if let Some(d) = next {
+                    self.timers.push(Reverse((d, id)));
+                }
+            }
+        }
+    }
+
+    fn drain_writes(&mut self, id: ConnId) -> bool {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return false;
+        };
+        let mut any = false;
+        while let Some(out) = conn.pc.poll_write() {
+            any = true;
+            let to = out.transport.peer_addr;
+            // Our connectivity checks: map the destination so the answer finds its way back.
+            if is_stun(&out.message)
+                && let Entry::Vacant(e) = self.by_addr.entry(to)
+            {
+                e.insert(id);
+                conn.addrs.push(to);
+            }
+            match self.socket.send_to(&out.message, to) {
+                Ok(_) => self.stats.datagrams_out += 1,
+                Err(err) => {
+                    self.stats.send_errors += 1;
+                    trace!(conn = %id, %to, %err, "send failed");
+                }
+            }
+        }
+        any
+    }
+
+    fn drain_events(&mut self, id: ConnId) -> bool {
+        let mut any = false;
+        loop {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                return any;
+            };
+            let Some(event) = conn.pc.poll_event() else {
+                return any;
+            };
+            any = true;
+            match event {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                    let state = match state {
+                        RTCPeerConnectionState::Connecting => ConnState::Connecting,
+                        RTCPeerConnectionState::Connected => ConnState::Connected,
+                        RTCPeerConnectionState::Disconnected => ConnState::Disconnected,
+                        RTCPeerConnectionState::Failed => ConnState::Failed,
+                        RTCPeerConnectionState::Closed => ConnState::Closed,
+                        _ => ConnState::New,
+                    };
+                    if conn.state != state {
+                        conn.state = state;
+                        debug!(conn = %id, ?state, "connection state");
+                        self.emit(MediaEvent::ConnectionState { conn: id, state });
+                    }
+                }
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    conn.inbound.insert(init.ssrc, init.receiver_id);
+                    let kind = conn
+                        .pc
+                        .rtp_receiver(init.receiver_id)
+                        .map(|r| r.track().kind());
+                    let kind = match kind {
+                        Some(RtpCodecKind::Audio) => MediaKind::Audio,
+                        Some(RtpCodecKind::Video) => MediaKind::Video,
+                        _ => continue,
+                    };
+                    debug!(conn = %id, ssrc = init.ssrc, rid = ?init.rid, ?kind, "track opened");
+                    self.emit(MediaEvent::TrackOpened {
+                        conn: id,
+                        track: init.track_id,
+                        kind,
+                        ssrc: init.ssrc,
+                        rid: init.rid,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn drain_reads(&mut self, id: ConnId, now: Instant) -> bool {
+        let mut any = false;
+        loop {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                return any;
+            };
+            let Some(TaggedRTCMessage { message, .. }) = conn.pc.poll_read() else {
+                return any;
+            };
+            any = true;
+            match message {
+                RTCMessage::RtpPacket(_track, packet) => {
+                    self.stats.rtp_in += 1;
+                    self.forward(id, packet, now);
+                }
+                RTCMessage::RtcpPacket(_track, packets) => {
+                    for packet in &packets {
+                        let any = packet.as_any();
+                        let (ssrcs, kind): (Vec<u32>, _) =
+                            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                                (vec![pli.media_ssrc], KeyframeKind::Pli)
+                            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                                (fir.fir.iter().map(|e| e.ssrc).collect(), KeyframeKind::Fir)
+                            } else {
+                                continue;
+                            };
+                        for ssrc in ssrcs {
+                            let track = self
+                                .conns
+                                .get(&id)
+                                .and_then(|c| c.out_by_ssrc.get(&ssrc).copied());
+                            if let Some(track) = track {
+                                self.emit(MediaEvent::KeyframeRequest {
+                                    conn: id,
+                                    track,
+                                    kind,
+                                });
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The per-packet path: route an inbound RTP packet to its subscriber tracks.
+    fn forward(&mut self, from: ConnId, mut packet: rtc::rtp::Packet, now: Instant) {
+        let Self {
+            table,
+            conns,
+            stats,
+            dirty,
+            ..
+        } = self;
+        let routes = table.routes(from, packet.header.ssrc);
+        if routes.is_empty() {
+            return;
+        }
+        // The publisher's extension ids mean nothing on the subscriber's connection (and
+        // `write_rtp` refuses ids it did not negotiate): strip them all.
+        strip_extensions(&mut packet.header);
+        for route in routes {
+            let Some(conn) = conns.get_mut(&route.to) else {
+                continue;
+            };
+            if conn.state != ConnState::Connected {
+                continue;
+            }
+            let Some(track) = conn.out_tracks.get(&route.track) else {
+                continue;
+            };
+            let mut out = packet.clone();
+            out.header.ssrc = track.ssrc;
+            out.header.payload_type = track.pt;
+            let sender = track.sender;
+            match conn
+                .pc
+                .rtp_sender(sender)
+                .map(|mut s| s.write_rtp(now, out))
+            {
+                Some(Ok(())) => stats.rtp_forwarded += 1,
+                Some(Err(err)) => {
+                    stats.forward_errors += 1;
+                    trace!(to = %route.to, %err, "write_rtp refused");
+                }
+                None => stats.forward_errors += 1,
+            }
+            if !conn.dirty {
+                conn.dirty = true;
+                dirty.push_back(route.to);
+            }
+        }
+    }
+
+    fn emit(&mut self, event: MediaEvent) {
+        if self.events.try_send(event).is_err() {
+            self.stats.events_dropped += 1;
+        }
+    }
+
+    // --- commands ------------------------------------------------------------------------
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::CreatePublisher {
+                conn,
+                offer_sdp,
+                reply,
+            } => {
+                let _ = reply.send(self.create_publisher(conn, offer_sdp));
+            }
+            Command::CreateSubscriber {
+                conn,
+                tracks,
+                reply,
+            } => {
+                let _ = reply.send(self.create_subscriber(conn, tracks));
+            }
+            Command::SetAnswer {
+                conn,
+                answer_sdp,
+                reply,
+            } => {
+                let _ = reply.send(self.set_answer(conn, answer_sdp));
+            }
+            Command::AddTrack { conn, spec, reply } => {
+                let _ = reply.send(self.add_track(conn, spec));
+            }
+            Command::AddRemoteCandidate {
+                conn,
+                candidate,
+                reply,
+            } => {
+                let result = self.conn_mut(conn).and_then(|c| {
+                    c.pc.add_remote_candidate(RTCIceCandidateInit {
+                        candidate,
+                        ..Default::default()
+                    })
+                    .map_err(MediaError::from)
+                });
+                self.mark_dirty(conn);
+                let _ = reply.send(result);
+            }
+            Command::Forward { route, add, reply } => {
+                let _ = reply.send(self.set_route(route, add));
+            }
+            Command::RequestKeyframe { conn, ssrc, reply } => {
+                let result = self.request_keyframe(conn, ssrc);
+                self.mark_dirty(conn);
+                let _ = reply.send(result);
+            }
+            Command::RemoveConnection { conn, reply } => {
+                let result = if self.conns.contains_key(&conn) {
+                    self.remove_conn(conn);
+                    Ok(())
+                } else {
+                    Err(MediaError::UnknownConnection(conn))
+                };
+                let _ = reply.send(result);
+            }
+            Command::Stats { reply } => {
+                let mut stats = self.stats;
+                stats.connections = self.conns.len() as u64;
+                let _ = reply.send(Ok(stats));
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Result<&mut Conn, MediaError> {
+        self.conns
+            .get_mut(&id)
+            .ok_or(MediaError::UnknownConnection(id))
+    }
+
+    fn new_peer_connection(&self, ufrag: &str, pwd: &str) -> Result<RTCPeerConnection, MediaError> {
+        let mut media_engine = RtcMediaEngine::default();
+        register_codecs(&mut media_engine)?;
+        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+        // Inbound RTCP stops at the end of the chain unless marked for the application; keep
+        // the keyframe requests (subscribers asking for a keyframe on a track we send).
+        let registry = registry.with(Slot::from(14_000), KeyframeRequestInterceptor::default());
+        let setting_engine = SettingEngineBuilder::new()
+            .with_crypto_provider(self.crypto.clone())
+            .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
+            // No mDNS: we have no socket for it, and `.local` names cannot be resolved here.
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .build();
+        let configuration = RTCConfigurationBuilder::new()
+            .with_certificates(vec![self.certificate.clone()])
+            .build();
+        Ok(RTCPeerConnectionBuilder::new()
+            .with_configuration(configuration)
+            .with_media_engine(media_engine)
+            .with_setting_engine(setting_engine)
+            .with_interceptor_registry(registry)
+            .build(Instant::now())?)
+    }
+
+    fn insert_conn(&mut self, id: ConnId, pc: RTCPeerConnection, role: Role, ufrag: String) {
+        self.by_ufrag.insert(ufrag.clone(), id);
+        self.conns.insert(
+            id,
+            Conn {
+                pc,
+                role,
+                ufrag,
+                addrs: Vec::new(),
+                state: ConnState::New,
+                deadline: None,
+                dirty: false,
+                inbound: HashMap::new(),
+                out_tracks: HashMap::new(),
+                out_by_ssrc: HashMap::new(),
+            },
+        );
+        self.mark_dirty(id);
+    }
+
+    fn create_publisher(&mut self, id: ConnId, offer_sdp: String) -> Result<String, MediaError> {
+        if self.conns.contains_key(&id) {
+            return Err(MediaError::DuplicateConnection(id));
+        }
+        check_sdp_size(&offer_sdp)?;
+        let (ufrag, pwd) = ice_credentials(&self.by_ufrag);
+        let mut pc = self.new_peer_connection(&ufrag, &pwd)?;
+        let offer = RTCSessionDescription::offer(offer_sdp)?;
+        pc.set_remote_description(Instant::now(), offer)?;
+        pc.add_local_candidate(self.host_candidate.clone())?;
+        let answer = pc.create_answer(None)?;
+        if !accepts_media(&answer.sdp) {
+            return Err(MediaError::NoSupportedCodec);
+        }
+        pc.set_local_description(Instant::now(), answer)?;
+        pc.add_local_candidate(RTCIceCandidateInit::default())?;
+        let sdp = pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or_else(|| MediaError::Rtc("no local description".to_owned()))?;
+        self.insert_conn(id, pc, Role::Publisher, ufrag);
+        Ok(sdp)
+    }
+
+    fn create_subscriber(
+        &mut self,
+        id: ConnId,
+        specs: Vec<TrackSpec>,
+    ) -> Result<SubscriberOffer, MediaError> {
+        if self.conns.contains_key(&id) {
+            return Err(MediaError::DuplicateConnection(id));
+        }
+        let (ufrag, pwd) = ice_credentials(&self.by_ufrag);
+        let mut pc = self.new_peer_connection(&ufrag, &pwd)?;
+        let mut tracks = Vec::with_capacity(specs.len());
+        let mut created = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let (info, out) = self.new_out_track(&mut pc, spec)?;
+            created.push((info.id, out));
+            tracks.push(info);
+        }
+        if tracks.is_empty() {
+            pc.create_data_channel("roundtable", None)?;
+        }
+        pc.add_local_candidate(self.host_candidate.clone())?;
+        let offer = pc.create_offer(None)?;
+        pc.set_local_description(Instant::now(), offer)?;
+        pc.add_local_candidate(RTCIceCandidateInit::default())?;
+        let sdp = pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or_else(|| MediaError::Rtc("no local description".to_owned()))?;
+        self.insert_conn(id, pc, Role::Subscriber, ufrag);
+        let conn = self.conn_mut(id)?;
+        for (track_id, out) in created {
+            conn.out_by_ssrc.insert(out.ssrc, track_id);
+            conn.out_tracks.insert(track_id, out);
+        }
+        Ok(SubscriberOffer { sdp, tracks })
+    }
+
+    /// Adds a sendonly transceiver for `spec` to `pc` (not yet in `self.conns`).
+    fn new_out_track(
+        &mut self,
+        pc: &mut RTCPeerConnection,
+        spec: TrackSpec,
+    ) -> Result<(OutTrackInfo, OutTrack), MediaError> {
+        let (kind, codec, pt) = match spec.kind {
+            MediaKind::Audio => (RtpCodecKind::Audio, opus_codec(), PT_OPUS),
+            MediaKind::Video => (RtpCodecKind::Video, vp8_codec(), PT_VP8),
+        };
+        let ssrc = random_ssrc(pc);
+        let encoding = RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            active: true,
+            codec: codec.rtp_codec,
+            ..Default::default()
+        };
+        let track = MediaStreamTrack::new(
+            spec.stream_id.clone(),
+            spec.track_id.clone(),
+            spec.track_id.clone(),
+            kind,
+            vec![encoding.clone()],
+        );
+        let transceiver = pc.add_transceiver_from_track(
+            track,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![spec.stream_id],
+                send_encodings: vec![encoding],
+            }),
+        )?;
+        let sender = pc
+            .rtp_transceiver(transceiver)
+            .and_then(|t| t.sender())
+            .ok_or_else(|| MediaError::Rtc("transceiver without sender".to_owned()))?;
+        let id = OutTrackId(self.next_track);
+        self.next_track += 1;
+        Ok((
+            OutTrackInfo {
+                id,
+                kind: spec.kind,
+                ssrc,
+                track_id: spec.track_id,
+            },
+            OutTrack { sender, ssrc, pt },
+        ))
+    }
+
+    fn set_answer(&mut self, id: ConnId, answer_sdp: String) -> Result<(), MediaError> {
+        check_sdp_size(&answer_sdp)?;
+        let conn = self.conn_mut(id)?;
+        if conn.role != Role::Subscriber {
+            return Err(MediaError::WrongRole(id, Role::Subscriber.name()));
+        }
+        let answer = RTCSessionDescription::answer(answer_sdp)?;
+        conn.pc.set_remote_description(Instant::now(), answer)?;
+        // The answer fixes the payload types; ours are what we offered, but read them back.
+        for track in conn.out_tracks.values_mut() {
+            if let Some(mut sender) = conn.pc.rtp_sender(track.sender)
+                && let Some(codec) = sender.get_parameters().rtp_parameters.codecs.first()
+            {
+                track.pt = codec.payload_type;
+            }
+        }
+        self.mark_dirty(id);
+        Ok(())
+    }
+
+    fn add_track(
+        &mut self,
+        id: ConnId,
+        spec: TrackSpec,
+    ) -> Result<(OutTrackInfo, String), MediaError> {
+        let mut conn = self
+            .conns
+            .remove(&id)
+            .ok_or(MediaError::UnknownConnection(id))?;
+        let result = (|| {
+            if conn.role != Role::Subscriber {
+                return Err(MediaError::WrongRole(id, Role::Subscriber.name()));
+            }
+            let (info, out) = self.new_out_track(&mut conn.pc, spec)?;
+            let offer = conn.pc.create_offer(None)?;
+            conn.pc.set_local_description(Instant::now(), offer)?;
+            conn.pc
+                .add_local_candidate(RTCIceCandidateInit::default())?;
+            let sdp = conn
+                .pc
+                .local_description()
+                .map(|d| d.sdp)
+                .ok_or_else(|| MediaError::Rtc("no local description".to_owned()))?;
+            conn.out_by_ssrc.insert(out.ssrc, info.id);
+            conn.out_tracks.insert(info.id, out);
+            Ok((info, sdp))
+        })();
+        self.conns.insert(id, conn);
+        self.mark_dirty(id);
+        result
+    }
+
+    fn set_route(
+        &mut self,
+        (from, ssrc, to, track): (ConnId, u32, ConnId, OutTrackId),
+        add: bool,
+    ) -> Result<(), MediaError> {
+        let route = Route { to, track };
+        if !add {
+            self.table.remove(from, ssrc, route);
+            return Ok(());
+        }
+        if !self.conns.contains_key(&from) {
+            return Err(MediaError::UnknownConnection(from));
+        }
+        let sub = self
+            .conns
+            .get(&to)
+            .ok_or(MediaError::UnknownConnection(to))?;
+        if !sub.out_tracks.contains_key(&track) {
+            return Err(MediaError::UnknownTrack(to));
+        }
+        self.table.add(from, ssrc, route);
+        Ok(())
+    }
+
+    fn request_keyframe(&mut self, id: ConnId, ssrc: u32) -> Result<(), MediaError> {
+        let conn = self.conn_mut(id)?;
+        let receiver = *conn
+            .inbound
+            .get(&ssrc)
+            .ok_or(MediaError::UnknownTrack(id))?;
+        let mut receiver = conn
+            .pc
+            .rtp_receiver(receiver)
+            .ok_or(MediaError::UnknownTrack(id))?;
+        receiver.write_rtcp(
+            Instant::now(),
+            vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            })],
+        )?;
+        Ok(())
+    }
+
+    fn remove_conn(&mut self, id: ConnId) {
+        let Some(mut conn) = self.conns.remove(&id) else {
+            return;
+        };
+        if let Err(err) = conn.pc.close() {
+            debug!(conn = %id, %err, "close failed");
+        }
+        // Send what close queued (DTLS close_notify), so the peer learns at once.
+        while let Some(out) = conn.pc.poll_write() {
+            let _ = self.socket.send_to(&out.message, out.transport.peer_addr);
+        }
+        for addr in &conn.addrs {
+            if self.by_addr.get(addr) == Some(&id) {
+                self.by_addr.remove(addr);
+            }
+        }
+        self.by_ufrag.remove(&conn.ufrag);
+        self.table.forget_conn(id);
+        self.dirty.retain(|d| *d != id);
+        debug!(conn = %id, "connection removed");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, MediaError> {
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    Ok(RTCIceCandidate::from(&candidate).to_json()?)
+}
+
+fn opus_codec() -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: PT_OPUS,
+    }
+}
+
+fn vp8_codec() -> RTCRtpCodecParameters {
+    let fb = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    };
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_VP8.to_owned(),
+            clock_rate: 90000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            // No goog-remb: the core does not implement REMB. NACK and PLI are added by the
+            // NACK interceptor's registration.
+            rtcp_feedback: vec![fb("ccm", "fir")],
+        },
+        payload_type: PT_VP8,
+    }
+}
+
+/// Opus and VP8 only. No RTX: the core cannot de-encapsulate RTX for simulcast layers
+/// (rid-based), so publishers retransmit on the primary SSRC instead.
+fn register_codecs(media_engine: &mut RtcMediaEngine) -> Result<(), MediaError> {
+    media_engine.register_codec(opus_codec(), RtpCodecKind::Audio)?;
+    media_engine.register_codec(vp8_codec(), RtpCodecKind::Video)?;
+    Ok(())
+}
+
+fn check_sdp_size(sdp: &str) -> Result<(), MediaError> {
+    if sdp.len() > MAX_SDP_BYTES {
+        Err(MediaError::SdpTooLarge(sdp.len()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether an answer accepts at least one audio or video section (port not 0, a format).
+fn accepts_media(answer: &str) -> bool {
+    answer.lines().any(|line| {
+        let Some(rest) = line
+            .strip_prefix("m=audio ")
+            .or_else(|| line.strip_prefix("m=video "))
+        else {
+            return false;
+        };
+        let mut fields = rest.split_whitespace();
+        let port = fields.next().unwrap_or("0");
+        let _proto = fields.next();
+        port != "0" && fields.next().is_some()
+    })
+}
+
+/// Fresh ICE credentials; the ufrag is unique among live connections (it routes STUN).
+fn ice_credentials(taken: &HashMap<String, ConnId>) -> (String, String) {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    let mut rng = rand::rng();
+    loop {
+        let ufrag: String = (&mut rng)
+            .sample_iter(Alphanumeric)
+            .take(16)
+            .map(char::from)
+            .collect();
+        if taken.contains_key(&ufrag) {
+            continue;
+        }
+        let pwd: String = (&mut rng)
+            .sample_iter(Alphanumeric)
+            .take(32)
+            .map(char::from)
+            .collect();
+        return (ufrag, pwd);
+    }
+}
+
+/// A random SSRC not used by a sender of `pc` yet.
+fn random_ssrc(pc: &mut RTCPeerConnection) -> u32 {
+    let used: Vec<u32> = pc
+        .get_senders()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .filter_map(|id| {
+            pc.rtp_sender(id)
+                .map(|s| s.track().ssrcs().collect::<Vec<_>>())
+        })
+        .flatten()
+        .collect();
+    loop {
+        let ssrc = rand::random::<u32>();
+        if ssrc != 0 && !used.contains(&ssrc) {
+            return ssrc;
+        }
+    }
+}
+
+fn strip_extensions(header: &mut rtc::rtp::header::Header) {
+    if header.extension {
+        header.extension = false;
+        header.extensions.clear();
+        header.extensions_padding = 0;
+        header.extension_profile = 0;
+    }
+}
+
+/// Whether a datagram is STUN (RFC 7983: first byte 0..=3, plus the magic cookie).
+fn is_stun(data: &[u8]) -> bool {
+    data.len() >= 20 && data[0] < 4 && data[4..8] == [0x21, 0x12, 0xA4, 0x42]
+}
+
+/// The local ufrag of a STUN message's USERNAME attribute ("ours:theirs"), without allocating.
+fn stun_local_ufrag(data: &[u8]) -> Option<&[u8]> {
+    const USERNAME: u16 = 0x0006;
+    if !is_stun(data) {
+        return None;
+    }
+    let len = u16::from_be_bytes([data[2], data[3]]) as usize;
+    let end = (20 + len).min(data.len());
+    let mut at = 20;
+    while at + 4 <= end {
+        let typ = u16::from_be_bytes([data[at], data[at + 1]]);
+        let vlen = u16::from_be_bytes([data[at + 2], data[at + 3]]) as usize;
+        let value = at + 4;
+        if value + vlen > end {
+            return None;
+        }
+        if typ == USERNAME {
+            let username = &data[value..value + vlen];
+            let local = username
+                .iter()
+                .position(|&b| b == b':')
+                .map_or(username, |colon| &username[..colon]);
+            return Some(local);
+        }
+        at = value + vlen.div_ceil(4) * 4;
+    }
+    None
+}
+
+/// Passes inbound keyframe requests (PLI, FIR) on to the application and leaves every other
+/// inbound RTCP packet to the interceptors before it (the default chain drops inbound RTCP at
+/// its end unless a packet is marked [`Attribute::DeliverToApplication`]).
+#[derive(Default)]
+struct KeyframeRequestInterceptor {
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestInterceptor {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &mut msg.message.packet {
+            packets.retain(|p| {
+                let any = p.as_any();
+                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+            });
+            if packets.is_empty() {
+                return Ok(());
+            }
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestInterceptor {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stun_with_username(username: &[u8]) -> Vec<u8> {
+        let mut attr = Vec::new();
+        attr.extend_from_slice(&0x0006u16.to_be_bytes());
+        attr.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        attr.extend_from_slice(username);
+        while attr.len() % 4 != 0 {
+            attr.push(0);
+        }
+        let mut msg = vec![0x00, 0x01];
+        msg.extend_from_slice(&(attr.len() as u16).to_be_bytes());
+        msg.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+        msg.extend_from_slice(&[7; 12]);
+        msg.extend_from_slice(&attr);
+        msg
+    }
+
+    #[test]
+    fn stun_username_gives_the_local_ufrag() {
+        let msg = stun_with_username(b"abcd1234:remote");
+        assert_eq!(stun_local_ufrag(&msg), Some(&b"abcd1234"[..]));
+        let msg = stun_with_username(b"solo");
+        assert_eq!(stun_local_ufrag(&msg), Some(&b"solo"[..]));
+    }
+
+    #[test]
+    fn non_stun_and_truncated_stun_give_nothing() {
+        assert_eq!(stun_local_ufrag(&[0x80; 40]), None);
+        assert_eq!(stun_local_ufrag(&[]), None);
+        let mut msg = stun_with_username(b"abcd:efgh");
+        msg.truncate(26);
+        assert_eq!(stun_local_ufrag(&msg), None);
+    }
+
+    #[test]
+    fn answer_with_only_rejected_sections_accepts_no_media() {
+        assert!(accepts_media("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"));
+        assert!(!accepts_media("v=0\r\nm=audio 0 UDP/TLS/RTP/SAVPF 0\r\n"));
+        assert!(!accepts_media(
+            "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+        ));
+    }
+
+    #[test]
+    fn forward_table_routes_and_forgets() {
+        let mut table = ForwardTable::default();
+        let a = ConnId(1);
+        let b = ConnId(2);
+        let t = OutTrackId(9);
+        table.add(a, 42, Route { to: b, track: t });
+        assert_eq!(table.routes(a, 42), &[Route { to: b, track: t }]);
+        // A new source for the same track replaces the old one.
+        table.add(a, 43, Route { to: b, track: t });
+        assert!(table.routes(a, 42).is_empty());
+        assert_eq!(table.routes(a, 43).len(), 1);
+        table.forget_conn(b);
+        assert!(table.routes(a, 43).is_empty());
+    }
+}
