@@ -2,24 +2,29 @@
 //! UDP sockets. The clients are the async `webrtc` crate (each binds its own socket on
 //! 127.0.0.1, mDNS off); the engine serves them all from its one socket.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use roundtable::media::engine::{
-    ConnId, ConnState, MediaConfig, MediaEngine, MediaEvent, MediaEvents, MediaHandle, MediaKind,
-    TrackSpec,
+    ConnId, ConnState, KeyframeKind, MediaConfig, MediaEngine, MediaError, MediaEvent, MediaEvents,
+    MediaHandle, MediaKind, OutTrackInfo, TrackSpec,
 };
+use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RtpCodecKind,
 };
+use rtc::sansio::Protocol;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use webrtc::media_stream::MediaStreamTrack;
-use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine as ClientMediaEngine, PeerConnection, PeerConnectionBuilder,
@@ -28,6 +33,8 @@ use webrtc::peer_connection::{
 };
 
 const STEP: Duration = Duration::from_secs(10);
+const PT_OPUS: u8 = 111;
+const PT_VP8: u8 = 96;
 
 fn opus() -> RTCRtpCodecParameters {
     RTCRtpCodecParameters {
@@ -38,7 +45,7 @@ fn opus() -> RTCRtpCodecParameters {
             sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
             rtcp_feedback: vec![],
         },
-        payload_type: 111,
+        payload_type: PT_OPUS,
     }
 }
 
@@ -51,15 +58,19 @@ fn vp8() -> RTCRtpCodecParameters {
             sdp_fmtp_line: String::new(),
             rtcp_feedback: vec![],
         },
-        payload_type: 96,
+        payload_type: PT_VP8,
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// A client: the async webrtc crate, one socket on 127.0.0.1
+// ---------------------------------------------------------------------------------------------
+
 /// What a client's handler reports.
-#[derive(Debug)]
 enum ClientEvent {
     GatheringComplete,
     State(RTCPeerConnectionState),
+    Track(Arc<dyn TrackRemote>),
     Rtp(rtp::Packet),
 }
 
@@ -80,6 +91,7 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.tx.send(ClientEvent::Track(Arc::clone(&track)));
         let tx = self.tx.clone();
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
@@ -93,11 +105,57 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// Lets PLIs through to the client application (the publisher checks it gets them); the
+/// default chain drops inbound RTCP.
+#[derive(Default)]
+struct PliToApp {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for PliToApp {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &mut msg.message.packet {
+            packets.retain(|p| p.as_any().is::<PictureLossIndication>());
+            if packets.is_empty() {
+                return Ok(());
+            }
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for PliToApp {
+    fn bind_local_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
 struct Client {
     pc: Box<dyn PeerConnection>,
     events: mpsc::UnboundedReceiver<ClientEvent>,
-    /// RTP packets that arrived while waiting for something else.
-    early_rtp: Vec<rtp::Packet>,
+    /// Packets that arrived while the test waited for something else.
+    rtp: VecDeque<rtp::Packet>,
+    tracks: Vec<Arc<dyn TrackRemote>>,
 }
 
 impl Client {
@@ -109,7 +167,9 @@ impl Client {
         media_engine
             .register_codec(vp8(), RtpCodecKind::Video)
             .unwrap();
-        let registry = register_default_interceptors(Registry::new(), &mut media_engine).unwrap();
+        let registry = register_default_interceptors(Registry::new(), &mut media_engine)
+            .unwrap()
+            .with(Slot::from(14_000), PliToApp::default());
         let setting_engine = SettingEngineBuilder::new()
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .build();
@@ -126,52 +186,81 @@ impl Client {
         Client {
             pc: Box::new(pc),
             events,
-            early_rtp: Vec::new(),
+            rtp: VecDeque::new(),
+            tracks: Vec::new(),
         }
     }
 
-    async fn next_event(&mut self) -> ClientEvent {
-        timeout(STEP, self.events.recv())
-            .await
-            .expect("client event in time")
-            .expect("client handler alive")
-    }
-
-    async fn wait_gathering(&mut self) {
+    /// The next state or gathering event; media is set aside.
+    async fn next_signal(&mut self) -> ClientEvent {
         loop {
-            match self.next_event().await {
-                ClientEvent::GatheringComplete => return,
-                ClientEvent::Rtp(p) => self.early_rtp.push(p),
-                _ => {}
+            let event = timeout(STEP, self.events.recv())
+                .await
+                .expect("client event in time")
+                .expect("client handler alive");
+            match event {
+                ClientEvent::Rtp(p) => self.rtp.push_back(p),
+                ClientEvent::Track(t) => self.tracks.push(t),
+                e => return e,
             }
         }
     }
 
+    async fn wait_gathering(&mut self) {
+        while !matches!(self.next_signal().await, ClientEvent::GatheringComplete) {}
+    }
+
     async fn wait_connected(&mut self) {
         loop {
-            match self.next_event().await {
+            match self.next_signal().await {
                 ClientEvent::State(RTCPeerConnectionState::Connected) => return,
-                ClientEvent::State(s @ RTCPeerConnectionState::Failed) => {
-                    panic!("client connection {s}")
-                }
-                ClientEvent::Rtp(p) => self.early_rtp.push(p),
+                ClientEvent::State(RTCPeerConnectionState::Failed) => panic!("client failed"),
                 _ => {}
             }
         }
     }
 
     async fn next_rtp(&mut self) -> rtp::Packet {
-        if !self.early_rtp.is_empty() {
-            return self.early_rtp.remove(0);
-        }
         loop {
-            if let ClientEvent::Rtp(p) = self.next_event().await {
+            if let Some(p) = self.rtp.pop_front() {
                 return p;
+            }
+            let event = timeout(STEP, self.events.recv())
+                .await
+                .expect("RTP in time")
+                .expect("client handler alive");
+            match event {
+                ClientEvent::Rtp(p) => return p,
+                ClientEvent::Track(t) => self.tracks.push(t),
+                _ => {}
             }
         }
     }
 
-    /// Offer (after gathering, so the SDP holds our candidate).
+    /// The remote track carrying `ssrc` (waits for it to be announced).
+    async fn remote_track(&mut self, ssrc: u32) -> Arc<dyn TrackRemote> {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            for t in &self.tracks {
+                if t.ssrcs().await.contains(&ssrc) {
+                    return Arc::clone(t);
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no track for {ssrc}"
+            );
+            if let Ok(Some(event)) = timeout(Duration::from_millis(50), self.events.recv()).await {
+                match event {
+                    ClientEvent::Rtp(p) => self.rtp.push_back(p),
+                    ClientEvent::Track(t) => self.tracks.push(t),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Our offer, after gathering so that it holds our candidate.
     async fn offer(&mut self) -> String {
         let offer = self.pc.create_offer(None).await.unwrap();
         self.pc.set_local_description(offer).await.unwrap();
@@ -179,7 +268,7 @@ impl Client {
         self.pc.local_description().await.unwrap().sdp
     }
 
-    /// Answer `offer_sdp` (after gathering).
+    /// Our answer to `offer_sdp`; on the first negotiation, after gathering.
     async fn answer(&mut self, offer_sdp: String, first: bool) -> String {
         let offer = RTCSessionDescription::offer(offer_sdp).unwrap();
         self.pc.set_remote_description(offer).await.unwrap();
@@ -192,11 +281,11 @@ impl Client {
     }
 }
 
-fn local_track(
-    kind: RtpCodecKind,
-    codec: &RTCRtpCodecParameters,
-    ssrc: u32,
-) -> Arc<TrackLocalStaticRTP> {
+fn local_track(kind: RtpCodecKind, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    let codec = match kind {
+        RtpCodecKind::Audio => opus(),
+        _ => vp8(),
+    };
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         "publisher".to_owned(),
         format!("publisher-{kind}"),
@@ -207,7 +296,7 @@ fn local_track(
                 ssrc: Some(ssrc),
                 ..Default::default()
             },
-            codec: codec.rtp_codec.clone(),
+            codec: codec.rtp_codec,
             ..Default::default()
         }],
     )))
@@ -232,167 +321,508 @@ fn packet(pt: u8, ssrc: u32, seq: u16, ts: u32, size: usize) -> rtp::Packet {
     }
 }
 
-async fn next_media_event(events: &mut MediaEvents) -> MediaEvent {
-    timeout(STEP, events.recv())
-        .await
-        .expect("engine event in time")
-        .expect("engine alive")
+/// Sends synthetic media on `track` every `interval` until aborted: Opus-sized packets for
+/// audio (20 ms of 48 kHz per packet), 1,000-byte packets for video. Sequence numbers start
+/// near the wrap so every test crosses it.
+fn pump(track: Arc<TrackLocalStaticRTP>, kind: RtpCodecKind, ssrc: u32) -> JoinHandle<()> {
+    let (pt, size, ts_step, interval) = match kind {
+        RtpCodecKind::Audio => (PT_OPUS, 120, 960, Duration::from_millis(4)),
+        _ => (PT_VP8, 1000, 3000, Duration::from_millis(3)),
+    };
+    tokio::spawn(async move {
+        let mut seq: u16 = 65_300;
+        let mut ts: u32 = 1;
+        loop {
+            if track
+                .write_rtp(packet(pt, ssrc, seq, ts, size))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(ts_step);
+            tokio::time::sleep(interval).await;
+        }
+    })
 }
 
-async fn start_engine() -> (MediaHandle, MediaEvents) {
-    let (handle, events, addr) = MediaEngine::start(MediaConfig {
+// ---------------------------------------------------------------------------------------------
+// The engine side
+// ---------------------------------------------------------------------------------------------
+
+/// The engine's events, with the ones a test is not waiting for yet kept aside.
+struct Events {
+    rx: MediaEvents,
+    seen: Vec<MediaEvent>,
+}
+
+impl Events {
+    async fn wait_for<T>(&mut self, mut pick: impl FnMut(&MediaEvent) -> Option<T>) -> T {
+        if let Some(i) = self.seen.iter().position(|e| pick(e).is_some()) {
+            return pick(&self.seen.remove(i)).unwrap();
+        }
+        loop {
+            let event = timeout(STEP, self.rx.recv())
+                .await
+                .expect("engine event in time")
+                .expect("engine alive");
+            if let MediaEvent::ConnectionState { conn, state } = &event {
+                assert_ne!(*state, ConnState::Failed, "{conn} failed");
+            }
+            match pick(&event) {
+                Some(t) => return t,
+                None => self.seen.push(event),
+            }
+        }
+    }
+
+    async fn connected(&mut self, id: ConnId) {
+        self.wait_for(|e| match e {
+            MediaEvent::ConnectionState { conn, state }
+                if *conn == id && *state == ConnState::Connected =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    async fn track_opened(&mut self, id: ConnId, want: u32) -> MediaKind {
+        self.wait_for(|e| match e {
+            MediaEvent::TrackOpened {
+                conn, kind, ssrc, ..
+            } if *conn == id && *ssrc == want => Some(*kind),
+            _ => None,
+        })
+        .await
+    }
+}
+
+async fn start_engine() -> (MediaHandle, Events) {
+    let (handle, rx, addr) = MediaEngine::start(MediaConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         advertise_ip: None,
     })
     .unwrap();
     assert_ne!(addr.port(), 0);
-    (handle, events)
+    (handle, Events { rx, seen: vec![] })
 }
 
-/// Waits for the engine to report each of `conns` connected; returns the other events seen.
-async fn wait_engine_connected(events: &mut MediaEvents, conns: &[ConnId]) -> Vec<MediaEvent> {
-    let mut pending: Vec<ConnId> = conns.to_vec();
-    let mut other = Vec::new();
-    while !pending.is_empty() {
-        match next_media_event(events).await {
-            MediaEvent::ConnectionState { conn, state } => {
-                assert_ne!(state, ConnState::Failed, "{conn} failed");
-                if state == ConnState::Connected {
-                    pending.retain(|c| *c != conn);
-                }
-            }
-            e => other.push(e),
-        }
+async fn stop_engine(engine: MediaHandle) {
+    tokio::task::spawn_blocking(move || engine.shutdown())
+        .await
+        .unwrap();
+}
+
+fn spec(kind: MediaKind, name: &str) -> TrackSpec {
+    TrackSpec {
+        kind,
+        stream_id: "program".to_owned(),
+        track_id: name.to_owned(),
     }
-    other
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn opus_from_a_publisher_reaches_a_subscriber_in_order() {
-    let (engine, mut events) = start_engine().await;
-    let publisher_id = ConnId(1);
-    let subscriber_id = ConnId(2);
-
-    // Subscriber: the engine offers one audio track, the client answers.
-    let mut subscriber = Client::new().await;
-    let offer = engine
-        .create_subscriber(
-            subscriber_id,
-            vec![TrackSpec {
-                kind: MediaKind::Audio,
-                stream_id: "delegate-1".to_owned(),
-                track_id: "delegate-1-audio".to_owned(),
-            }],
-        )
-        .await
-        .unwrap();
-    assert_eq!(offer.tracks.len(), 1);
-    let out_track = offer.tracks[0].clone();
-    let answer = subscriber.answer(offer.sdp, true).await;
-    engine.set_answer(subscriber_id, answer).await.unwrap();
-
-    // Publisher: the client offers one Opus track, the engine answers.
-    let mut publisher = Client::new().await;
-    let publisher_ssrc = 0x1234_5678;
-    let track = local_track(RtpCodecKind::Audio, &opus(), publisher_ssrc);
-    publisher
-        .pc
-        .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
-        .await
-        .unwrap();
-    let offer = publisher.offer().await;
-    let answer = engine.create_publisher(publisher_id, offer).await.unwrap();
-    publisher
+/// A publishing client with one local track per `(kind, ssrc)`, connected to the engine.
+async fn publisher(
+    engine: &MediaHandle,
+    events: &mut Events,
+    id: ConnId,
+    tracks: &[(RtpCodecKind, u32)],
+) -> (Client, Vec<Arc<TrackLocalStaticRTP>>) {
+    let mut client = Client::new().await;
+    let mut locals = Vec::new();
+    for &(kind, ssrc) in tracks {
+        let track = local_track(kind, ssrc);
+        client
+            .pc
+            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+            .await
+            .unwrap();
+        locals.push(track);
+    }
+    let offer = client.offer().await;
+    let answer = engine.create_publisher(id, offer).await.unwrap();
+    client
         .pc
         .set_remote_description(RTCSessionDescription::answer(answer).unwrap())
         .await
         .unwrap();
+    client.wait_connected().await;
+    events.connected(id).await;
+    (client, locals)
+}
 
-    publisher.wait_connected().await;
-    subscriber.wait_connected().await;
-    let mut seen = wait_engine_connected(&mut events, &[publisher_id, subscriber_id]).await;
+/// A subscribing client to which the engine offers `specs`, connected.
+async fn subscriber(
+    engine: &MediaHandle,
+    events: &mut Events,
+    id: ConnId,
+    specs: Vec<TrackSpec>,
+) -> (Client, Vec<OutTrackInfo>) {
+    let mut client = Client::new().await;
+    let offer = engine.create_subscriber(id, specs).await.unwrap();
+    let answer = client.answer(offer.sdp, true).await;
+    engine.set_answer(id, answer).await.unwrap();
+    client.wait_connected().await;
+    events.connected(id).await;
+    (client, offer.tracks)
+}
 
-    // Send until the engine has seen the stream, then route it to the subscriber.
-    let mut seq: u16 = 65_000; // wraps during the test
-    let mut ts: u32 = 0;
-    let opened_ssrc = loop {
-        if let Some(MediaEvent::TrackOpened {
-            conn, kind, ssrc, ..
-        }) = seen.pop()
+/// Collects packets until every SSRC in `want` has `n`; returns them per SSRC.
+async fn collect(client: &mut Client, want: &[u32], n: usize) -> HashMap<u32, Vec<rtp::Packet>> {
+    let mut got: HashMap<u32, Vec<rtp::Packet>> = want.iter().map(|s| (*s, vec![])).collect();
+    while got.values().any(|v| v.len() < n) {
+        let p = client.next_rtp().await;
+        if let Some(v) = got.get_mut(&p.header.ssrc)
+            && v.len() < n
         {
-            assert_eq!(conn, publisher_id);
-            assert_eq!(kind, MediaKind::Audio);
-            break ssrc;
+            v.push(p);
         }
-        track
-            .write_rtp(packet(111, publisher_ssrc, seq, ts, 120))
+    }
+    got
+}
+
+/// Every packet intact and the sequence numbers continuous.
+fn assert_continuous(packets: &[rtp::Packet], pt: u8, size: usize) {
+    for p in packets {
+        assert_eq!(p.header.payload_type, pt);
+        assert_eq!(p.payload.len(), size);
+        assert_eq!(&p.payload[..2], &p.header.sequence_number.to_be_bytes());
+    }
+    let seqs: Vec<u16> = packets.iter().map(|p| p.header.sequence_number).collect();
+    for pair in seqs.windows(2) {
+        assert_eq!(pair[1], pair[0].wrapping_add(1), "continuous: {seqs:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_and_video_fan_out_to_two_subscribers_in_order() {
+    let (engine, mut events) = start_engine().await;
+    let room = ConnId(1);
+    let (a_ssrc, v_ssrc) = (0x1111_0001, 0x1111_0002);
+
+    let mut subs = Vec::new();
+    for id in [ConnId(2), ConnId(3)] {
+        let specs = vec![
+            spec(MediaKind::Audio, "room-audio"),
+            spec(MediaKind::Video, "room-video"),
+        ];
+        subs.push((id, subscriber(&engine, &mut events, id, specs).await));
+    }
+    let (room_client, locals) = publisher(
+        &engine,
+        &mut events,
+        room,
+        &[(RtpCodecKind::Audio, a_ssrc), (RtpCodecKind::Video, v_ssrc)],
+    )
+    .await;
+
+    let pumps = [
+        pump(Arc::clone(&locals[0]), RtpCodecKind::Audio, a_ssrc),
+        pump(Arc::clone(&locals[1]), RtpCodecKind::Video, v_ssrc),
+    ];
+    assert_eq!(events.track_opened(room, a_ssrc).await, MediaKind::Audio);
+    assert_eq!(events.track_opened(room, v_ssrc).await, MediaKind::Video);
+    for (id, (_, tracks)) in &subs {
+        engine
+            .forward(room, a_ssrc, *id, tracks[0].id)
             .await
             .unwrap();
-        seq = seq.wrapping_add(1);
-        ts = ts.wrapping_add(960);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        while let Ok(e) = events.try_recv() {
-            seen.push(e);
-        }
-    };
-    assert_eq!(opened_ssrc, publisher_ssrc);
-    engine
-        .forward(publisher_id, opened_ssrc, subscriber_id, out_track.id)
-        .await
-        .unwrap();
-
-    // Now every packet must arrive, in order, rewritten to the subscriber's SSRC.
-    let sender = {
-        let track = Arc::clone(&track);
-        tokio::spawn(async move {
-            for _ in 0..2000 {
-                if track
-                    .write_rtp(packet(111, publisher_ssrc, seq, ts, 120))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-                seq = seq.wrapping_add(1);
-                ts = ts.wrapping_add(960);
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        })
-    };
-    const WANT: usize = 300;
-    let mut received: Vec<rtp::Packet> = Vec::with_capacity(WANT);
-    while received.len() < WANT {
-        received.push(subscriber.next_rtp().await);
+        engine
+            .forward(room, v_ssrc, *id, tracks[1].id)
+            .await
+            .unwrap();
     }
-    sender.abort();
 
-    for p in &received {
-        assert_eq!(p.header.ssrc, out_track.ssrc, "rewritten SSRC");
-        assert_eq!(p.header.payload_type, 111);
-        assert_eq!(&p.payload[..2], &p.header.sequence_number.to_be_bytes());
-        assert_eq!(p.payload.len(), 120);
+    const N: usize = 300;
+    for (_, (client, tracks)) in &mut subs {
+        let (audio, video) = (tracks[0].ssrc, tracks[1].ssrc);
+        let got = collect(client, &[audio, video], N).await;
+        assert_continuous(&got[&audio], PT_OPUS, 120);
+        assert_continuous(&got[&video], PT_VP8, 1000);
     }
-    let seqs: Vec<u16> = received.iter().map(|p| p.header.sequence_number).collect();
-    for pair in seqs.windows(2) {
-        assert_eq!(
-            pair[1],
-            pair[0].wrapping_add(1),
-            "continuous sequence: {seqs:?}"
-        );
+    for p in pumps {
+        p.abort();
     }
 
     let stats = engine.stats().await.unwrap();
-    assert_eq!(stats.connections, 2);
-    assert!(stats.rtp_forwarded >= WANT as u64, "{stats:?}");
+    assert_eq!(stats.connections, 3);
+    assert!(stats.rtp_forwarded >= 4 * N as u64, "{stats:?}");
     assert_eq!(stats.forward_errors, 0, "{stats:?}");
 
-    engine.remove_connection(publisher_id).await.unwrap();
-    engine.remove_connection(subscriber_id).await.unwrap();
+    for id in [room, ConnId(2), ConnId(3)] {
+        engine.remove_connection(id).await.unwrap();
+    }
     assert_eq!(engine.stats().await.unwrap().connections, 0);
-    publisher.pc.close().await.unwrap();
-    subscriber.pc.close().await.unwrap();
-    let engine2 = engine.clone();
-    tokio::task::spawn_blocking(move || engine2.shutdown())
+    room_client.pc.close().await.unwrap();
+    for (_, (client, _)) in subs {
+        client.pc.close().await.unwrap();
+    }
+    stop_engine(engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyframe_requests_reach_the_app_and_the_publisher() {
+    let (engine, mut events) = start_engine().await;
+    let (pub_id, sub_id) = (ConnId(10), ConnId(11));
+    let v_ssrc = 0x2222_0001;
+    let (mut sub, tracks) = subscriber(
+        &engine,
+        &mut events,
+        sub_id,
+        vec![spec(MediaKind::Video, "cam")],
+    )
+    .await;
+    let (_pub_client, locals) = publisher(
+        &engine,
+        &mut events,
+        pub_id,
+        &[(RtpCodecKind::Video, v_ssrc)],
+    )
+    .await;
+    let pumper = pump(Arc::clone(&locals[0]), RtpCodecKind::Video, v_ssrc);
+    events.track_opened(pub_id, v_ssrc).await;
+    engine
+        .forward(pub_id, v_ssrc, sub_id, tracks[0].id)
         .await
         .unwrap();
+    sub.next_rtp().await;
+
+    // Subscriber → engine: a PLI on the track we send becomes an event.
+    let remote = sub.remote_track(tracks[0].ssrc).await;
+    remote
+        .write_rtcp(vec![Box::new(PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: tracks[0].ssrc,
+        })])
+        .await
+        .unwrap();
+    let (track, kind) = events
+        .wait_for(|e| match e {
+            MediaEvent::KeyframeRequest { conn, track, kind } if *conn == sub_id => {
+                Some((*track, *kind))
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!((track, kind), (tracks[0].id, KeyframeKind::Pli));
+
+    // Engine → publisher: request_keyframe sends a PLI for the publisher's SSRC.
+    engine.request_keyframe(pub_id, v_ssrc).await.unwrap();
+    let media_ssrc = timeout(STEP, async {
+        loop {
+            match locals[0].poll().await {
+                Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                    if let Some(pli) = packets
+                        .iter()
+                        .find_map(|p| p.as_any().downcast_ref::<PictureLossIndication>())
+                    {
+                        return pli.media_ssrc;
+                    }
+                }
+                Some(_) => {}
+                None => panic!("publisher track unbound"),
+            }
+        }
+    })
+    .await
+    .expect("PLI at the publisher");
+    assert_eq!(media_ssrc, v_ssrc);
+    assert!(matches!(
+        engine.request_keyframe(pub_id, 0xdead).await,
+        Err(MediaError::UnknownTrack(_))
+    ));
+
+    pumper.abort();
+    stop_engine(engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_a_track_renegotiates_without_a_gap_in_the_playing_one() {
+    let (engine, mut events) = start_engine().await;
+    let (pub_id, sub_id) = (ConnId(20), ConnId(21));
+    let (a_ssrc, v_ssrc) = (0x3333_0001, 0x3333_0002);
+    let (mut sub, tracks) = subscriber(
+        &engine,
+        &mut events,
+        sub_id,
+        vec![spec(MediaKind::Audio, "mic")],
+    )
+    .await;
+    let (_pub_client, locals) = publisher(
+        &engine,
+        &mut events,
+        pub_id,
+        &[(RtpCodecKind::Audio, a_ssrc), (RtpCodecKind::Video, v_ssrc)],
+    )
+    .await;
+    let pumps = [
+        pump(Arc::clone(&locals[0]), RtpCodecKind::Audio, a_ssrc),
+        pump(Arc::clone(&locals[1]), RtpCodecKind::Video, v_ssrc),
+    ];
+    events.track_opened(pub_id, a_ssrc).await;
+    events.track_opened(pub_id, v_ssrc).await;
+    engine
+        .forward(pub_id, a_ssrc, sub_id, tracks[0].id)
+        .await
+        .unwrap();
+    let audio = tracks[0].ssrc;
+    let before = collect(&mut sub, &[audio], 50).await;
+
+    // Server-driven renegotiation while audio plays.
+    let (video, offer) = engine
+        .add_track(sub_id, spec(MediaKind::Video, "cam"))
+        .await
+        .unwrap();
+    let answer = sub.answer(offer, false).await;
+    engine.set_answer(sub_id, answer).await.unwrap();
+    engine
+        .forward(pub_id, v_ssrc, sub_id, video.id)
+        .await
+        .unwrap();
+
+    let after = collect(&mut sub, &[audio, video.ssrc], 150).await;
+    let mut all_audio = before[&audio].clone();
+    all_audio.extend(after[&audio].iter().cloned());
+    assert_continuous(&all_audio, PT_OPUS, 120);
+    assert_continuous(&after[&video.ssrc], PT_VP8, 1000);
+
+    for p in pumps {
+        p.abort();
+    }
+    let stats = engine.stats().await.unwrap();
+    assert_eq!(stats.forward_errors, 0, "{stats:?}");
+    stop_engine(engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_harms_no_one() {
+    let (engine, mut events) = start_engine().await;
+
+    // A working pair first, so we can check it is unaffected.
+    let (pub_id, sub_id) = (ConnId(30), ConnId(31));
+    let a_ssrc = 0x4444_0001;
+    let (mut sub, tracks) = subscriber(
+        &engine,
+        &mut events,
+        sub_id,
+        vec![spec(MediaKind::Audio, "mic")],
+    )
+    .await;
+    let (_pub_client, locals) = publisher(
+        &engine,
+        &mut events,
+        pub_id,
+        &[(RtpCodecKind::Audio, a_ssrc)],
+    )
+    .await;
+    let pumper = pump(Arc::clone(&locals[0]), RtpCodecKind::Audio, a_ssrc);
+    events.track_opened(pub_id, a_ssrc).await;
+    engine
+        .forward(pub_id, a_ssrc, sub_id, tracks[0].id)
+        .await
+        .unwrap();
+    collect(&mut sub, &[tracks[0].ssrc], 20).await;
+
+    // Garbage SDP.
+    let err = engine
+        .create_publisher(ConnId(40), "this is not sdp".to_owned())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MediaError::Rtc(_)), "{err}");
+    // Oversized SDP.
+    let err = engine
+        .create_publisher(ConnId(41), "v=0\r\n".repeat(20_000))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MediaError::SdpTooLarge(_)), "{err}");
+    // An offer with no codec we take (H264 only).
+    let h264_only = {
+        let mut media_engine = ClientMediaEngine::default();
+        media_engine
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type: "video/H264".to_owned(),
+                        clock_rate: 90000,
+                        channels: 0,
+                        sdp_fmtp_line: "packetization-mode=1;profile-level-id=42e01f".to_owned(),
+                        rtcp_feedback: vec![],
+                    },
+                    payload_type: 102,
+                },
+                RtpCodecKind::Video,
+            )
+            .unwrap();
+        let mut pc = rtc::peer_connection::RTCPeerConnectionBuilder::new()
+            .with_media_engine(media_engine)
+            .build(Instant::now())
+            .unwrap();
+        pc.add_transceiver_from_kind(RtpCodecKind::Video, None)
+            .unwrap();
+        pc.create_offer(None).unwrap().sdp
+    };
+    let err = engine
+        .create_publisher(ConnId(42), h264_only)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MediaError::NoSupportedCodec), "{err}");
+    // Commands for connections that do not exist, or of the wrong role, or duplicate ids.
+    assert!(matches!(
+        engine.set_answer(ConnId(99), "v=0".to_owned()).await,
+        Err(MediaError::UnknownConnection(ConnId(99)))
+    ));
+    assert!(matches!(
+        engine.add_remote_candidate(ConnId(99), String::new()).await,
+        Err(MediaError::UnknownConnection(_))
+    ));
+    assert!(matches!(
+        engine.set_answer(pub_id, "v=0".to_owned()).await,
+        Err(MediaError::WrongRole(..))
+    ));
+    assert!(matches!(
+        engine.add_track(pub_id, spec(MediaKind::Audio, "x")).await,
+        Err(MediaError::WrongRole(..))
+    ));
+    assert!(matches!(
+        engine.create_subscriber(sub_id, vec![]).await,
+        Err(MediaError::DuplicateConnection(_))
+    ));
+    assert!(matches!(
+        engine
+            .forward(
+                pub_id,
+                a_ssrc,
+                sub_id,
+                roundtable::media::engine::OutTrackId(9999)
+            )
+            .await,
+        Err(MediaError::UnknownTrack(_))
+    ));
+    assert!(matches!(
+        engine.remove_connection(ConnId(99)).await,
+        Err(MediaError::UnknownConnection(_))
+    ));
+
+    // None of it disturbed the pair, and nothing was left behind.
+    let got = collect(&mut sub, &[tracks[0].ssrc], 100).await;
+    assert_continuous(&got[&tracks[0].ssrc], PT_OPUS, 120);
+    let stats = engine.stats().await.unwrap();
+    assert_eq!(stats.connections, 2, "{stats:?}");
+    pumper.abort();
+    stop_engine(engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_with_nothing_to_receive_yet_still_connects() {
+    let (engine, mut events) = start_engine().await;
+    let (_client, tracks) = subscriber(&engine, &mut events, ConnId(50), vec![]).await;
+    assert!(tracks.is_empty());
+    stop_engine(engine).await;
 }
