@@ -459,6 +459,22 @@ impl MediaHandle {
         .await
     }
 
+    /// A publisher renegotiates (adds or removes a track): `offer_sdp` is its new offer.
+    /// Returns our answer. See docs/MEDIA-NOTES.md for what the core does to the streams
+    /// already flowing.
+    pub async fn update_publisher(
+        &self,
+        conn: ConnId,
+        offer_sdp: String,
+    ) -> Result<String, MediaError> {
+        self.call(|reply| Command::UpdatePublisher {
+            conn,
+            offer_sdp,
+            reply,
+        })
+        .await
+    }
+
     /// A client subscribes: we offer `tracks` (sendonly); an empty list offers a data channel
     /// instead, so the connection can come up before there is anything to send. Send the
     /// client's answer with [`MediaHandle::set_answer`].
@@ -589,6 +605,11 @@ type Reply<T> = oneshot::Sender<Result<T, MediaError>>;
 
 enum Command {
     CreatePublisher {
+        conn: ConnId,
+        offer_sdp: String,
+        reply: Reply<String>,
+    },
+    UpdatePublisher {
         conn: ConnId,
         offer_sdp: String,
         reply: Reply<String>,
@@ -1148,6 +1169,15 @@ impl Engine {
             } => {
                 let _ = reply.send(self.create_publisher(conn, offer_sdp));
             }
+            Command::UpdatePublisher {
+                conn,
+                offer_sdp,
+                reply,
+            } => {
+                let result = self.update_publisher(conn, offer_sdp);
+                self.mark_dirty(conn);
+                let _ = reply.send(result);
+            }
             Command::CreateSubscriber {
                 conn,
                 tracks,
@@ -1278,6 +1308,24 @@ impl Engine {
             .ok_or_else(|| MediaError::Rtc("no local description".to_owned()))?;
         self.insert_conn(id, pc, Role::Publisher, ufrag);
         Ok(sdp)
+    }
+
+    fn update_publisher(&mut self, id: ConnId, offer_sdp: String) -> Result<String, MediaError> {
+        check_sdp_size(&offer_sdp)?;
+        let conn = self.conn_mut(id)?;
+        if conn.role != Role::Publisher {
+            return Err(MediaError::WrongRole(id, Role::Publisher.name()));
+        }
+        let offer = RTCSessionDescription::offer(offer_sdp)?;
+        conn.pc.set_remote_description(Instant::now(), offer)?;
+        let answer = conn.pc.create_answer(None)?;
+        conn.pc.set_local_description(Instant::now(), answer)?;
+        conn.pc
+            .add_local_candidate(RTCIceCandidateInit::default())?;
+        conn.pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or_else(|| MediaError::Rtc("no local description".to_owned()))
     }
 
     fn create_subscriber(
