@@ -401,11 +401,11 @@ impl Events {
 }
 
 async fn start_engine() -> (MediaHandle, Events) {
-    let (handle, rx, addr) = MediaEngine::start(MediaConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        advertise_ip: None,
-    })
-    .unwrap();
+    start_engine_with(MediaConfig::default()).await
+}
+
+async fn start_engine_with(config: MediaConfig) -> (MediaHandle, Events) {
+    let (handle, rx, addr) = MediaEngine::start(config).unwrap();
     assert_ne!(addr.port(), 0);
     (handle, Events { rx, seen: vec![] })
 }
@@ -1100,5 +1100,74 @@ async fn publisher_renegotiation_loses_simulcast_layers_in_rtc_0_21_1() {
     for p in publisher.pumps {
         p.abort();
     }
+    stop_engine(engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_connects_is_removed_after_the_connect_timeout() {
+    let (engine, mut events) = start_engine_with(MediaConfig {
+        connect_timeout: Duration::from_millis(300),
+        ..MediaConfig::default()
+    })
+    .await;
+    // A subscriber offer nobody answers, and a publisher whose client goes silent.
+    engine
+        .create_subscriber(ConnId(80), vec![spec(MediaKind::Audio, "mic")])
+        .await
+        .unwrap();
+    let mut client = Client::new().await;
+    client
+        .pc
+        .add_track(local_track(RtpCodecKind::Audio, 1) as Arc<dyn TrackLocal>)
+        .await
+        .unwrap();
+    let offer = client.offer().await;
+    client.pc.close().await.unwrap();
+    engine.create_publisher(ConnId(81), offer).await.unwrap();
+    assert_eq!(engine.stats().await.unwrap().connections, 2);
+
+    for id in [ConnId(80), ConnId(81)] {
+        events
+            .wait_for(|e| matches!(e, MediaEvent::TimedOut { conn } if *conn == id).then_some(()))
+            .await;
+    }
+    assert_eq!(engine.stats().await.unwrap().connections, 0);
+    assert!(matches!(
+        engine.remove_connection(ConnId(80)).await,
+        Err(MediaError::UnknownConnection(_))
+    ));
+    // The ids can be used again.
+    engine
+        .create_subscriber(ConnId(80), vec![spec(MediaKind::Audio, "mic")])
+        .await
+        .unwrap();
+    stop_engine(engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unspecified_bind_address_works_with_an_advertised_ip() {
+    let err = MediaEngine::start(MediaConfig {
+        bind: "0.0.0.0:0".parse().unwrap(),
+        ..MediaConfig::default()
+    })
+    .unwrap_err();
+    assert!(matches!(err, MediaError::Config(_)), "{err}");
+
+    // Bound to every interface, advertising loopback: the candidate address is not the
+    // socket's, and ICE must still accept the checks.
+    let (engine, mut events) = start_engine_with(MediaConfig {
+        bind: "0.0.0.0:0".parse().unwrap(),
+        advertise_ip: Some("127.0.0.1".parse().unwrap()),
+        ..MediaConfig::default()
+    })
+    .await;
+    let (_client, tracks) = subscriber(
+        &engine,
+        &mut events,
+        ConnId(90),
+        vec![spec(MediaKind::Audio, "mic")],
+    )
+    .await;
+    assert_eq!(tracks.len(), 1);
     stop_engine(engine).await;
 }

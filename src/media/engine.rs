@@ -144,6 +144,23 @@ pub struct MediaConfig {
     /// The IP advertised in the host candidate (with the bound port), e.g. the public address
     /// of a 1:1 NAT. Required when `bind` is an unspecified address (`0.0.0.0`, `::`).
     pub advertise_ip: Option<IpAddr>,
+    /// A connection that has not connected this long after it was created is removed (and
+    /// [`MediaEvent::TimedOut`] sent): a client that never completes ICE leaks nothing.
+    pub connect_timeout: Duration,
+}
+
+/// The default connect timeout: above the core's own ICE failure timeout (25 s).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for MediaConfig {
+    /// Loopback, any port, nothing advertised beyond it, [`DEFAULT_CONNECT_TIMEOUT`].
+    fn default() -> Self {
+        MediaConfig {
+            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            advertise_ip: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
 }
 
 /// A track to send on a subscriber connection.
@@ -229,6 +246,12 @@ pub enum MediaEvent {
         ssrc: u32,
         /// The simulcast layer (`rid`), if the stream is one.
         rid: Option<String>,
+    },
+    /// A connection did not connect within [`MediaConfig::connect_timeout`] and has been
+    /// removed, routes and all.
+    TimedOut {
+        /// The connection (no longer known to the engine).
+        conn: ConnId,
     },
     /// A subscriber asked for a keyframe on a track we send it.
     KeyframeRequest {
@@ -377,6 +400,8 @@ impl MediaEngine {
             stats: EngineStats::default(),
             next_track: 1,
             read_timeout: None,
+            connect_timeout: config.connect_timeout,
+            next_sweep: Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name(THREAD_NAME.to_owned())
@@ -741,6 +766,8 @@ struct Conn {
     /// Remote addresses mapped to this connection (removed with it).
     addrs: Vec<SocketAddr>,
     state: ConnState,
+    /// Removed at this instant unless it has connected by then.
+    connect_by: Option<Instant>,
     /// The deadline last pushed on the timer heap.
     deadline: Option<Instant>,
     dirty: bool,
@@ -773,6 +800,9 @@ struct Engine {
     next_track: u64,
     /// The read timeout currently set on the socket.
     read_timeout: Option<Duration>,
+    connect_timeout: Duration,
+    /// When to look for connections past their connect deadline next.
+    next_sweep: Instant,
 }
 
 impl Engine {
@@ -796,10 +826,16 @@ impl Engine {
             self.fire_timers(now);
             self.flush_dirty();
 
+            if now >= self.next_sweep {
+                self.sweep(now);
+            }
+
             // 3. Wait for a datagram until the next deadline.
-            let wait = self
+            let until = self
                 .next_deadline()
-                .map_or(IDLE_WAIT, |d| d.saturating_duration_since(Instant::now()))
+                .map_or(self.next_sweep, |d| d.min(self.next_sweep));
+            let wait = until
+                .saturating_duration_since(Instant::now())
                 .min(IDLE_WAIT);
             if wait.is_zero() {
                 continue;
@@ -928,6 +964,23 @@ impl Engine {
         }
     }
 
+    /// Removes the connections past their connect deadline.
+    fn sweep(&mut self, now: Instant) {
+        let expired: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.connect_by.is_some_and(|by| by <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            info!(conn = %id, "connection did not connect in time; removed");
+            self.remove_conn(id);
+            self.emit(MediaEvent::TimedOut { conn: id });
+        }
+        self.next_sweep = now
+            + (self.connect_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((d, _))| *d)
     }
@@ -1026,6 +1079,9 @@ impl Engine {
                         RTCPeerConnectionState::Closed => ConnState::Closed,
                         _ => ConnState::New,
                     };
+                    if state == ConnState::Connected {
+                        conn.connect_by = None;
+                    }
                     if conn.state != state {
                         conn.state = state;
                         debug!(conn = %id, ?state, "connection state");
@@ -1276,6 +1332,7 @@ impl Engine {
                 ufrag,
                 addrs: Vec::new(),
                 state: ConnState::New,
+                connect_by: Some(Instant::now() + self.connect_timeout),
                 deadline: None,
                 dirty: false,
                 inbound: HashMap::new(),
