@@ -680,6 +680,13 @@ async fn adding_a_track_renegotiates_without_a_gap_in_the_playing_one() {
         .add_track(sub_id, spec(MediaKind::Video, "cam"))
         .await
         .unwrap();
+    // One offer at a time.
+    assert!(matches!(
+        engine
+            .add_track(sub_id, spec(MediaKind::Video, "second"))
+            .await,
+        Err(MediaError::NegotiationPending(_))
+    ));
     let answer = sub.answer(offer, false).await;
     engine.set_answer(sub_id, answer).await.unwrap();
     engine

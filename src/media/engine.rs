@@ -311,6 +311,9 @@ pub enum MediaError {
     /// The connection is of the other role (e.g. `set_answer` on a publisher).
     #[error("{0} is not a {1} connection")]
     WrongRole(ConnId, &'static str),
+    /// An offer of ours is still waiting for its answer; retry after [`MediaHandle::set_answer`].
+    #[error("{0} is waiting for an answer")]
+    NegotiationPending(ConnId),
     /// The SDP is larger than [`MAX_SDP_BYTES`].
     #[error("SDP too large ({0} bytes)")]
     SdpTooLarge(usize),
@@ -1375,14 +1378,25 @@ impl Engine {
         }
         let offer = RTCSessionDescription::offer(offer_sdp)?;
         conn.pc.set_remote_description(Instant::now(), offer)?;
-        let answer = conn.pc.create_answer(None)?;
-        conn.pc.set_local_description(Instant::now(), answer)?;
-        conn.pc
-            .add_local_candidate(RTCIceCandidateInit::default())?;
-        conn.pc
-            .local_description()
-            .map(|d| d.sdp)
-            .ok_or_else(|| MediaError::Rtc("no local description".to_owned()))
+        let answered = (|| {
+            let answer = conn.pc.create_answer(None)?;
+            conn.pc.set_local_description(Instant::now(), answer)?;
+            conn.pc
+                .add_local_candidate(RTCIceCandidateInit::default())?;
+            conn.pc
+                .local_description()
+                .map(|d| d.sdp)
+                .ok_or_else(|| MediaError::Rtc("no local description".to_owned()))
+        })();
+        if answered.is_err() {
+            // Back to the last stable state, so the connection keeps working as before.
+            let rolled_back = RTCSessionDescription::rollback(None)
+                .and_then(|rollback| conn.pc.set_remote_description(Instant::now(), rollback));
+            if let Err(err) = rolled_back {
+                warn!(conn = %id, %err, "rollback after a failed renegotiation failed");
+            }
+        }
+        answered
     }
 
     fn create_subscriber(
@@ -1506,6 +1520,9 @@ impl Engine {
         let result = (|| {
             if conn.role != Role::Subscriber {
                 return Err(MediaError::WrongRole(id, Role::Subscriber.name()));
+            }
+            if conn.pc.pending_local_description().is_some() {
+                return Err(MediaError::NegotiationPending(id));
             }
             let (info, out) = self.new_out_track(&mut conn.pc, spec)?;
             let offer = conn.pc.create_offer(None)?;
