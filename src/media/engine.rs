@@ -13,7 +13,9 @@
 //! - **timers**: each connection's `poll_timeout`, kept in a min-heap;
 //! - one DTLS certificate shared by all connections (generating one per connection costs an
 //!   ECDSA key generation each);
-//! - a minimal forwarding table ([`ForwardTable`]), to be replaced by the router.
+//! - a minimal forwarding table (`ForwardTable`), to be replaced by the router;
+//! - a connect deadline per connection ([`MediaConfig::connect_timeout`]): one that has not
+//!   connected by then is removed and reported ([`MediaEvent::TimedOut`]).
 //!
 //! Nothing else in the crate sees an `rtc` type: async code talks to the thread through a
 //! [`MediaHandle`] (commands, each answered on a oneshot) and hears from it through the
@@ -43,6 +45,16 @@
 //!
 //! Writes to a connection before DTLS is up would fail inside the core and be logged, so
 //! forwarding is gated on the connection being `Connected`.
+//!
+//! ## Traps (details and evidence in docs/MEDIA-NOTES.md)
+//!
+//! - Renegotiating a publisher resets the core's receivers: simulcast layers are lost (a
+//!   browser stops sending the mid/rid extensions that would rebind them) and declared-SSRC
+//!   streams are announced again. Give each new source its own publisher connection.
+//! - Inbound RTCP is dropped at the end of the core's interceptor chain unless marked for the
+//!   application; the engine's own interceptor keeps PLI and FIR only.
+//! - `write_rtp` refuses header extension ids the subscriber did not negotiate; the forwarder
+//!   strips every extension.
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
