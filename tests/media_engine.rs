@@ -1178,3 +1178,159 @@ async fn an_unspecified_bind_address_works_with_an_advertised_ip() {
     assert_eq!(tracks.len(), 1);
     stop_engine(engine).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The router in the engine
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_floor_gate_in_the_engine_passes_audio_only_while_the_floor_is_held() {
+    use roundtable::media::engine::{RoomId, RouterOp};
+    use roundtable::media::router::{Kind, MediaRole, PeerId, Slot, SlotChange, Source, TrackId};
+
+    let (engine, mut events) = start_engine().await;
+    let room = RoomId(1);
+    let (room_peer, d1) = (PeerId(1), PeerId(2));
+    let mic = TrackId(20);
+    let (pub_id, sub_id) = (ConnId(30), ConnId(31));
+    let a_ssrc = 0x3333_0001;
+
+    engine
+        .router(room, RouterOp::AddPeer(room_peer, MediaRole::Room))
+        .await
+        .unwrap();
+    engine
+        .router(room, RouterOp::AddPeer(d1, MediaRole::Delegate))
+        .await
+        .unwrap();
+    let changes = engine
+        .router(
+            room,
+            RouterOp::Publish {
+                peer: d1,
+                track: mic,
+                kind: Kind::Audio,
+                source: Source::Microphone,
+                layers: 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(changes.iter().any(|c| matches!(
+        c,
+        SlotChange::Added { peer, slot: Slot::Track(t), .. } if *peer == room_peer && *t == mic
+    )));
+    // An observer-like listener may not publish: a clear error.
+    engine
+        .router(room, RouterOp::AddPeer(PeerId(9), MediaRole::Listener))
+        .await
+        .unwrap();
+    let refused = engine
+        .router(
+            room,
+            RouterOp::Publish {
+                peer: PeerId(9),
+                track: TrackId(99),
+                kind: Kind::Audio,
+                source: Source::Microphone,
+                layers: 1,
+            },
+        )
+        .await;
+    assert!(matches!(refused, Err(MediaError::Router(_))), "{refused:?}");
+
+    // The room subscribes to the delegate's microphone.
+    let (mut room_client, tracks) = subscriber(
+        &engine,
+        &mut events,
+        sub_id,
+        vec![spec(MediaKind::Audio, "d1-mic")],
+    )
+    .await;
+    engine
+        .bind_egress(room, room_peer, Slot::Track(mic), sub_id, tracks[0].id)
+        .await
+        .unwrap();
+    let (_d1_client, locals) = publisher(
+        &engine,
+        &mut events,
+        pub_id,
+        &[(RtpCodecKind::Audio, a_ssrc)],
+    )
+    .await;
+    let p = pump(Arc::clone(&locals[0]), RtpCodecKind::Audio, a_ssrc);
+    assert_eq!(events.track_opened(pub_id, a_ssrc).await, MediaKind::Audio);
+    engine
+        .bind_ingress(pub_id, a_ssrc, MediaKind::Audio, room, mic, 0)
+        .await
+        .unwrap();
+    engine
+        .router(
+            room,
+            RouterOp::SetFloor {
+                moderated: true,
+                holders: vec![],
+                presenters: vec![],
+            },
+        )
+        .await
+        .unwrap();
+
+    // Gate closed: nothing reaches the room, and the drops are counted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    room_client.rtp.clear();
+    while room_client.events.try_recv().is_ok() {}
+    assert!(
+        timeout(Duration::from_millis(400), room_client.next_rtp())
+            .await
+            .is_err(),
+        "audio leaked through a closed gate"
+    );
+    let dropped = engine.gate_dropped(room, d1).await.unwrap();
+    assert!(dropped > 20, "dropped {dropped}");
+
+    // Granted: the next packets pass, continuous.
+    engine
+        .router(
+            room,
+            RouterOp::SetFloor {
+                moderated: true,
+                holders: vec![d1],
+                presenters: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    let got = collect(&mut room_client, &[tracks[0].ssrc], 100).await;
+    let seqs: Vec<u16> = got[&tracks[0].ssrc]
+        .iter()
+        .map(|p| p.header.sequence_number)
+        .collect();
+    for pair in seqs.windows(2) {
+        assert_eq!(pair[1], pair[0].wrapping_add(1), "continuous: {seqs:?}");
+    }
+    // Revoked: the gate closes at once.
+    engine
+        .router(
+            room,
+            RouterOp::SetFloor {
+                moderated: true,
+                holders: vec![],
+                presenters: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    room_client.rtp.clear();
+    while room_client.events.try_recv().is_ok() {}
+    assert!(
+        timeout(Duration::from_millis(400), room_client.next_rtp())
+            .await
+            .is_err(),
+        "audio after the revoke"
+    );
+    assert!(engine.gate_dropped(room, d1).await.unwrap() > dropped);
+    p.abort();
+    stop_engine(engine).await;
+}

@@ -67,6 +67,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+
+use super::router::{
+    self, Forward, Incoming, MediaRole, PeerId, Router, RouterError, SlotChange, TrackId,
+};
+use super::rtp;
 use rtc::crypto::{RTCCryptoProvider, SignatureScheme};
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
@@ -110,6 +115,9 @@ pub const MAX_SDP_BYTES: usize = 64 * 1024;
 /// ([`EngineStats::events_dropped`]) rather than blocking the media thread.
 pub const EVENT_QUEUE: usize = 4096;
 
+/// How often the routers are asked for keyframe requests to send.
+const KEYFRAME_POLL: Duration = Duration::from_millis(50);
+
 /// Receive buffer: larger than any datagram a WebRTC peer sends (they stay under the path MTU).
 const RECV_BUF: usize = 2048;
 
@@ -133,6 +141,45 @@ impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "conn#{}", self.0)
     }
+}
+
+/// A router instance in the engine: one per meeting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(pub u32);
+
+/// A change to a room's router (see `media::router`), answered with the slot changes it caused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouterOp {
+    /// A peer arrives.
+    AddPeer(PeerId, MediaRole),
+    /// A peer leaves, with its tracks.
+    RemovePeer(PeerId),
+    /// A peer publishes a track.
+    Publish {
+        /// Owner.
+        peer: PeerId,
+        /// Track id (chosen by the caller, unique in the room).
+        track: TrackId,
+        /// Audio or video.
+        kind: router::Kind,
+        /// What it carries.
+        source: router::Source,
+        /// Simulcast layers.
+        layers: u8,
+    },
+    /// A track ends.
+    Unpublish(TrackId),
+    /// The floor changed.
+    SetFloor {
+        /// Moderated mode (the gate is closed for delegates without the floor).
+        moderated: bool,
+        /// Holders in grant order.
+        holders: Vec<PeerId>,
+        /// Presenters.
+        presenters: Vec<PeerId>,
+    },
+    /// Thumbnails on or off for a subscriber.
+    SetThumbnails(PeerId, bool),
 }
 
 /// A track the engine sends on a subscriber connection; unique within the engine.
@@ -338,6 +385,9 @@ pub enum MediaError {
     /// The media thread has stopped.
     #[error("the media engine has stopped")]
     Stopped,
+    /// The router refused a change (e.g. a listener publishing).
+    #[error("router: {0}")]
+    Router(RouterError),
 }
 
 impl From<rtc::shared::error::Error> for MediaError {
@@ -410,6 +460,9 @@ impl MediaEngine {
             by_ufrag: HashMap::new(),
             timers: BinaryHeap::new(),
             table: ForwardTable::default(),
+            rooms: Rooms::default(),
+            epoch: Instant::now(),
+            next_keyframe_poll: Instant::now(),
             dirty: VecDeque::new(),
             events: event_tx,
             stats: EngineStats::default(),
@@ -599,6 +652,56 @@ impl MediaHandle {
         .await
     }
 
+    /// Applies a change to a room's router (created on first use); returns the slot changes
+    /// the subscribers need negotiated.
+    pub async fn router(&self, room: RoomId, op: RouterOp) -> Result<Vec<SlotChange>, MediaError> {
+        self.call(|reply| Command::Router { room, op, reply }).await
+    }
+
+    /// Binds an inbound stream of a publisher connection to a router track and layer: its
+    /// packets are routed by the room's router from now on.
+    pub async fn bind_ingress(
+        &self,
+        conn: ConnId,
+        ssrc: u32,
+        kind: MediaKind,
+        room: RoomId,
+        track: TrackId,
+        layer: u8,
+    ) -> Result<(), MediaError> {
+        self.call(|reply| Command::BindIngress {
+            conn,
+            ssrc,
+            kind,
+            at: (room, track, layer),
+            reply,
+        })
+        .await
+    }
+
+    /// Binds a router slot of a subscriber to a track we send on its connection.
+    pub async fn bind_egress(
+        &self,
+        room: RoomId,
+        peer: PeerId,
+        slot: router::Slot,
+        conn: ConnId,
+        track: OutTrackId,
+    ) -> Result<(), MediaError> {
+        self.call(|reply| Command::BindEgress {
+            at: (room, peer, slot),
+            to: (conn, track),
+            reply,
+        })
+        .await
+    }
+
+    /// Audio packets of `peer` dropped by the floor gate.
+    pub async fn gate_dropped(&self, room: RoomId, peer: PeerId) -> Result<u64, MediaError> {
+        self.call(|reply| Command::GateDropped { room, peer, reply })
+            .await
+    }
+
     /// Sends a PLI to the publisher `conn` for its inbound stream `ssrc`.
     pub async fn request_keyframe(&self, conn: ConnId, ssrc: u32) -> Result<(), MediaError> {
         self.call(|reply| Command::RequestKeyframe { conn, ssrc, reply })
@@ -691,7 +794,63 @@ enum Command {
     Stats {
         reply: Reply<EngineStats>,
     },
+    Router {
+        room: RoomId,
+        op: RouterOp,
+        reply: Reply<Vec<SlotChange>>,
+    },
+    BindIngress {
+        conn: ConnId,
+        ssrc: u32,
+        kind: MediaKind,
+        at: (RoomId, TrackId, u8),
+        reply: Reply<()>,
+    },
+    BindEgress {
+        at: (RoomId, PeerId, router::Slot),
+        to: (ConnId, OutTrackId),
+        reply: Reply<()>,
+    },
+    GateDropped {
+        room: RoomId,
+        peer: PeerId,
+        reply: Reply<u64>,
+    },
     Shutdown,
+}
+
+/// Where a bound inbound stream goes in its room's router.
+#[derive(Debug, Clone, Copy)]
+struct Ingress {
+    room: RoomId,
+    track: TrackId,
+    layer: u8,
+    video: bool,
+}
+
+/// The routers and the bindings between their ids and the engine's.
+#[derive(Debug, Default)]
+struct Rooms {
+    routers: HashMap<RoomId, Router>,
+    ingress: HashMap<(ConnId, u32), Ingress>,
+    /// (room, track, layer) → the publisher stream, for keyframe requests.
+    sources: HashMap<(RoomId, TrackId, u8), (ConnId, u32)>,
+    egress: HashMap<(RoomId, PeerId, router::Slot), (ConnId, OutTrackId)>,
+    /// (subscriber, track) → its slot, for subscribers' keyframe requests.
+    slots: HashMap<(ConnId, OutTrackId), (RoomId, PeerId, router::Slot)>,
+    /// Reused per packet.
+    out: Vec<Forward>,
+    /// Reused per keyframe poll.
+    keyframes: Vec<(TrackId, u8)>,
+}
+
+impl Rooms {
+    fn forget_conn(&mut self, conn: ConnId) {
+        self.ingress.retain(|(c, _), _| *c != conn);
+        self.sources.retain(|_, (c, _)| *c != conn);
+        self.egress.retain(|_, (c, _)| *c != conn);
+        self.slots.retain(|(c, _), _| *c != conn);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -809,6 +968,10 @@ struct Engine {
     /// connection's are skipped when popped.
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     table: ForwardTable,
+    rooms: Rooms,
+    /// The router's clock starts here (milliseconds since).
+    epoch: Instant,
+    next_keyframe_poll: Instant,
     dirty: VecDeque<ConnId>,
     events: mpsc::Sender<MediaEvent>,
     stats: EngineStats,
@@ -843,6 +1006,10 @@ impl Engine {
 
             if now >= self.next_sweep {
                 self.sweep(now);
+            }
+            if now >= self.next_keyframe_poll {
+                self.poll_keyframes(now);
+                self.next_keyframe_poll = now + KEYFRAME_POLL;
             }
 
             // 3. Wait for a datagram until the next deadline.
@@ -1160,6 +1327,13 @@ impl Engine {
                                 .get(&id)
                                 .and_then(|c| c.out_by_ssrc.get(&ssrc).copied());
                             if let Some(track) = track {
+                                if let Some(&(room, peer, slot)) =
+                                    self.rooms.slots.get(&(id, track))
+                                {
+                                    if let Some(r) = self.rooms.routers.get_mut(&room) {
+                                        r.subscriber_wants_keyframe(peer, slot);
+                                    }
+                                }
                                 self.emit(MediaEvent::KeyframeRequest {
                                     conn: id,
                                     track,
@@ -1175,7 +1349,105 @@ impl Engine {
     }
 
     /// The per-packet path: route an inbound RTP packet to its subscriber tracks.
-    fn forward(&mut self, from: ConnId, mut packet: rtc::rtp::Packet, now: Instant) {
+    fn forward(&mut self, from: ConnId, packet: rtc::rtp::Packet, now: Instant) {
+        if let Some(&ingress) = self.rooms.ingress.get(&(from, packet.header.ssrc)) {
+            self.route(ingress, packet, now);
+        } else {
+            self.forward_by_table(from, packet, now);
+        }
+    }
+
+    /// Routes a packet through its room's router: the gate, the layer and the slot decide;
+    /// each copy gets the slot's SSRC and the router's sequence number and timestamp.
+    fn route(&mut self, ingress: Ingress, mut packet: rtc::rtp::Packet, now: Instant) {
+        let Self {
+            rooms,
+            conns,
+            stats,
+            dirty,
+            epoch,
+            ..
+        } = self;
+        let Some(router) = rooms.routers.get_mut(&ingress.room) else {
+            return;
+        };
+        let incoming = Incoming {
+            track: ingress.track,
+            layer: ingress.layer,
+            seq: packet.header.sequence_number,
+            timestamp: packet.header.timestamp,
+            keyframe: ingress.video && rtp::vp8_keyframe(&packet.payload),
+        };
+        let now_ms = now.saturating_duration_since(*epoch).as_millis() as i64;
+        rooms.out.clear();
+        router.route(now_ms, &incoming, &mut rooms.out);
+        if rooms.out.is_empty() {
+            return;
+        }
+        strip_extensions(&mut packet.header);
+        for f in &rooms.out {
+            let Some(&(to, track_id)) = rooms.egress.get(&(ingress.room, f.peer, f.slot)) else {
+                continue;
+            };
+            let Some(conn) = conns.get_mut(&to) else {
+                continue;
+            };
+            if conn.state != ConnState::Connected {
+                continue;
+            }
+            let Some(track) = conn.out_tracks.get(&track_id) else {
+                continue;
+            };
+            let mut out = packet.clone();
+            out.header.ssrc = track.ssrc;
+            out.header.payload_type = track.pt;
+            out.header.sequence_number = f.seq;
+            out.header.timestamp = f.timestamp;
+            let sender = track.sender;
+            match conn
+                .pc
+                .rtp_sender(sender)
+                .map(|mut s| s.write_rtp(now, out))
+            {
+                Some(Ok(())) => stats.rtp_forwarded += 1,
+                Some(Err(err)) => {
+                    stats.forward_errors += 1;
+                    trace!(to = %to, %err, "write_rtp refused");
+                }
+                None => stats.forward_errors += 1,
+            }
+            if !conn.dirty {
+                conn.dirty = true;
+                dirty.push_back(to);
+            }
+        }
+    }
+
+    /// Sends the keyframe requests the routers want now (merged and throttled there).
+    fn poll_keyframes(&mut self, now: Instant) {
+        let now_ms = now.saturating_duration_since(self.epoch).as_millis() as i64;
+        let rooms: Vec<RoomId> = self.rooms.routers.keys().copied().collect();
+        for room in rooms {
+            let mut wanted = std::mem::take(&mut self.rooms.keyframes);
+            wanted.clear();
+            if let Some(router) = self.rooms.routers.get_mut(&room) {
+                router.poll_keyframe_requests(now_ms, &mut wanted);
+            }
+            for (track, layer) in wanted.drain(..) {
+                if let Some(&(conn, ssrc)) = self.rooms.sources.get(&(room, track, layer)) {
+                    if let Err(err) = self.request_keyframe(conn, ssrc) {
+                        trace!(%conn, %err, "keyframe request failed");
+                    }
+                    self.mark_dirty(conn);
+                }
+            }
+            self.rooms.keyframes = wanted;
+        }
+        self.flush_dirty();
+    }
+
+    /// The forwarding table's path (streams not bound to a router).
+    fn forward_by_table(&mut self, from: ConnId, mut packet: rtc::rtp::Packet, now: Instant) {
         let Self {
             table,
             conns,
@@ -1302,6 +1574,100 @@ impl Engine {
                 let mut stats = self.stats;
                 stats.connections = self.conns.len() as u64;
                 let _ = reply.send(Ok(stats));
+            }
+            Command::Router { room, op, reply } => {
+                let router = self
+                    .rooms
+                    .routers
+                    .entry(room)
+                    .or_insert_with(|| Router::new(true));
+                let result = match op {
+                    RouterOp::AddPeer(peer, role) => {
+                        router.add_peer(peer, role);
+                        Ok(())
+                    }
+                    RouterOp::RemovePeer(peer) => {
+                        router.remove_peer(peer);
+                        Ok(())
+                    }
+                    RouterOp::Publish {
+                        peer,
+                        track,
+                        kind,
+                        source,
+                        layers,
+                    } => router.publish(peer, track, kind, source, layers),
+                    RouterOp::Unpublish(track) => {
+                        router.unpublish(track);
+                        Ok(())
+                    }
+                    RouterOp::SetFloor {
+                        moderated,
+                        holders,
+                        presenters,
+                    } => {
+                        router.set_floor(moderated, &holders, &presenters);
+                        Ok(())
+                    }
+                    RouterOp::SetThumbnails(peer, on) => router.set_thumbnails(peer, on),
+                };
+                let changes = router.take_changes();
+                // Slots that went away lose their binding.
+                for c in &changes {
+                    if let SlotChange::Removed { peer, slot } = c {
+                        if let Some(to) = self.rooms.egress.remove(&(room, *peer, *slot)) {
+                            self.rooms.slots.remove(&to);
+                        }
+                    }
+                }
+                let _ = reply.send(result.map(|()| changes).map_err(MediaError::Router));
+            }
+            Command::BindIngress {
+                conn,
+                ssrc,
+                kind,
+                at: (room, track, layer),
+                reply,
+            } => {
+                let video = kind == MediaKind::Video;
+                let result = if self.conns.contains_key(&conn) {
+                    self.rooms.ingress.insert(
+                        (conn, ssrc),
+                        Ingress {
+                            room,
+                            track,
+                            layer,
+                            video,
+                        },
+                    );
+                    self.rooms
+                        .sources
+                        .insert((room, track, layer), (conn, ssrc));
+                    Ok(())
+                } else {
+                    Err(MediaError::UnknownConnection(conn))
+                };
+                let _ = reply.send(result);
+            }
+            Command::BindEgress { at, to, reply } => {
+                let result = match self.conns.get(&to.0) {
+                    Some(c) if c.out_tracks.contains_key(&to.1) => {
+                        self.rooms.egress.insert(at, to);
+                        self.rooms.slots.insert(to, at);
+                        Ok(())
+                    }
+                    Some(_) => Err(MediaError::UnknownTrack(to.0)),
+                    None => Err(MediaError::UnknownConnection(to.0)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::GateDropped { room, peer, reply } => {
+                let n = self
+                    .rooms
+                    .routers
+                    .get(&room)
+                    .map_or(0, |r| r.gate_dropped(peer));
+                let _ = reply.send(Ok(n));
             }
             Command::Shutdown => {}
         }
@@ -1617,6 +1983,7 @@ impl Engine {
         }
         self.by_ufrag.remove(&conn.ufrag);
         self.table.forget_conn(id);
+        self.rooms.forget_conn(id);
         self.dirty.retain(|d| *d != id);
         debug!(conn = %id, "connection removed");
     }
