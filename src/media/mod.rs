@@ -13,4 +13,5 @@
 pub mod engine;
 pub mod router;
 pub mod rtp;
+pub mod sdp;
 pub mod turn;
