@@ -84,6 +84,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MediaConfig {
+    /// Run the media engine (the SFU). Off: floor control only.
+    pub enabled: bool,
     /// The one UDP address every peer connection shares (the port a venue opens).
     /// Default `127.0.0.1:8443`; use `0.0.0.0:8443` (and `advertise_ip`) on a server.
     pub udp: String,
@@ -107,6 +109,7 @@ pub struct MediaConfig {
 impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
+            enabled: true,
             udp: "127.0.0.1:8443".into(),
             udp_addr: SocketAddr::from(([127, 0, 0, 1], 8443)),
             advertise_ip: String::new(),

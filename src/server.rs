@@ -41,12 +41,18 @@ pub enum ServerError {
     /// The listener failed.
     #[error("http: {0}")]
     Io(#[from] std::io::Error),
+    /// The media engine could not start (e.g. its UDP port is taken).
+    #[error("media: {0}")]
+    Media(#[from] crate::media::engine::MediaError),
 }
 
 /// A prepared server: meetings running, ready to serve.
 pub struct Prepared {
     /// Shared state (secret, meetings, journal).
     pub shared: Arc<Shared>,
+    /// The media engine's UDP address, when it runs.
+    pub media_addr: Option<std::net::SocketAddr>,
+    media: Option<crate::media::engine::MediaHandle>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -72,10 +78,23 @@ pub async fn prepare(config: &Config, clock: Clock) -> Result<Prepared, ServerEr
     let mut meetings = HashMap::new();
     let mut tasks = Vec::new();
     let media = Arc::new(config.media.clone());
-    for m in &config.meetings {
+    let (hub, media_addr) = if config.media.enabled {
+        let engine_config = crate::media::engine::MediaConfig {
+            bind: config.media.udp_addr,
+            advertise_ip: config.media.advertise_ip.parse().ok(),
+            ..Default::default()
+        };
+        let (engine, events, addr) = crate::media::engine::MediaEngine::start(engine_config)?;
+        info!(%addr, "media engine listening (UDP)");
+        (Some(meeting::MediaHub::new(engine, events)), Some(addr))
+    } else {
+        (None, None)
+    };
+    for (room, m) in config.meetings.iter().enumerate() {
         let (handle, task) = meeting::start(
             m,
             media.clone(),
+            hub.clone().map(|h| (h, room as u32 + 1)),
             journal.clone(),
             clock.clone(),
             counters.clone(),
@@ -103,6 +122,8 @@ pub async fn prepare(config: &Config, clock: Clock) -> Result<Prepared, ServerEr
     });
     Ok(Prepared {
         shared,
+        media_addr,
+        media: hub.map(|h| h.engine),
         shutdown_tx,
         tasks,
     })
@@ -119,6 +140,8 @@ pub async fn serve(
         shared,
         shutdown_tx,
         tasks,
+        media,
+        ..
     } = prepared;
     info!(addr = %listener.local_addr()?, "listening");
     let app = http::app(shared.clone());
@@ -148,6 +171,13 @@ pub async fn serve(
     })
     .await;
     let _ = tokio::time::timeout(Duration::from_secs(2), shared.journal.flush()).await;
+    if let Some(engine) = media {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::task::spawn_blocking(move || engine.shutdown()),
+        )
+        .await;
+    }
     info!("stopped");
     Ok(())
 }

@@ -28,7 +28,8 @@ fn write_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
             "data_dir = \"data\"",
             &format!("data_dir = {:?}", dir.join("data").display().to_string()),
         )
-        .replace("secret = \"\"", &format!("secret = \"{SECRET}\""));
+        .replace("secret = \"\"", &format!("secret = \"{SECRET}\""))
+        .replace("udp = \"127.0.0.1:8443\"", "udp = \"127.0.0.1:0\"");
     let path = dir.join("roundtable.toml");
     std::fs::write(&path, text).expect("write config");
     path

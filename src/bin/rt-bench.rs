@@ -181,6 +181,8 @@ fn bench_config(dir: &Path) -> Config {
     // The moderator sends a few commands per round with no pause; delegates far fewer.
     config.server.commands_per_second = 1000;
     config.server.command_burst = 2000;
+    // The fan-out bench needs no media: no UDP port to collide with a running server.
+    config.media.enabled = false;
     config
 }
 

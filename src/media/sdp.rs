@@ -51,7 +51,10 @@ pub fn layer_of(rid: &str, rids: &[String]) -> u8 {
         "m" | "1" | "mid" => 1,
         "f" | "2" | "high" => 2,
         "h" => 2,
-        _ => rids.iter().position(|r| r == rid).map_or(0, |p| p.min(2) as u8),
+        _ => rids
+            .iter()
+            .position(|r| r == rid)
+            .map_or(0, |p| p.min(2) as u8),
     }
 }
 

@@ -12,6 +12,7 @@
 //!
 //! On start the task replays the meeting's journal, so a restart loses nothing.
 
+mod media;
 mod roles;
 pub mod wire;
 
@@ -31,6 +32,7 @@ use crate::config::{self, MeetingConfig};
 use crate::floor::{self, Engine};
 use crate::store::{Journal, JournalRecord, StoreError};
 
+pub use media::MediaHub;
 pub use roles::allowed;
 
 /// How many outbound messages may wait for a slow client before it is disconnected.
@@ -91,6 +93,15 @@ pub enum Msg {
         /// Answer.
         reply: oneshot::Sender<bool>,
     },
+    /// An engine event about one of this meeting's media connections.
+    Media(crate::media::engine::MediaEvent),
+    /// Audio packets of a participant dropped by the floor gate.
+    GateDropped {
+        /// Participant id.
+        participant: String,
+        /// Answer.
+        reply: oneshot::Sender<u64>,
+    },
     /// The current snapshot and sequence number.
     Snapshot {
         /// Answer.
@@ -131,6 +142,17 @@ impl MeetingHandle {
     /// Sends a message; false if the meeting task has stopped.
     pub async fn send(&self, msg: Msg) -> bool {
         self.tx.send(msg).await.is_ok()
+    }
+
+    /// Audio packets of the participant dropped by the floor gate.
+    pub async fn gate_dropped(&self, participant: &str) -> u64 {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::GateDropped {
+            participant: participant.to_owned(),
+            reply,
+        })
+        .await;
+        rx.await.unwrap_or(0)
     }
 
     /// Whether the participant holds the floor now.
@@ -242,9 +264,11 @@ pub fn replay_engine(config: &MeetingConfig, records: &[JournalRecord]) -> Engin
 
 /// Starts a meeting task: replays the journal, then serves messages until `shutdown` turns
 /// true. Returns once the state is rebuilt.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     config: &MeetingConfig,
     media: Arc<config::MediaConfig>,
+    hub: Option<(MediaHub, u32)>,
     journal: Journal,
     clock: Clock,
     counters: Arc<Counters>,
@@ -261,9 +285,11 @@ pub async fn start(
         clock,
         counters,
         media,
+        av: None,
     };
     meeting.replay().await?;
     let (tx, rx) = mpsc::channel(4096);
+    meeting.av = hub.map(|(hub, room)| media::MeetingMedia::new(hub, room, tx.downgrade()));
     let span = info_span!("meeting", meeting = %config.id);
     let task = tokio::spawn(meeting.run(rx, shutdown).instrument(span));
     Ok((
@@ -295,6 +321,8 @@ struct Meeting {
     counters: Arc<Counters>,
     /// Media settings (ICE servers for the welcome).
     media: Arc<config::MediaConfig>,
+    /// The media side, when the server runs its media engine.
+    av: Option<media::MeetingMedia>,
 }
 
 /// Serialises a server message. Serialising our own types cannot fail (no maps with
@@ -432,7 +460,83 @@ impl Meeting {
             self.broadcast(encode(&msg));
             self.counters.events.fetch_add(1, Ordering::Relaxed);
         }
+        if last_floor.is_some() {
+            self.sync_floor().await;
+        }
         Ok(self.seq)
+    }
+
+    /// Tells the media router who may be heard and who presents.
+    async fn sync_floor(&mut self) {
+        let Some(av) = self.av.as_mut() else {
+            return;
+        };
+        let moderated = self.engine.settings().policy == floor::Policy::Moderated;
+        let holders: Vec<String> = self
+            .engine
+            .holders()
+            .map(|r| r.beneficiary.participant.clone())
+            .collect();
+        let presenters: Vec<String> = self
+            .engine
+            .holders()
+            .filter(|r| r.slot.is_some())
+            .map(|r| r.beneficiary.participant.clone())
+            .collect();
+        let mut out = Vec::new();
+        av.set_floor(moderated, &holders, &presenters, &mut out)
+            .await;
+        self.deliver(out);
+    }
+
+    /// Sends media messages to participants' connections.
+    fn deliver(&mut self, out: media::Outbox) {
+        for (participant, msg) in out {
+            let conns: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.who.id == participant)
+                .map(|(id, _)| *id)
+                .collect();
+            let frame = encode(&msg);
+            for conn in conns {
+                self.send_to(conn, frame.clone());
+            }
+        }
+    }
+
+    async fn media_command(
+        &mut self,
+        who: &Who,
+        command: Command,
+    ) -> Result<(), (ErrorCode, String)> {
+        let Some(av) = self.av.as_mut() else {
+            return Err((
+                ErrorCode::MediaUnavailable,
+                "this server runs without its media engine: floor control only".into(),
+            ));
+        };
+        let mut out = Vec::new();
+        let result = match command {
+            Command::Publish { sdp, tracks } => {
+                av.publish(&who.id, who.role, sdp, tracks, &mut out).await
+            }
+            Command::SubscribeAnswer { sdp } => av.answer(&who.id, sdp, &mut out).await,
+            Command::IceCandidate { pc, candidate, .. } => {
+                av.candidate(&who.id, pc, candidate).await
+            }
+            Command::MediaPreferences { thumbnails } => {
+                av.preferences(&who.id, who.role, thumbnails, &mut out)
+                    .await
+            }
+            _ => Ok(()),
+        };
+        self.deliver(out);
+        if result.is_ok() {
+            // A new peer may need the current floor.
+            self.sync_floor().await;
+        }
+        result
     }
 
     fn broadcast(&mut self, frame: Utf8Bytes) {
@@ -544,6 +648,11 @@ impl Meeting {
                 if self.conns.values().any(|o| o.who.id == participant) {
                     return;
                 }
+                if let Some(av) = self.av.as_mut() {
+                    let mut out = Vec::new();
+                    av.leave(&participant, &mut out).await;
+                    self.deliver(out);
+                }
                 let now = self.clock.now();
                 let event = sig::Event::ParticipantLeft {
                     participant,
@@ -552,6 +661,20 @@ impl Meeting {
                 if let Err(e) = self.commit(vec![event], now).await {
                     warn!(error = %e, "journal failed recording a leave");
                 }
+            }
+            Msg::Media(event) => {
+                if let Some(av) = self.av.as_mut() {
+                    let mut out = Vec::new();
+                    av.event(event, &mut out).await;
+                    self.deliver(out);
+                }
+            }
+            Msg::GateDropped { participant, reply } => {
+                let n = match self.av.as_ref() {
+                    Some(av) => av.gate_dropped(&participant).await,
+                    None => 0,
+                };
+                let _ = reply.send(n);
             }
             Msg::HoldsFloor { participant, reply } => {
                 let _ = reply.send(self.engine.holds_floor(&participant));
@@ -646,6 +769,27 @@ impl Meeting {
             self.send_to(conn, frame);
             return;
         }
+        if matches!(
+            msg.command,
+            Command::Publish { .. }
+                | Command::SubscribeAnswer { .. }
+                | Command::IceCandidate { .. }
+                | Command::MediaPreferences { .. }
+        ) {
+            let frame = match self.media_command(&who, msg.command).await {
+                Ok(()) => encode(&ServerMessage::Ack {
+                    id,
+                    seq: None,
+                    request: None,
+                }),
+                Err((code, message)) => {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    error_frame(Some(id), code, message)
+                }
+            };
+            self.send_to(conn, frame);
+            return;
+        }
         let now = self.clock.now();
         let command = match self.to_engine(msg.command) {
             Ok(c) => c,
@@ -709,8 +853,8 @@ impl Meeting {
             | Command::IceCandidate { .. }
             | Command::MediaPreferences { .. } => {
                 return Err((
-                    ErrorCode::MediaUnavailable,
-                    "this server runs without its media engine: floor control only".into(),
+                    ErrorCode::InvalidState,
+                    "media commands are handled by the media side".into(),
                 ));
             }
             Command::RaiseHand { list } => F::RaiseHand {

@@ -46,6 +46,8 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
     let mut config = Config::default_event();
     config.server.data_dir = data_dir.to_path_buf();
     config.server.secret = SECRET.into();
+    config.media.udp = "127.0.0.1:0".into();
+    config.media.udp_addr = ([127, 0, 0, 1], 0).into();
     config
 }
 

@@ -1,0 +1,703 @@
+//! The meeting's media side: turns the media commands of its participants into engine calls,
+//! keeps each participant's two peer connections and their slots, and tells the room's router
+//! about the floor. Owned by the meeting task like the rest of its state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use roundtable_signaling::{
+    self as sig, ErrorCode, MediaSource, PeerConnectionKind, Role, SlotInfo,
+};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::Msg;
+use crate::media::engine::{
+    ConnId, MediaError, MediaEvent, MediaEvents, MediaHandle, MediaKind, OutTrackId, RoomId,
+    RouterOp, TrackSpec,
+};
+use crate::media::router::{Kind, MediaRole, PeerId, Slot, SlotChange, Source, TrackId};
+use crate::media::sdp;
+
+/// Shared by every meeting: the engine, connection ids, and who owns which connection (so the
+/// engine's events reach the right meeting task).
+#[derive(Debug, Clone)]
+pub struct MediaHub {
+    /// The engine.
+    pub engine: MediaHandle,
+    next_conn: Arc<AtomicU64>,
+    owners: Arc<DashMap<ConnId, mpsc::WeakSender<Msg>>>,
+}
+
+impl MediaHub {
+    /// Wraps an engine and starts the task that dispatches its events to meetings.
+    pub fn new(engine: MediaHandle, mut events: MediaEvents) -> MediaHub {
+        let owners: Arc<DashMap<ConnId, mpsc::WeakSender<Msg>>> = Arc::default();
+        let map = owners.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let conn = match &event {
+                    MediaEvent::ConnectionState { conn, .. }
+                    | MediaEvent::TrackOpened { conn, .. }
+                    | MediaEvent::TimedOut { conn }
+                    | MediaEvent::KeyframeRequest { conn, .. } => *conn,
+                };
+                let owner = map.get(&conn).and_then(|w| w.upgrade());
+                if let Some(tx) = owner {
+                    let _ = tx.send(Msg::Media(event)).await;
+                }
+            }
+        });
+        MediaHub {
+            engine,
+            next_conn: Arc::new(AtomicU64::new(1)),
+            owners,
+        }
+    }
+
+    fn new_conn(&self, owner: &mpsc::WeakSender<Msg>) -> ConnId {
+        let id = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        self.owners.insert(id, owner.clone());
+        id
+    }
+
+    fn forget(&self, conn: ConnId) {
+        self.owners.remove(&conn);
+    }
+}
+
+/// One participant's media.
+#[derive(Debug, Default)]
+struct Peer {
+    id: u32,
+    publisher: Option<ConnId>,
+    subscriber: Option<ConnId>,
+    /// The publisher's tracks by `msid` track id: what they carry (from the `publish`
+    /// command's mid map and the offer) and, once open, the router's track id.
+    sources: HashMap<String, (MediaSource, Option<TrackId>, u8)>,
+    /// The slots this participant receives: slot → (kind, engine track once negotiated).
+    slots: BTreeMap<Slot, (Kind, Option<OutTrackId>)>,
+    /// Our offer awaits the client's answer.
+    offer_pending: bool,
+    /// Slots added while an offer was pending.
+    queued: Vec<Slot>,
+}
+
+/// The media state of one meeting.
+#[derive(Debug)]
+pub struct MeetingMedia {
+    hub: MediaHub,
+    room: RoomId,
+    me: mpsc::WeakSender<Msg>,
+    peers: HashMap<String, Peer>,
+    next_peer: u32,
+    next_track: u32,
+}
+
+/// Frames for participants: (participant id, message).
+pub type Outbox = Vec<(String, sig::ServerMessage)>;
+
+fn media_role(role: Role) -> MediaRole {
+    match role {
+        Role::Moderator => MediaRole::Moderator,
+        Role::Delegate => MediaRole::Delegate,
+        Role::Room => MediaRole::Room,
+        _ => MediaRole::Listener,
+    }
+}
+
+fn err(e: MediaError) -> (ErrorCode, String) {
+    let code = match e {
+        MediaError::SdpTooLarge(_) | MediaError::NoSupportedCodec | MediaError::Rtc(_) => {
+            ErrorCode::BadSdp
+        }
+        MediaError::Router(_) => ErrorCode::Forbidden,
+        _ => ErrorCode::MediaUnavailable,
+    };
+    (code, e.to_string())
+}
+
+impl MeetingMedia {
+    /// The media side of room `room`.
+    pub fn new(hub: MediaHub, room: u32, me: mpsc::WeakSender<Msg>) -> MeetingMedia {
+        MeetingMedia {
+            hub,
+            room: RoomId(room),
+            me,
+            peers: HashMap::new(),
+            next_peer: 1,
+            next_track: 1,
+        }
+    }
+
+    fn peer_of(&self, participant: &str) -> Option<PeerId> {
+        self.peers.get(participant).map(|p| PeerId(p.id))
+    }
+
+    fn participant_of_peer(&self, peer: PeerId) -> Option<&str> {
+        self.peers
+            .iter()
+            .find(|(_, p)| p.id == peer.0)
+            .map(|(k, _)| k.as_str())
+    }
+
+    async fn ensure_peer(
+        &mut self,
+        participant: &str,
+        role: Role,
+        out: &mut Outbox,
+    ) -> Result<PeerId, (ErrorCode, String)> {
+        if let Some(p) = self.peer_of(participant) {
+            return Ok(p);
+        }
+        let id = self.next_peer;
+        self.next_peer += 1;
+        self.peers.insert(
+            participant.to_owned(),
+            Peer {
+                id,
+                ..Peer::default()
+            },
+        );
+        let changes = self
+            .hub
+            .engine
+            .router(self.room, RouterOp::AddPeer(PeerId(id), media_role(role)))
+            .await
+            .map_err(err)?;
+        self.apply_changes(changes, out).await;
+        Ok(PeerId(id))
+    }
+
+    /// `publish`: answer the offer of the participant's publish connection.
+    pub async fn publish(
+        &mut self,
+        participant: &str,
+        role: Role,
+        offer: String,
+        tracks: Vec<sig::PublishTrack>,
+        out: &mut Outbox,
+    ) -> Result<(), (ErrorCode, String)> {
+        for t in &tracks {
+            if t.source == MediaSource::Program && role != Role::Room {
+                return Err((
+                    ErrorCode::Forbidden,
+                    "only the room publishes the program".into(),
+                ));
+            }
+        }
+        self.ensure_peer(participant, role, out).await?;
+        let sections = sdp::sections(&offer);
+        let existing = self.peers.get(participant).and_then(|p| p.publisher);
+        let conn = existing.unwrap_or_else(|| self.hub.new_conn(&self.me));
+        let answer = match existing {
+            Some(c) => self.hub.engine.update_publisher(c, offer).await,
+            None => self.hub.engine.create_publisher(conn, offer).await,
+        };
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                if existing.is_none() {
+                    self.hub.forget(conn);
+                }
+                return Err(err(e));
+            }
+        };
+        if let Some(p) = self.peers.get_mut(participant) {
+            p.publisher = Some(conn);
+            for t in tracks {
+                let section = sections
+                    .iter()
+                    .find(|s| s.mid.as_deref() == Some(t.mid.as_str()));
+                let key = section
+                    .and_then(|s| s.msid_track.clone())
+                    .unwrap_or_else(|| format!("mid:{}", t.mid));
+                let layers = section.map_or(1, |s| s.rids.len().clamp(1, 3) as u8);
+                p.sources.entry(key).or_insert((t.source, None, layers));
+            }
+        }
+        out.push((
+            participant.to_owned(),
+            sig::ServerMessage::PublishAnswer { sdp: answer },
+        ));
+        Ok(())
+    }
+
+    /// `media_preferences`: the first one opens the subscribe connection.
+    pub async fn preferences(
+        &mut self,
+        participant: &str,
+        role: Role,
+        thumbnails: bool,
+        out: &mut Outbox,
+    ) -> Result<(), (ErrorCode, String)> {
+        let peer = self.ensure_peer(participant, role, out).await?;
+        let changes = self
+            .hub
+            .engine
+            .router(self.room, RouterOp::SetThumbnails(peer, thumbnails))
+            .await
+            .map_err(err)?;
+        self.apply_changes(changes, out).await;
+        let has_sub = self
+            .peers
+            .get(participant)
+            .and_then(|p| p.subscriber)
+            .is_some();
+        if has_sub {
+            return Ok(());
+        }
+        let conn = self.hub.new_conn(&self.me);
+        let slots: Vec<(Slot, Kind)> = self
+            .peers
+            .get(participant)
+            .map(|p| p.slots.iter().map(|(s, (k, _))| (*s, *k)).collect())
+            .unwrap_or_default();
+        let specs: Vec<TrackSpec> = slots.iter().map(|(s, k)| self.spec(*s, *k)).collect();
+        let offer = match self.hub.engine.create_subscriber(conn, specs).await {
+            Ok(o) => o,
+            Err(e) => {
+                self.hub.forget(conn);
+                return Err(err(e));
+            }
+        };
+        for ((slot, _), info) in slots.iter().zip(&offer.tracks) {
+            if let Err(e) = self
+                .hub
+                .engine
+                .bind_egress(self.room, peer, *slot, conn, info.id)
+                .await
+            {
+                warn!(%e, "binding a slot failed");
+            }
+            if let Some(p) = self.peers.get_mut(participant) {
+                if let Some(entry) = p.slots.get_mut(slot) {
+                    entry.1 = Some(info.id);
+                }
+            }
+        }
+        if let Some(p) = self.peers.get_mut(participant) {
+            p.subscriber = Some(conn);
+            p.offer_pending = true;
+        }
+        let slots = self.slot_infos(participant, &offer.sdp);
+        out.push((
+            participant.to_owned(),
+            sig::ServerMessage::SubscribeOffer {
+                sdp: offer.sdp,
+                slots,
+            },
+        ));
+        Ok(())
+    }
+
+    /// `subscribe_answer`.
+    pub async fn answer(
+        &mut self,
+        participant: &str,
+        sdp: String,
+        out: &mut Outbox,
+    ) -> Result<(), (ErrorCode, String)> {
+        let conn = self
+            .peers
+            .get(participant)
+            .and_then(|p| p.subscriber)
+            .ok_or((
+                ErrorCode::InvalidState,
+                "no subscribe offer to answer".to_owned(),
+            ))?;
+        self.hub.engine.set_answer(conn, sdp).await.map_err(err)?;
+        let queued = match self.peers.get_mut(participant) {
+            Some(p) => {
+                p.offer_pending = false;
+                std::mem::take(&mut p.queued)
+            }
+            None => Vec::new(),
+        };
+        if !queued.is_empty() {
+            self.add_slots(participant, &queued, out).await;
+        }
+        Ok(())
+    }
+
+    /// `ice_candidate` from the client.
+    pub async fn candidate(
+        &mut self,
+        participant: &str,
+        pc: PeerConnectionKind,
+        candidate: String,
+    ) -> Result<(), (ErrorCode, String)> {
+        let p = self
+            .peers
+            .get(participant)
+            .ok_or((ErrorCode::InvalidState, "no peer connection yet".to_owned()))?;
+        let conn = match pc {
+            PeerConnectionKind::Publish => p.publisher,
+            PeerConnectionKind::Subscribe => p.subscriber,
+        }
+        .ok_or((
+            ErrorCode::InvalidState,
+            "that peer connection does not exist yet".to_owned(),
+        ))?;
+        self.hub
+            .engine
+            .add_remote_candidate(conn, candidate)
+            .await
+            .map_err(err)
+    }
+
+    /// An engine event about one of this meeting's connections.
+    pub async fn event(&mut self, event: MediaEvent, out: &mut Outbox) {
+        match event {
+            MediaEvent::TrackOpened {
+                conn,
+                track,
+                kind,
+                ssrc,
+                rid,
+            } => self.track_opened(conn, track, kind, ssrc, rid, out).await,
+            MediaEvent::TimedOut { conn } => {
+                self.hub.forget(conn);
+                for p in self.peers.values_mut() {
+                    if p.publisher == Some(conn) {
+                        p.publisher = None;
+                    }
+                    if p.subscriber == Some(conn) {
+                        p.subscriber = None;
+                    }
+                }
+            }
+            MediaEvent::ConnectionState { conn, state } => {
+                debug!(%conn, ?state, "media connection");
+            }
+            MediaEvent::KeyframeRequest { .. } => {}
+        }
+    }
+
+    async fn track_opened(
+        &mut self,
+        conn: ConnId,
+        track: String,
+        kind: MediaKind,
+        ssrc: u32,
+        rid: Option<String>,
+        out: &mut Outbox,
+    ) {
+        let Some((participant, peer)) = self
+            .peers
+            .iter()
+            .find(|(_, p)| p.publisher == Some(conn))
+            .map(|(k, p)| (k.clone(), PeerId(p.id)))
+        else {
+            return;
+        };
+        let rkind = match kind {
+            MediaKind::Audio => Kind::Audio,
+            MediaKind::Video => Kind::Video,
+        };
+        let entry = {
+            let Some(p) = self.peers.get_mut(&participant) else {
+                return;
+            };
+            // By msid; failing that, the first source of this kind not yet open.
+            let key = if p.sources.contains_key(&track) {
+                Some(track.clone())
+            } else {
+                None
+            };
+            key.map(|k| (k.clone(), p.sources[&k]))
+        };
+        let Some((key, (source, existing, layers))) = entry else {
+            warn!(%participant, %track, "a track the publish command did not name");
+            return;
+        };
+        let track_id = match existing {
+            Some(t) => t,
+            None => {
+                let t = TrackId(self.next_track);
+                self.next_track += 1;
+                let source = match source {
+                    MediaSource::Microphone => Source::Microphone,
+                    MediaSource::Camera => Source::Camera,
+                    MediaSource::Screen => Source::Screen,
+                    MediaSource::Program => Source::Program,
+                };
+                let layers = if rkind == Kind::Audio { 1 } else { layers };
+                match self
+                    .hub
+                    .engine
+                    .router(
+                        self.room,
+                        RouterOp::Publish {
+                            peer,
+                            track: t,
+                            kind: rkind,
+                            source,
+                            layers,
+                        },
+                    )
+                    .await
+                {
+                    Ok(changes) => self.apply_changes(changes, out).await,
+                    Err(e) => {
+                        warn!(%participant, %e, "router refused a track");
+                        return;
+                    }
+                }
+                if let Some(p) = self.peers.get_mut(&participant) {
+                    if let Some(s) = p.sources.get_mut(&key) {
+                        s.1 = Some(t);
+                    }
+                }
+                t
+            }
+        };
+        let layer = rid.as_deref().map_or(0, |r| {
+            sdp::layer_of(r, &["q".into(), "h".into(), "f".into()]).min(layers.saturating_sub(1))
+        });
+        if let Err(e) = self
+            .hub
+            .engine
+            .bind_ingress(conn, ssrc, kind, self.room, track_id, layer)
+            .await
+        {
+            warn!(%e, "binding an inbound stream failed");
+        }
+    }
+
+    /// Records slot changes; negotiates added slots with subscribers that have a connection.
+    async fn apply_changes(&mut self, changes: Vec<SlotChange>, out: &mut Outbox) {
+        let mut added: HashMap<String, Vec<Slot>> = HashMap::new();
+        for c in changes {
+            match c {
+                SlotChange::Added {
+                    peer, slot, kind, ..
+                } => {
+                    let Some(participant) = self.participant_of_peer(peer).map(str::to_owned)
+                    else {
+                        continue;
+                    };
+                    if let Some(p) = self.peers.get_mut(&participant) {
+                        p.slots.insert(slot, (kind, None));
+                        if p.subscriber.is_some() {
+                            added.entry(participant).or_default().push(slot);
+                        }
+                    }
+                }
+                SlotChange::Removed { peer, slot } => {
+                    // The m-line stays (no renegotiation); the slot just goes quiet.
+                    let participant = self.participant_of_peer(peer).map(str::to_owned);
+                    if let Some(p) = participant.and_then(|x| self.peers.get_mut(&x)) {
+                        p.slots.remove(&slot);
+                    }
+                }
+            }
+        }
+        for (participant, slots) in added {
+            let pending = self
+                .peers
+                .get(&participant)
+                .is_some_and(|p| p.offer_pending);
+            if pending {
+                if let Some(p) = self.peers.get_mut(&participant) {
+                    p.queued.extend(slots);
+                }
+            } else {
+                Box::pin(self.add_slots(&participant, &slots, out)).await;
+            }
+        }
+    }
+
+    /// Adds tracks for `slots` to the participant's subscribe connection and sends the new
+    /// offer (one renegotiation for the lot).
+    async fn add_slots(&mut self, participant: &str, slots: &[Slot], out: &mut Outbox) {
+        let Some((conn, peer)) = self
+            .peers
+            .get(participant)
+            .and_then(|p| p.subscriber.map(|c| (c, PeerId(p.id))))
+        else {
+            return;
+        };
+        let mut last_offer = None;
+        for slot in slots {
+            let Some(kind) = self
+                .peers
+                .get(participant)
+                .and_then(|p| p.slots.get(slot).map(|s| s.0))
+            else {
+                continue;
+            };
+            match self
+                .hub
+                .engine
+                .add_track(conn, self.spec(*slot, kind))
+                .await
+            {
+                Ok((info, offer)) => {
+                    let _ = self
+                        .hub
+                        .engine
+                        .bind_egress(self.room, peer, *slot, conn, info.id)
+                        .await;
+                    if let Some(p) = self.peers.get_mut(participant) {
+                        if let Some(e) = p.slots.get_mut(slot) {
+                            e.1 = Some(info.id);
+                        }
+                        p.offer_pending = true;
+                    }
+                    last_offer = Some(offer);
+                }
+                Err(MediaError::NegotiationPending(_)) => {
+                    if let Some(p) = self.peers.get_mut(participant) {
+                        p.queued.push(*slot);
+                    }
+                }
+                Err(e) => warn!(%participant, %e, "adding a slot failed"),
+            }
+        }
+        if let Some(sdp) = last_offer {
+            let slots = self.slot_infos(participant, &sdp);
+            out.push((
+                participant.to_owned(),
+                sig::ServerMessage::SubscribeOffer { sdp, slots },
+            ));
+        }
+    }
+
+    fn track_name(slot: Slot) -> String {
+        match slot {
+            Slot::Track(t) => format!("track-{}", t.0),
+            Slot::Speaker => "speaker".into(),
+            Slot::Screen => "screen".into(),
+        }
+    }
+
+    fn spec(&self, slot: Slot, kind: Kind) -> TrackSpec {
+        let stream = match slot {
+            Slot::Track(t) => self
+                .owner_of(t)
+                .map_or_else(|| "roundtable".to_owned(), |(p, _)| p),
+            Slot::Speaker => "speaker".into(),
+            Slot::Screen => "screen".into(),
+        };
+        TrackSpec {
+            kind: match kind {
+                Kind::Audio => MediaKind::Audio,
+                Kind::Video => MediaKind::Video,
+            },
+            stream_id: stream,
+            track_id: Self::track_name(slot),
+        }
+    }
+
+    fn owner_of(&self, track: TrackId) -> Option<(String, MediaSource)> {
+        self.peers.iter().find_map(|(name, p)| {
+            p.sources
+                .values()
+                .find(|(_, t, _)| *t == Some(track))
+                .map(|(s, _, _)| (name.clone(), *s))
+        })
+    }
+
+    /// What each m-line of `sdp` carries, by the track names we gave the slots.
+    fn slot_infos(&self, participant: &str, sdp_text: &str) -> Vec<SlotInfo> {
+        let Some(p) = self.peers.get(participant) else {
+            return Vec::new();
+        };
+        let mut infos = Vec::new();
+        for section in sdp::sections(sdp_text) {
+            let (Some(mid), Some(track)) = (section.mid, section.msid_track) else {
+                continue;
+            };
+            let Some((slot, (kind, _))) =
+                p.slots.iter().find(|(s, _)| Self::track_name(**s) == track)
+            else {
+                continue;
+            };
+            infos.push(match slot {
+                Slot::Speaker => SlotInfo::Speaker { mid },
+                Slot::Screen => SlotInfo::Screen { mid },
+                Slot::Track(t) => {
+                    let (owner, source) = self
+                        .owner_of(*t)
+                        .unwrap_or_else(|| (String::new(), MediaSource::Microphone));
+                    SlotInfo::Track {
+                        mid,
+                        participant: owner,
+                        source,
+                        kind: match kind {
+                            Kind::Audio => "audio".into(),
+                            Kind::Video => "video".into(),
+                        },
+                    }
+                }
+            });
+        }
+        infos
+    }
+
+    /// Tells the router who holds the floor and who presents.
+    pub async fn set_floor(
+        &mut self,
+        moderated: bool,
+        holders: &[String],
+        presenters: &[String],
+        out: &mut Outbox,
+    ) {
+        if self.peers.is_empty() {
+            return;
+        }
+        let holders: Vec<PeerId> = holders.iter().filter_map(|h| self.peer_of(h)).collect();
+        let presenters: Vec<PeerId> = presenters.iter().filter_map(|h| self.peer_of(h)).collect();
+        match self
+            .hub
+            .engine
+            .router(
+                self.room,
+                RouterOp::SetFloor {
+                    moderated,
+                    holders,
+                    presenters,
+                },
+            )
+            .await
+        {
+            Ok(changes) => self.apply_changes(changes, out).await,
+            Err(e) => warn!(%e, "router refused the floor"),
+        }
+    }
+
+    /// The participant left: close their connections and take them out of the router.
+    pub async fn leave(&mut self, participant: &str, out: &mut Outbox) {
+        let Some(p) = self.peers.remove(participant) else {
+            return;
+        };
+        for conn in [p.publisher, p.subscriber].into_iter().flatten() {
+            let _ = self.hub.engine.remove_connection(conn).await;
+            self.hub.forget(conn);
+        }
+        if let Ok(changes) = self
+            .hub
+            .engine
+            .router(self.room, RouterOp::RemovePeer(PeerId(p.id)))
+            .await
+        {
+            self.apply_changes(changes, out).await;
+        }
+    }
+
+    /// Floor-gate drops for a participant (tests, metrics).
+    pub async fn gate_dropped(&self, participant: &str) -> u64 {
+        match self.peer_of(participant) {
+            Some(peer) => self
+                .hub
+                .engine
+                .gate_dropped(self.room, peer)
+                .await
+                .unwrap_or(0),
+            None => 0,
+        }
+    }
+}
