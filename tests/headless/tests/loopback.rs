@@ -45,6 +45,10 @@ struct Sub {
 #[derive(Default)]
 struct Fake {
     subs: Mutex<Vec<Arc<Sub>>>,
+    /// `ice_servers` for the welcome.
+    ice_servers: Value,
+    /// Every candidate clients sent.
+    candidates: std::sync::Mutex<Vec<String>>,
 }
 
 struct Handler {
@@ -239,10 +243,14 @@ async fn connection(stream: tokio::net::TcpStream, fake: Arc<Fake>) {
         let ack = json!({"type": "ack", "id": id});
         match m["type"].as_str().unwrap() {
             "hello" => {
-                let _ = out.send(json!({
+                let mut welcome = json!({
                     "type": "welcome", "protocol": 1, "server_time": 0, "seq": 0,
                     "you": {"id": "p1"}, "snapshot": {"floor": {"policy": "moderated"}, "agenda": {}}
-                }));
+                });
+                if !fake.ice_servers.is_null() {
+                    welcome["ice_servers"] = fake.ice_servers.clone();
+                }
+                let _ = out.send(welcome);
                 let pc = new_pc(Handler {
                     pc: "subscribe",
                     out: out.clone(),
@@ -307,6 +315,10 @@ async fn connection(stream: tokio::net::TcpStream, fake: Arc<Fake>) {
                 } else {
                     sub.as_ref().map(|s| s.pc.clone())
                 };
+                fake.candidates
+                    .lock()
+                    .unwrap()
+                    .push(m["candidate"].as_str().unwrap().to_owned());
                 let c = RTCIceCandidateInit {
                     candidate: m["candidate"].as_str().unwrap().to_owned(),
                     sdp_mid: m["sdp_mid"].as_str().map(str::to_owned),
@@ -340,9 +352,16 @@ async fn connection(stream: tokio::net::TcpStream, fake: Arc<Fake>) {
 }
 
 async fn start_fake() -> (String, Arc<Fake>) {
+    start_fake_with(Value::Null).await
+}
+
+async fn start_fake_with(ice_servers: Value) -> (String, Arc<Fake>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let fake = Arc::new(Fake::default());
+    let fake = Arc::new(Fake {
+        ice_servers,
+        ..Default::default()
+    });
     let f = fake.clone();
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
@@ -527,4 +546,102 @@ async fn close_leaves_no_tasks_or_sockets() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(metrics.num_alive_tasks(), tasks, "tasks");
     assert_eq!(open_sockets(), sockets, "sockets");
+}
+
+/// coturn on loopback with a static long-term credential; killed on drop.
+struct Coturn {
+    child: std::process::Child,
+    port: u16,
+    _dir: std::path::PathBuf,
+}
+
+impl Coturn {
+    fn start() -> Option<Coturn> {
+        let bin = ["/usr/bin/turnserver", "/usr/sbin/turnserver"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())?;
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let dir = std::env::temp_dir().join(format!("rt-coturn-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let conf = dir.join("turnserver.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listening-ip=127.0.0.1\nrelay-ip=127.0.0.1\nlistening-port={port}\n\
+                 min-port=40000\nmax-port=40999\nrealm=roundtable.test\nlt-cred-mech\n\
+                 user=headless:relay-secret\nfingerprint\nno-tls\nno-dtls\nno-cli\n\
+                 allow-loopback-peers\nno-software-attribute\nsimple-log\n\
+                 log-file={}\npidfile={}\nuserdb={}\n",
+                dir.join("turn.log").display(),
+                dir.join("turn.pid").display(),
+                dir.join("turn.db").display(),
+            ),
+        )
+        .ok()?;
+        let child = std::process::Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Coturn {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_goes_through_coturn() {
+    let Some(turn) = Coturn::start() else {
+        eprintln!("coturn not installed (apt-get install coturn): skipped");
+        return;
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let servers = json!([{
+        "urls": [format!("turn:127.0.0.1:{}?transport=udp", turn.port)],
+        "username": "headless",
+        "credential": "relay-secret"
+    }]);
+    let (base, fake) = start_fake_with(servers).await;
+    let opts = ClientOptions {
+        relay_only: true,
+        ..Default::default()
+    };
+    let c = Client::join_with(&base, "relay", opts).await.unwrap();
+    assert_eq!(c.ice_servers().len(), 1);
+    c.publish(PublishSpec {
+        video_layers: 3,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.wait_stats(Duration::from_secs(15), |s| {
+        s.len() == 2 && s.iter().all(|t| t.packets >= 20)
+    })
+    .await
+    .expect("media through the relay");
+    let candidates = fake.candidates.lock().unwrap().clone();
+    let real: Vec<&String> = candidates.iter().filter(|c| !c.is_empty()).collect();
+    assert!(!real.is_empty());
+    assert!(
+        real.iter().all(|c| c.contains("typ relay")),
+        "relay only: {candidates:?}"
+    );
+    assert!(c.errors().is_empty(), "{:?}", c.errors());
+    c.close().await;
 }
