@@ -9,6 +9,7 @@ use std::time::Instant;
 use roundtable_signaling::{IceServer, PeerConnectionKind};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_sender_only;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
 };
@@ -90,16 +91,25 @@ impl Peer {
             // The server offers; accept whatever a browser would.
             PeerConnectionKind::Subscribe => media_engine.register_default_codecs()?,
         }
-        media_engine.register_header_extension(
-            RTCRtpHeaderExtensionCapability {
-                uri: AUDIO_LEVEL_URI.to_owned(),
-            },
-            RtpCodecKind::Audio,
-            None,
-        )?;
+        // Like a browser: audio level on audio, mid on every m-line (the defaults register
+        // mid, rid and repaired-rid for video only).
+        for (uri, kind) in [
+            (AUDIO_LEVEL_URI, RtpCodecKind::Audio),
+            (MID_URI, RtpCodecKind::Audio),
+        ] {
+            media_engine.register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: uri.to_owned(),
+                },
+                kind,
+                None,
+            )?;
+        }
         let mut registry =
             register_default_interceptors(rtc::interceptor::Registry::new(), &mut media_engine)?;
         if kind == PeerConnectionKind::Publish {
+            // Transport-wide sequence numbers on what we send, as browsers do.
+            registry = configure_twcc_sender_only(registry, &mut media_engine)?;
             // Inbound RTCP stops at the end of the interceptor chain; this one lets PLI and FIR
             // through to the sender's track so the pump can answer with a keyframe.
             registry = registry.with(Slot::from(14_000), KeyframeRequests::default());
