@@ -235,6 +235,21 @@ fn ws_url(base: &str, token: &str) -> String {
     format!("{base}/ws?token={token}")
 }
 
+/// A refused upgrade carries the server's JSON error (`token_expired`, ...): keep its code.
+fn refused(e: tokio_tungstenite::tungstenite::Error) -> Error {
+    if let tokio_tungstenite::tungstenite::Error::Http(resp) = &e
+        && let Some(body) = resp.body()
+        && let Ok(v) = serde_json::from_slice::<Value>(body)
+        && let Some(code) = v["code"].as_str()
+    {
+        return Error::Command {
+            code: code.to_owned(),
+            message: v["message"].as_str().unwrap_or("").to_owned(),
+        };
+    }
+    Error::Ws(e)
+}
+
 fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -254,7 +269,8 @@ impl Client {
         let url = ws_url(base_ws_url, token);
         let (mut ws, _) = tokio::time::timeout(opts.timeout, connect_async(url))
             .await
-            .map_err(|_| Error::Timeout("websocket connect".into()))??;
+            .map_err(|_| Error::Timeout("websocket connect".into()))?
+            .map_err(refused)?;
         ws.send(Message::Text(
             json!({"id": "hello", "type": "hello", "protocol": 1})
                 .to_string()

@@ -103,6 +103,34 @@ fn program(t: &TrackStats) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_the_real_server_and_speaks_its_protocol() {
+    let server = start().await;
+    let chair = server.join(Role::Moderator, "chair").await;
+    assert_eq!(chair.participant(), "chair");
+    assert_eq!(chair.floor()["policy"], "moderated");
+    let pong = chair
+        .cmd(serde_json::json!({"type": "ping", "client_time": 1}))
+        .await
+        .expect("pong");
+    assert_eq!(pong["type"], "pong");
+    chair
+        .cmd(serde_json::json!({"type": "agenda_start"}))
+        .await
+        .expect("ack");
+    chair.wait_event("item_started").await.expect("event");
+    let e = chair
+        .cmd(serde_json::json!({"type": "grant", "request": 999}))
+        .await
+        .expect_err("no such request");
+    assert_eq!(e.code(), Some("not_found"));
+    // A refused upgrade keeps the server's code.
+    let e = Client::join(&server.base, "nonsense").await.unwrap_err();
+    assert_eq!(e.code(), Some("token_malformed"), "{e}");
+    chair.close().await;
+    let _ = server.stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the server answers media commands with media_unavailable until the engine is wired"]
 async fn room_program_reaches_two_delegates_in_order() {
     let server = start().await;
