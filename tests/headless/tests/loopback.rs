@@ -658,3 +658,90 @@ async fn relay_only_goes_through_coturn() {
     assert!(c.errors().is_empty(), "{:?}", c.errors());
     c.close().await;
 }
+
+/// Process CPU time (user + system), from /proc (10 ms resolution).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    // After the command name: field 3 (state) is token 0, so utime (14) and stime (15) are
+    // tokens 11 and 12.
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = n(11) + n(12);
+    Duration::from_millis(ticks * 10)
+}
+
+/// How much CPU the async webrtc layer costs per packet on this machine: one publisher
+/// (audio + three layers) and `VIEWERS` viewers through the stand-in forwarder, all in this
+/// process. Prints; run with
+/// `cargo test --release -p roundtable-headless --test loopback cost -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, prints numbers"]
+async fn cost_of_the_async_layer_per_packet() {
+    const VIEWERS: usize = 10;
+    let (base, _fake) = start_fake().await;
+    let publisher = Client::join(&base, "pub").await.unwrap();
+    let mut viewers = Vec::new();
+    for i in 0..VIEWERS {
+        viewers.push(Client::join(&base, &format!("v{i}")).await.unwrap());
+    }
+    publisher
+        .publish(PublishSpec {
+            video_layers: 3,
+            keyframe_interval: Duration::ZERO,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for v in &viewers {
+        v.wait_stats(Duration::from_secs(20), |s| {
+            s.len() == 2 && s.iter().all(|t| t.packets > 10)
+        })
+        .await
+        .unwrap();
+    }
+    let count = |vs: &[Client]| -> (u64, u64) {
+        let sent: u64 = publisher.sent_stats().iter().map(|s| s.packets).sum();
+        let recv: u64 = vs
+            .iter()
+            .chain(std::iter::once(&publisher))
+            .flat_map(|v| v.stats())
+            .map(|t| t.packets)
+            .sum();
+        (sent, recv)
+    };
+    let (s0, r0) = count(&viewers);
+    let c0 = cpu_time();
+    let t0 = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (s1, r1) = count(&viewers);
+    let cpu = cpu_time() - c0;
+    let wall = t0.elapsed();
+    let (sent, recv) = (s1 - s0, r1 - r0);
+    // Each received packet was also forwarded once by the stand-in (same crate, same cost).
+    let handled = sent + 2 * recv;
+    let mut lat: Vec<u32> = viewers
+        .iter()
+        .flat_map(|v| {
+            v.stats()
+                .into_iter()
+                .flat_map(|t| v.latency_samples(&t.mid))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    lat.sort_unstable();
+    let l = roundtable_headless::LatencySummary::of(&lat);
+    eprintln!(
+        "viewers {VIEWERS}: sent {sent} pkts, received {recv} in {wall:?}, CPU {cpu:?} \
+         ({:.1}% of one core); {:.1} us CPU per packet handled ({handled} = sent + 2 x received); \
+         latency p50 {} us p99 {} us",
+        100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / handled as f64,
+        l.p50_us,
+        l.p99_us
+    );
+    for v in &viewers {
+        v.close().await;
+    }
+    publisher.close().await;
+}
