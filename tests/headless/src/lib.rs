@@ -1,29 +1,28 @@
 //! A headless roundtable participant for tests and benchmarks, on the async `webrtc` 0.21
-//! crate: it joins a meeting over the websocket, publishes synthetic Opus and VP8 RTP, answers
-//! the server's subscribe offers, and counts and checks what arrives.
+//! crate: it joins over the websocket, publishes synthetic Opus and VP8 RTP, answers the
+//! server's subscribe offers, and counts and checks what arrives.
 //!
 //! ```no_run
 //! # async fn demo(base: &str, token: &str) -> roundtable_headless::Result<()> {
 //! use roundtable_headless::{Client, PublishSpec};
-//! let room = Client::join(base, token).await?; // "ws://127.0.0.1:8080", an invite token
+//! let room = Client::join(base, token).await?; // base "ws://127.0.0.1:8080", an invite token
 //! room.publish(PublishSpec { video_layers: 3, source_program: true, ..Default::default() })
-//!     .await?;
+//!     .await?; // audio + simulcast q/h/f, sent once the publish connection is up
 //! room.cmd(serde_json::json!({"type": "agenda_start"})).await?; // ack, or Error::Command
 //! let granted = room.wait_event("floor_granted").await?; // the whole event message
-//! let tracks = room.stats(); // per received mid: packets, RTP gaps, marks, latency, keyframes
+//! let tracks = room.stats(); // per received mid: RTP gaps, marks, latency, keyframes, slot
 //! let sent = room.sent_stats(); // per published stream: packets, keyframes, PLIs received
-//! room.close().await;
+//! room.close().await; // both connections, the websocket, every task
 //! # let _ = (granted, tracks, sent); Ok(()) }
 //! ```
 //!
-//! Two peer connections per client, as docs/PROTOCOL.md says: **publish** (we offer, the
-//! server answers with `publish_answer`) and **subscribe** (the server offers with
-//! `subscribe_offer`; every offer, first or re-offer, is answered automatically). ICE
-//! candidates trickle both ways; ours wait until the server knows the connection. Both bind
-//! 127.0.0.1 ([`ClientOptions::bind_ip`]), mDNS off; [`ClientOptions::relay_only`] forces TURN.
-//! Every payload carries a [`Mark`] (stream tag, own sequence number, send time); see
-//! [`payload`]. Call [`Client::close`]: dropping a client stops its tasks but leaves the
-//! connections' socket drivers to the runtime.
+//! Two peer connections, as docs/PROTOCOL.md says: **publish** (we offer; `publish_answer`) and
+//! **subscribe** (every `subscribe_offer`, first or re-offer, is answered automatically). ICE
+//! trickles both ways; ours waits until the server knows the connection. Both bind 127.0.0.1
+//! ([`ClientOptions::bind_ip`]) with mDNS off; [`ClientOptions::relay_only`] forces TURN. Each
+//! payload carries a [`Mark`] (stream tag, own sequence, send time): see [`payload`]. Packets
+//! carry mid/rid, transport-cc and audio-level extensions when negotiated; PLI/FIR make the next
+//! frame a keyframe. Dropping a client without [`Client::close`] leaves its sockets to the runtime.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
