@@ -1,0 +1,183 @@
+//! The headless client against the real roundtable server (in process, port 0).
+//!
+//! Ignored until the media engine answers the media commands (issue 3): today `publish` gets
+//! `media_unavailable`. Run with `cargo test -p roundtable-headless -- --ignored`.
+
+use std::time::Duration;
+
+use roundtable::auth::{self, Role, Secret};
+use roundtable::clock::Clock;
+use roundtable::config::Config;
+use roundtable::server;
+use roundtable_headless::{Client, PublishSpec, StreamKind, TrackStats, stream_tag};
+use roundtable_signaling::{MediaSource, SlotInfo};
+
+const SECRET: &str = "headless-test-secret-0123456789";
+
+struct Server {
+    base: String,
+    secret: Secret,
+    stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempdir::Dir,
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Dir {
+            let n = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let p = std::env::temp_dir().join(format!("rt-headless-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&p).expect("temp dir");
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+async fn start() -> Server {
+    let dir = tempdir::Dir::new();
+    let mut config = Config::default_event();
+    config.server.data_dir = dir.0.clone();
+    config.server.secret = SECRET.into();
+    config.media.udp = "127.0.0.1:0".into();
+    let prepared = server::prepare(&config, Clock::System)
+        .await
+        .expect("prepare");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        server::serve(listener, prepared, async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("serve");
+    });
+    Server {
+        base: format!("ws://{addr}"),
+        secret: Secret::from_config(SECRET).expect("secret"),
+        stop,
+        _dir: dir,
+    }
+}
+
+impl Server {
+    fn token(&self, role: Role, id: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let claims = auth::new_invite(
+            &Config::default_event().meetings[0].id,
+            role,
+            Some(id),
+            id,
+            "Test",
+            3600,
+            now,
+        );
+        auth::sign(&self.secret, &claims)
+    }
+
+    async fn join(&self, role: Role, id: &str) -> Client {
+        Client::join(&self.base, &self.token(role, id))
+            .await
+            .expect("join")
+    }
+}
+
+fn program(t: &TrackStats) -> bool {
+    matches!(
+        &t.slot,
+        Some(SlotInfo::Track { participant, source: MediaSource::Program, .. }) if participant == "room"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_the_real_server_and_speaks_its_protocol() {
+    let server = start().await;
+    let chair = server.join(Role::Moderator, "chair").await;
+    assert_eq!(chair.participant(), "chair");
+    assert_eq!(chair.floor()["policy"], "moderated");
+    let pong = chair
+        .cmd(serde_json::json!({"type": "ping", "client_time": 1}))
+        .await
+        .expect("pong");
+    assert_eq!(pong["type"], "pong");
+    chair
+        .cmd(serde_json::json!({"type": "agenda_start"}))
+        .await
+        .expect("ack");
+    chair.wait_event("item_started").await.expect("event");
+    let e = chair
+        .cmd(serde_json::json!({"type": "grant", "request": 999}))
+        .await
+        .expect_err("no such request");
+    assert_eq!(e.code(), Some("not_found"));
+    // A refused upgrade keeps the server's code.
+    let e = Client::join(&server.base, "nonsense").await.unwrap_err();
+    assert_eq!(e.code(), Some("token_malformed"), "{e}");
+    chair.close().await;
+    let _ = server.stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the server answers media commands with media_unavailable until the engine is wired"]
+async fn room_program_reaches_two_delegates_in_order() {
+    let server = start().await;
+    let room = server.join(Role::Room, "room").await;
+    room.publish(PublishSpec {
+        audio: true,
+        video_layers: 3,
+        source_program: true,
+        ..Default::default()
+    })
+    .await
+    .expect("publish");
+    room.wait_published().await.expect("room connected");
+
+    let delegates = [
+        server.join(Role::Delegate, "elif-yilmaz").await,
+        server.join(Role::Delegate, "dilnoza-yusupova").await,
+    ];
+    let audio_tag = stream_tag("room", StreamKind::Audio);
+    for d in &delegates {
+        d.wait_subscribed(1).await.expect("subscribe offer");
+        let stats = d
+            .wait_stats(Duration::from_secs(15), |s| {
+                s.iter().filter(|t| program(t) && t.packets >= 200).count() == 2
+            })
+            .await
+            .expect("program audio and video arrive");
+        for t in stats.iter().filter(|t| program(t)) {
+            assert_eq!(t.ssrcs.len(), 1, "{t:?}");
+            assert_eq!(t.rtp.gaps, 0, "{t:?}");
+            assert_eq!(t.rtp.duplicates, 0, "{t:?}");
+            assert_eq!(t.unmarked, 0, "{t:?}");
+            assert!(
+                t.streams.keys().all(|tag| tag >> 8 == audio_tag >> 8),
+                "{t:?}"
+            );
+            assert!(t.latency.p99_us < 50_000, "{:?}", t.latency);
+            if t.kind == "video" {
+                assert!(t.keyframes >= 1, "{t:?}");
+            }
+        }
+        assert!(d.errors().is_empty(), "{:?}", d.errors());
+    }
+    assert!(room.errors().is_empty(), "{:?}", room.errors());
+    for d in &delegates {
+        d.close().await;
+    }
+    room.close().await;
+    let _ = server.stop.send(());
+}
