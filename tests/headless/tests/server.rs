@@ -47,6 +47,7 @@ async fn start() -> Server {
     config.server.data_dir = dir.0.clone();
     config.server.secret = SECRET.into();
     config.media.udp = "127.0.0.1:0".into();
+    config.media.udp_addr = ([127, 0, 0, 1], 0).into();
     let prepared = server::prepare(&config, Clock::System)
         .await
         .expect("prepare");
@@ -131,7 +132,7 @@ async fn joins_the_real_server_and_speaks_its_protocol() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the server answers media commands with media_unavailable until the engine is wired"]
+
 async fn room_program_reaches_two_delegates_in_order() {
     let server = start().await;
     let room = server.join(Role::Room, "room").await;
