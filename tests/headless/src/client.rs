@@ -800,6 +800,14 @@ impl Client {
             .map_err(|_| Error::Timeout("publish connection".into()))?
     }
 
+    /// Asks to receive media (`media_preferences`): the first call makes the server open the
+    /// subscribe connection with a `subscribe_offer`, answered automatically.
+    pub async fn subscribe(&self, thumbnails: bool) -> Result<()> {
+        self.cmd(serde_json::json!({"type": "media_preferences", "thumbnails": thumbnails}))
+            .await
+            .map(|_| ())
+    }
+
     /// Waits until at least `n` subscribe offers have been answered.
     pub async fn wait_subscribed(&self, n: u64) -> Result<()> {
         let mut rx = self.inner.subscribe_count.subscribe();

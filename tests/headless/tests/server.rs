@@ -152,6 +152,7 @@ async fn room_program_reaches_two_delegates_in_order() {
     ];
     let audio_tag = stream_tag("room", StreamKind::Audio);
     for d in &delegates {
+        d.subscribe(false).await.expect("media_preferences");
         d.wait_subscribed(1).await.expect("subscribe offer");
         let stats = d
             .wait_stats(Duration::from_secs(15), |s| {
