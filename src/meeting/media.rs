@@ -440,15 +440,18 @@ impl MeetingMedia {
                     )
                     .await
                 {
-                    Ok(changes) => self.apply_changes(changes, out).await,
+                    Ok(changes) => {
+                        // Known before the slots are offered, so the offer names the owner.
+                        if let Some(p) = self.peers.get_mut(&participant) {
+                            if let Some(s) = p.sources.get_mut(&key) {
+                                s.1 = Some(t);
+                            }
+                        }
+                        self.apply_changes(changes, out).await;
+                    }
                     Err(e) => {
                         warn!(%participant, %e, "router refused a track");
                         return;
-                    }
-                }
-                if let Some(p) = self.peers.get_mut(&participant) {
-                    if let Some(s) = p.sources.get_mut(&key) {
-                        s.1 = Some(t);
                     }
                 }
                 t

@@ -16,6 +16,7 @@ const SECRET: &str = "headless-test-secret-0123456789";
 
 struct Server {
     base: String,
+    meeting: roundtable::meeting::MeetingHandle,
     secret: Secret,
     stop: tokio::sync::oneshot::Sender<()>,
     _dir: tempdir::Dir,
@@ -55,6 +56,13 @@ async fn start() -> Server {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let meeting = prepared
+        .shared
+        .meetings
+        .values()
+        .next()
+        .cloned()
+        .expect("a meeting");
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         server::serve(listener, prepared, async {
@@ -65,6 +73,7 @@ async fn start() -> Server {
     });
     Server {
         base: format!("ws://{addr}"),
+        meeting,
         secret: Secret::from_config(SECRET).expect("secret"),
         stop,
         _dir: dir,
@@ -182,4 +191,95 @@ async fn room_program_reaches_two_delegates_in_order() {
     }
     room.close().await;
     let _ = server.stop.send(());
+}
+
+fn mic_of(t: &TrackStats, who: &str) -> bool {
+    matches!(
+        &t.slot,
+        Some(SlotInfo::Track { participant, source: MediaSource::Microphone, .. }) if participant == who
+    )
+}
+
+fn packets_from(client: &Client, who: &str) -> u64 {
+    client
+        .stats()
+        .iter()
+        .filter(|t| mic_of(t, who))
+        .map(|t| t.packets)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_floor_gate_opens_on_grant_and_closes_on_revoke() {
+    let server = start().await;
+    let chair = server.join(Role::Moderator, "chair").await;
+    let room = server.join(Role::Room, "room").await;
+    room.subscribe(false).await.expect("room subscribes");
+    room.wait_subscribed(1).await.expect("room offer");
+    let d1 = server.join(Role::Delegate, "d1").await;
+    d1.publish(PublishSpec {
+        audio: true,
+        video_layers: 0,
+        ..Default::default()
+    })
+    .await
+    .expect("publish");
+    d1.wait_published().await.expect("d1 connected");
+    // The room's subscribe connection gets d1's microphone (a re-offer).
+    room.wait_subscribed(2)
+        .await
+        .expect("re-offer with d1's mic");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(packets_from(&room, "d1"), 0, "gate closed before the grant");
+    let dropped_before = server_gate(&server, "d1").await;
+
+    // d1 raises a hand; the chair grants: audio reaches the room.
+    let ack = d1
+        .cmd(serde_json::json!({"type": "raise_hand"}))
+        .await
+        .expect("raise");
+    let request = ack["request"].clone();
+    chair
+        .cmd(serde_json::json!({"type": "grant", "request": request}))
+        .await
+        .expect("grant");
+    room.wait_stats(Duration::from_secs(10), |s| {
+        s.iter().any(|t| mic_of(t, "d1") && t.packets >= 50)
+    })
+    .await
+    .expect("d1's audio reaches the room after the grant");
+    let granted_packets = room
+        .stats()
+        .into_iter()
+        .find(|t| mic_of(t, "d1"))
+        .expect("mic stats");
+    assert_eq!(granted_packets.rtp.gaps, 0, "{granted_packets:?}");
+
+    // Revoke: the audio stops at once.
+    chair
+        .cmd(serde_json::json!({"type": "revoke", "request": request}))
+        .await
+        .expect("revoke");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_revoke = packets_from(&room, "d1");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        packets_from(&room, "d1"),
+        after_revoke,
+        "audio after the revoke"
+    );
+    assert!(dropped_before > 0, "drops before the grant are counted");
+    assert!(server_gate(&server, "d1").await > dropped_before);
+    for c in [&chair, &room, &d1] {
+        assert!(c.errors().is_empty(), "{:?}", c.errors());
+    }
+    d1.close().await;
+    room.close().await;
+    chair.close().await;
+    let _ = server.stop.send(());
+}
+
+/// The floor gate's drop counter for a participant, asked of the meeting task.
+async fn server_gate(server: &Server, participant: &str) -> u64 {
+    server.meeting.gate_dropped(participant).await
 }
