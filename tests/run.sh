@@ -5,10 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# What the tests need. Today: the Rust toolchain (on the machine) with rustfmt and clippy.
-# Later issues add Chromium, coturn and Janus here (apt-get) and npm packages.
+# What the tests need: the Rust toolchain (on the machine) with rustfmt and clippy, and coturn
+# (Debian) for the relay test, which starts its own turnserver on loopback. Later issues add
+# Chromium and Janus here (apt-get) and npm packages.
 if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
 if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
+if ! command -v turnserver >/dev/null 2>&1; then
+  echo "== installing coturn"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq coturn >/dev/null
+fi
+# The relay test must run, not skip, in CI.
+export ROUNDTABLE_REQUIRE_COTURN=1
 
 echo "== fmt"
 cargo fmt --all -- --check

@@ -8,7 +8,9 @@ use roundtable_headless::{Client, ClientOptions, PublishSpec, StreamKind, stream
 use roundtable_signaling::SlotInfo;
 use serde_json::json;
 
+mod coturn;
 mod support;
+use coturn::Coturn;
 use support::{start_fake, start_fake_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,66 +157,9 @@ async fn non_trickle_single_layer() {
     c.close().await;
 }
 /// coturn on loopback with a static long-term credential; killed on drop.
-struct Coturn {
-    child: std::process::Child,
-    port: u16,
-    _dir: std::path::PathBuf,
-}
-
-impl Coturn {
-    fn start() -> Option<Coturn> {
-        let bin = ["/usr/bin/turnserver", "/usr/sbin/turnserver"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())?;
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let dir = std::env::temp_dir().join(format!("rt-coturn-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok()?;
-        let conf = dir.join("turnserver.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listening-ip=127.0.0.1\nrelay-ip=127.0.0.1\nlistening-port={port}\n\
-                 min-port=40000\nmax-port=40999\nrealm=roundtable.test\nlt-cred-mech\n\
-                 user=headless:relay-secret\nfingerprint\nno-tls\nno-dtls\nno-cli\n\
-                 allow-loopback-peers\nno-software-attribute\nsimple-log\n\
-                 log-file={}\npidfile={}\nuserdb={}\n",
-                dir.join("turn.log").display(),
-                dir.join("turn.pid").display(),
-                dir.join("turn.db").display(),
-            ),
-        )
-        .ok()?;
-        let child = std::process::Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        Some(Coturn {
-            child,
-            port,
-            _dir: dir,
-        })
-    }
-}
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_only_goes_through_coturn() {
-    let Some(turn) = Coturn::start() else {
-        eprintln!("coturn not installed (apt-get install coturn): skipped");
+    let Some(turn) = Coturn::start(coturn::Auth::User("headless", "relay-secret")) else {
         return;
     };
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -1,7 +1,5 @@
-//! The headless client against the real roundtable server (in process, port 0).
-//!
-//! Ignored until the media engine answers the media commands (issue 3): today `publish` gets
-//! `media_unavailable`. Run with `cargo test -p roundtable-headless -- --ignored`.
+//! The headless client against the real roundtable server (in process, port 0): the room's
+//! program reaches delegates, and the floor gate opens and closes with the floor.
 
 use std::time::Duration;
 
@@ -9,7 +7,9 @@ use roundtable::auth::{self, Role, Secret};
 use roundtable::clock::Clock;
 use roundtable::config::Config;
 use roundtable::server;
-use roundtable_headless::{Client, PublishSpec, StreamKind, TrackStats, stream_tag};
+use roundtable_headless::{Client, ClientOptions, PublishSpec, StreamKind, TrackStats, stream_tag};
+
+mod coturn;
 use roundtable_signaling::{MediaSource, SlotInfo};
 
 const SECRET: &str = "headless-test-secret-0123456789";
@@ -43,12 +43,17 @@ mod tempdir {
 }
 
 async fn start() -> Server {
+    start_with(|_| {}).await
+}
+
+async fn start_with(edit: impl FnOnce(&mut Config)) -> Server {
     let dir = tempdir::Dir::new();
     let mut config = Config::default_event();
     config.server.data_dir = dir.0.clone();
     config.server.secret = SECRET.into();
     config.media.udp = "127.0.0.1:0".into();
     config.media.udp_addr = ([127, 0, 0, 1], 0).into();
+    edit(&mut config);
     let prepared = server::prepare(&config, Clock::System)
         .await
         .expect("prepare");
@@ -282,4 +287,58 @@ async fn the_floor_gate_opens_on_grant_and_closes_on_revoke() {
 /// The floor gate's drop counter for a participant, asked of the meeting task.
 async fn server_gate(server: &Server, participant: &str) -> u64 {
     server.meeting.gate_dropped(participant).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_only_client_reaches_the_sfu_through_coturn_with_minted_credentials() {
+    const TURN_SECRET: &str = "coturn-shared-secret-0123456789";
+    let Some(turn) = coturn::Coturn::start(coturn::Auth::Secret(TURN_SECRET)) else {
+        return;
+    };
+    let port = turn.port;
+    let server = start_with(|c| {
+        c.media.turn_urls = vec![format!("turn:127.0.0.1:{port}?transport=udp")];
+        c.media.turn_secret = TURN_SECRET.into();
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let room = server.join(Role::Room, "room").await;
+    room.publish(PublishSpec {
+        audio: true,
+        video_layers: 1,
+        source_program: true,
+        ..Default::default()
+    })
+    .await
+    .expect("publish");
+    room.wait_published().await.expect("room connected");
+    // The delegate may only use relay candidates, with the credentials in its welcome.
+    let opts = ClientOptions {
+        relay_only: true,
+        use_ice_servers: true,
+        ..Default::default()
+    };
+    let d = Client::join_with(
+        &server.base,
+        &server.token(Role::Delegate, "far-away"),
+        opts,
+    )
+    .await
+    .expect("join");
+    let servers = d.ice_servers();
+    assert_eq!(servers.len(), 1, "{servers:?}");
+    let username = servers[0].username.clone().unwrap_or_default();
+    assert!(username.ends_with(":far-away"), "{username}");
+    d.subscribe(false).await.expect("subscribe");
+    d.wait_subscribed(1).await.expect("offer");
+    d.wait_stats(Duration::from_secs(20), |s| {
+        s.iter().filter(|t| program(t) && t.packets >= 100).count() == 2
+    })
+    .await
+    .expect("the program arrives through the relay");
+    assert!(d.errors().is_empty(), "{:?}", d.errors());
+    d.close().await;
+    room.close().await;
+    drop(turn);
+    let _ = server.stop.send(());
 }
