@@ -109,6 +109,32 @@ async fn malformed_frames_get_errors_and_the_connection_goes_on() {
         .ok(json!({"type": "give_floor", "participant": "d1"}))
         .await;
 
+    // Media: unusable SDP, a source the role may not publish, a candidate or an answer for a
+    // connection that does not exist. Each gets its code; the connection goes on.
+    d.err(
+        json!({"type": "publish", "sdp": "v=0\r\nnonsense", "tracks": []}),
+        "bad_sdp",
+    )
+    .await;
+    d.err(
+        json!({"type": "publish", "sdp": "v=0", "tracks": [{"mid": "0", "source": "program"}]}),
+        "forbidden",
+    )
+    .await;
+    d.err(
+        json!({"type": "ice_candidate", "pc": "subscribe", "candidate": ""}),
+        "invalid_state",
+    )
+    .await;
+    d.err(json!({"type": "subscribe_answer", "sdp": "v=0"}), "invalid_state")
+        .await;
+    let mut watcher = server.join(Role::Observer, "watcher", "Observer", "").await;
+    watcher
+        .err(json!({"type": "publish", "sdp": "v=0", "tracks": []}), "forbidden")
+        .await;
+    let pong = d.cmd(json!({"type": "ping", "client_time": 0})).await;
+    assert_eq!(pong["type"], "pong");
+
     // Commands before hello.
     let token = server.token(Role::Delegate, "d2", "Rustam Nazarov", "Tajikistan");
     let mut early = Client::connect(server.addr, &token).await;
