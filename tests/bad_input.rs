@@ -126,11 +126,17 @@ async fn malformed_frames_get_errors_and_the_connection_goes_on() {
         "invalid_state",
     )
     .await;
-    d.err(json!({"type": "subscribe_answer", "sdp": "v=0"}), "invalid_state")
-        .await;
+    d.err(
+        json!({"type": "subscribe_answer", "sdp": "v=0"}),
+        "invalid_state",
+    )
+    .await;
     let mut watcher = server.join(Role::Observer, "watcher", "Observer", "").await;
     watcher
-        .err(json!({"type": "publish", "sdp": "v=0", "tracks": []}), "forbidden")
+        .err(
+            json!({"type": "publish", "sdp": "v=0", "tracks": []}),
+            "forbidden",
+        )
         .await;
     let pong = d.cmd(json!({"type": "ping", "client_time": 0})).await;
     assert_eq!(pong["type"], "pong");

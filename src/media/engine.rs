@@ -1267,6 +1267,17 @@ impl Engine {
                     if conn.state != state {
                         conn.state = state;
                         debug!(conn = %id, ?state, "connection state");
+                        if state == ConnState::Connected {
+                            // A subscriber that just came up needs a keyframe on every video
+                            // slot: ask its routers (merged with everyone else's asks).
+                            for (&(c, _), &(room, peer, slot)) in &self.rooms.slots {
+                                if c == id {
+                                    if let Some(r) = self.rooms.routers.get_mut(&room) {
+                                        r.subscriber_wants_keyframe(peer, slot);
+                                    }
+                                }
+                            }
+                        }
                         self.emit(MediaEvent::ConnectionState { conn: id, state });
                     }
                 }

@@ -228,8 +228,11 @@ pub struct Router {
     /// For each (track, layer): the slots that take it now or want it at the next keyframe.
     fanout: HashMap<(TrackId, u8), Vec<(PeerId, Slot)>>,
     changes: Vec<SlotChange>,
-    /// Keyframe wanted for (track, layer), with when it was last asked for.
-    keyframes: HashMap<(TrackId, u8), Option<Millis>>,
+    /// Keyframe wanted for (track, layer).
+    keyframes: HashMap<(TrackId, u8), ()>,
+    /// When a keyframe of (track, layer) was last asked for: the throttle outlives the request,
+    /// so subscribers arriving one after another still cause at most one request a second.
+    last_asked: HashMap<(TrackId, u8), Millis>,
     next_ssrc: u32,
     forwarded: u64,
 }
@@ -434,9 +437,10 @@ impl Router {
     /// Keyframe requests to send now: merged per (track, layer), at most one per
     /// [`KEYFRAME_INTERVAL_MS`], repeated until a keyframe arrives.
     pub fn poll_keyframe_requests(&mut self, now: Millis, out: &mut Vec<(TrackId, u8)>) {
-        for (key, last) in self.keyframes.iter_mut() {
+        for key in self.keyframes.keys() {
+            let last = self.last_asked.get(key).copied();
             if last.is_none_or(|l| now - l >= KEYFRAME_INTERVAL_MS) {
-                *last = Some(now);
+                self.last_asked.insert(*key, now);
                 out.push(*key);
             }
         }
@@ -449,7 +453,7 @@ impl Router {
             .get(&(peer, slot))
             .and_then(|d| d.current.or(d.target))
         {
-            self.keyframes.entry(src).or_insert(None);
+            self.keyframes.entry(src).or_insert(());
         }
     }
 
@@ -563,9 +567,11 @@ impl Router {
             }
         }
         for t in need {
-            self.keyframes.entry(t).or_insert(None);
+            self.keyframes.entry(t).or_insert(());
         }
         self.keyframes
+            .retain(|(t, _), _| self.tracks.contains_key(t));
+        self.last_asked
             .retain(|(t, _), _| self.tracks.contains_key(t));
         self.fanout.clear();
         for (&key, down) in &self.downs {

@@ -305,6 +305,15 @@ fn keyframe_requests_are_merged_and_throttled_and_repeat_until_a_keyframe() {
     out.clear();
     r.poll_keyframe_requests(6000, &mut out);
     assert_eq!(out.iter().filter(|k| **k == (PROG_V, 2)).count(), 1);
+    // The keyframe comes at once, and another subscriber asks right after: the throttle
+    // outlives the request, so it waits for the second to pass.
+    route(&mut r, 6010, pkt(PROG_V, 2, 2, 90, true));
+    r.subscriber_wants_keyframe(PeerId(102), Slot::Track(PROG_V));
+    out.clear();
+    r.poll_keyframe_requests(6500, &mut out);
+    assert!(out.is_empty(), "throttled across requests");
+    r.poll_keyframe_requests(7000, &mut out);
+    assert_eq!(out, vec![(PROG_V, 2)]);
 }
 
 #[test]

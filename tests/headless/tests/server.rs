@@ -342,3 +342,53 @@ async fn a_relay_only_client_reaches_the_sfu_through_coturn_with_minted_credenti
     drop(turn);
     let _ = server.stop.send(());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_subscribers_joining_at_once_cause_at_most_two_keyframe_requests() {
+    let server = start().await;
+    let room = server.join(Role::Room, "room").await;
+    room.publish(PublishSpec {
+        audio: false,
+        video_layers: 1,
+        source_program: true,
+        ..Default::default()
+    })
+    .await
+    .expect("publish");
+    room.wait_published().await.expect("room connected");
+    // Let the first keyframe requests (none should come: nobody watches yet) settle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let requests_before: u64 = room.sent_stats().iter().map(|s| s.keyframe_requests).sum();
+
+    let mut viewers = Vec::new();
+    for i in 0..10 {
+        viewers.push(server.join(Role::Delegate, &format!("viewer-{i}")).await);
+    }
+    // All ten ask at once (no waiting for each ack).
+    for (i, v) in viewers.iter().enumerate() {
+        v.send_raw(&format!(
+            r#"{{"id":"sub-{i}","type":"media_preferences","thumbnails":false}}"#
+        ))
+        .expect("send");
+    }
+    for v in &viewers {
+        v.wait_subscribed(1).await.expect("offer");
+        v.wait_stats(Duration::from_secs(20), |s| {
+            s.iter()
+                .any(|t| program(t) && t.kind == "video" && t.keyframes >= 1)
+        })
+        .await
+        .expect("every viewer starts on a keyframe");
+    }
+    let requests: u64 = room.sent_stats().iter().map(|s| s.keyframe_requests).sum();
+    let merged = requests - requests_before;
+    assert!(
+        (1..=2).contains(&merged),
+        "10 viewers caused {merged} keyframe requests to the publisher"
+    );
+    for v in &viewers {
+        v.close().await;
+    }
+    room.close().await;
+    let _ = server.stop.send(());
+}
