@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::common::{ListKind, Millis, PeerConnectionKind, Policy, PublishTrack, WhenFull};
+use crate::common::{
+    ListKind, Millis, PeerConnectionKind, Policy, PublishTrack, RenderSize, WhenFull,
+};
 
 /// A client command with its id. On the wire the command's fields sit beside `id` and `type`:
 /// `{"id": "7", "type": "raise_hand", "list": "main"}`.
@@ -198,10 +200,15 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sdp_m_line_index: Option<u16>,
     },
-    /// What the client wants to receive beyond the defaults.
+    /// What the client wants to receive beyond the defaults. The first one opens the
+    /// subscribe connection.
     MediaPreferences {
         /// Other delegates' cameras as thumbnails (low layer).
         thumbnails: bool,
+        /// The height each video m-line is rendered at: the server picks the simulcast layer
+        /// that covers it (absent: the slot's default layer).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        render: Vec<RenderSize>,
     },
 }
 

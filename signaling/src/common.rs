@@ -488,3 +488,12 @@ pub enum SlotInfo {
         mid: String,
     },
 }
+
+/// The size a client renders one received video m-line at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderSize {
+    /// The m-line's `mid` (from `subscribe_offer`).
+    pub mid: String,
+    /// Rendered height in CSS pixels; 0 means "not shown".
+    pub height: u32,
+}

@@ -180,6 +180,8 @@ pub enum RouterOp {
     },
     /// Thumbnails on or off for a subscriber.
     SetThumbnails(PeerId, bool),
+    /// The height a subscriber renders a slot at (picks the simulcast layer).
+    SetRenderHeight(PeerId, router::Slot, Option<u32>),
 }
 
 /// A track the engine sends on a subscriber connection; unique within the engine.
@@ -1621,6 +1623,9 @@ impl Engine {
                         Ok(())
                     }
                     RouterOp::SetThumbnails(peer, on) => router.set_thumbnails(peer, on),
+                    RouterOp::SetRenderHeight(peer, slot, h) => {
+                        router.set_render_height(peer, slot, h)
+                    }
                 };
                 let changes = router.take_changes();
                 // Slots that went away lose their binding.

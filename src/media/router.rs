@@ -91,6 +91,26 @@ type SlotKey = (PeerId, Slot);
 /// A (track, layer) that feeds a slot.
 type Feed = (TrackId, u8);
 
+/// The layer for a rendered height, or `default` when none is given.
+fn fit(height: Option<&u32>, layers: u8, default: u8) -> u8 {
+    let Some(&h) = height else {
+        return default;
+    };
+    let top = layers.saturating_sub(1);
+    let wanted = match h {
+        0..=180 => 0,
+        181..=360 => 1,
+        _ => 2,
+    };
+    // With two layers, the upper one is the high one.
+    let wanted = if layers == 2 && wanted == 2 {
+        1
+    } else {
+        wanted
+    };
+    wanted.min(top)
+}
+
 /// Minimum time between keyframe requests for one (track, layer).
 pub const KEYFRAME_INTERVAL_MS: Millis = 1_000;
 
@@ -187,6 +207,8 @@ impl std::error::Error for RouterError {}
 struct Peer {
     role: MediaRole,
     thumbnails: bool,
+    /// Height the subscriber renders a slot at, in pixels (picks the simulcast layer).
+    render: HashMap<Slot, u32>,
     /// Dropped audio packets (floor gate).
     gate_dropped: u64,
 }
@@ -254,6 +276,7 @@ impl Router {
             Peer {
                 role,
                 thumbnails: false,
+                render: HashMap::new(),
                 gate_dropped: 0,
             },
         );
@@ -333,6 +356,27 @@ impl Router {
             .get_mut(&peer)
             .ok_or(RouterError::UnknownPeer(peer))?
             .thumbnails = on;
+        self.recompute();
+        Ok(())
+    }
+
+    /// The height a subscriber renders a slot at (None: the default layer for the slot). The
+    /// layer is the smallest that covers it: with three layers (quarter, half, full of 720p)
+    /// up to 180 px takes the low layer, up to 360 px the middle one, more the high one.
+    pub fn set_render_height(
+        &mut self,
+        peer: PeerId,
+        slot: Slot,
+        height: Option<u32>,
+    ) -> Result<(), RouterError> {
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(RouterError::UnknownPeer(peer))?;
+        match height {
+            Some(h) => p.render.insert(slot, h),
+            None => p.render.remove(&slot),
+        };
         self.recompute();
         Ok(())
     }
@@ -494,14 +538,29 @@ impl Router {
                     _ => None,
                 };
                 if let Some(layer) = layer {
+                    let layer = fit(peer.render.get(&Slot::Track(tid)), t.layers, layer);
                     want.push(((pid, Slot::Track(tid)), t.kind, Some((tid, layer))));
                 }
             }
             let not_own = |src: Option<(TrackId, u8)>| {
                 src.filter(|(tid, _)| self.tracks.get(tid).is_some_and(|t| t.owner != pid))
             };
-            want.push(((pid, Slot::Speaker), Kind::Video, not_own(speaker_cam)));
-            want.push(((pid, Slot::Screen), Kind::Video, not_own(screen)));
+            let sized = |slot: Slot, src: Option<Feed>| {
+                src.map(|(tid, layer)| {
+                    let layers = self.tracks.get(&tid).map_or(1, |t| t.layers);
+                    (tid, fit(peer.render.get(&slot), layers, layer))
+                })
+            };
+            want.push((
+                (pid, Slot::Speaker),
+                Kind::Video,
+                sized(Slot::Speaker, not_own(speaker_cam)),
+            ));
+            want.push((
+                (pid, Slot::Screen),
+                Kind::Video,
+                sized(Slot::Screen, not_own(screen)),
+            ));
         }
         want
     }

@@ -83,6 +83,8 @@ struct Peer {
     offer_pending: bool,
     /// Slots added while an offer was pending.
     queued: Vec<Slot>,
+    /// The `mid` of each slot's m-line on the subscribe connection.
+    mids: HashMap<String, Slot>,
 }
 
 /// The media state of one meeting.
@@ -231,6 +233,7 @@ impl MeetingMedia {
         participant: &str,
         role: Role,
         thumbnails: bool,
+        render: Vec<sig::RenderSize>,
         out: &mut Outbox,
     ) -> Result<(), (ErrorCode, String)> {
         let peer = self.ensure_peer(participant, role, out).await?;
@@ -241,6 +244,26 @@ impl MeetingMedia {
             .await
             .map_err(err)?;
         self.apply_changes(changes, out).await;
+        for size in render {
+            let slot = self
+                .peers
+                .get(participant)
+                .and_then(|p| p.mids.get(&size.mid).copied())
+                .ok_or_else(|| {
+                    (
+                        ErrorCode::NotFound,
+                        format!("no received m-line with mid {:?}", size.mid),
+                    )
+                })?;
+            let height = (size.height > 0).then_some(size.height);
+            let changes = self
+                .hub
+                .engine
+                .router(self.room, RouterOp::SetRenderHeight(peer, slot, height))
+                .await
+                .map_err(err)?;
+            self.apply_changes(changes, out).await;
+        }
         let has_sub = self
             .peers
             .get(participant)
@@ -604,8 +627,23 @@ impl MeetingMedia {
         })
     }
 
-    /// What each m-line of `sdp` carries, by the track names we gave the slots.
-    fn slot_infos(&self, participant: &str, sdp_text: &str) -> Vec<SlotInfo> {
+    /// What each m-line of `sdp` carries, by the track names we gave the slots; remembers
+    /// each slot's `mid`.
+    fn slot_infos(&mut self, participant: &str, sdp_text: &str) -> Vec<SlotInfo> {
+        let mut mids = HashMap::new();
+        let infos = self.describe(participant, sdp_text, &mut mids);
+        if let Some(p) = self.peers.get_mut(participant) {
+            p.mids.extend(mids);
+        }
+        infos
+    }
+
+    fn describe(
+        &self,
+        participant: &str,
+        sdp_text: &str,
+        mids: &mut HashMap<String, Slot>,
+    ) -> Vec<SlotInfo> {
         let Some(p) = self.peers.get(participant) else {
             return Vec::new();
         };
@@ -619,6 +657,7 @@ impl MeetingMedia {
             else {
                 continue;
             };
+            mids.insert(mid.clone(), *slot);
             infos.push(match slot {
                 Slot::Speaker => SlotInfo::Speaker { mid },
                 Slot::Screen => SlotInfo::Screen { mid },

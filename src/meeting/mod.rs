@@ -525,8 +525,8 @@ impl Meeting {
             Command::IceCandidate { pc, candidate, .. } => {
                 av.candidate(&who.id, pc, candidate).await
             }
-            Command::MediaPreferences { thumbnails } => {
-                av.preferences(&who.id, who.role, thumbnails, &mut out)
+            Command::MediaPreferences { thumbnails, render } => {
+                av.preferences(&who.id, who.role, thumbnails, render, &mut out)
                     .await
             }
             _ => Ok(()),

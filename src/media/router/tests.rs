@@ -258,6 +258,59 @@ fn thumbnails_use_the_low_layer_and_switch_to_high_when_the_delegate_takes_the_f
 }
 
 #[test]
+fn a_render_size_switches_the_layer_at_a_keyframe_without_a_gap() {
+    let mut r = meeting();
+    r.add_peer(D3, MediaRole::Delegate);
+    r.set_thumbnails(D3, true).unwrap();
+    let slot = Slot::Track(D1_CAM);
+    let a = to(&route(&mut r, 0, pkt(D1_CAM, 0, 10, 900, true)), D3, slot).unwrap();
+    let b = to(
+        &route(&mut r, 33, pkt(D1_CAM, 0, 11, 3900, false)),
+        D3,
+        slot,
+    )
+    .unwrap();
+    // The subscriber renders it large now: the high layer, from its next keyframe.
+    r.set_render_height(D3, slot, Some(720)).unwrap();
+    assert!(r.keyframe_pending(D1_CAM, 1));
+    let c = to(
+        &route(&mut r, 66, pkt(D1_CAM, 0, 12, 6900, false)),
+        D3,
+        slot,
+    )
+    .unwrap();
+    assert!(
+        to(
+            &route(&mut r, 70, pkt(D1_CAM, 1, 900, 6900, false)),
+            D3,
+            slot
+        )
+        .is_none()
+    );
+    let d = to(
+        &route(&mut r, 100, pkt(D1_CAM, 1, 901, 9900, true)),
+        D3,
+        slot,
+    )
+    .unwrap();
+    assert!(
+        to(
+            &route(&mut r, 101, pkt(D1_CAM, 0, 13, 9900, false)),
+            D3,
+            slot
+        )
+        .is_none()
+    );
+    for (x, y) in [(a, b), (b, c), (c, d)] {
+        assert_eq!(y.seq, x.seq.wrapping_add(1));
+        assert_eq!(y.ssrc, x.ssrc);
+    }
+    // Back to the default.
+    r.set_render_height(D3, slot, None).unwrap();
+    assert!(r.keyframe_pending(D1_CAM, 0));
+}
+
+#[test]
 fn sequence_and_timestamp_wrap_around() {
     let mut r = meeting();
     let a = to(

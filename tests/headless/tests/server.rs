@@ -392,3 +392,59 @@ async fn ten_subscribers_joining_at_once_cause_at_most_two_keyframe_requests() {
     room.close().await;
     let _ = server.stop.send(());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_switches_from_low_to_high_at_a_keyframe_with_no_gap() {
+    let server = start().await;
+    let d1 = server.join(Role::Delegate, "d1").await;
+    d1.publish(PublishSpec {
+        audio: false,
+        video_layers: 3,
+        ..Default::default()
+    })
+    .await
+    .expect("publish");
+    d1.wait_published().await.expect("d1 connected");
+    let viewer = server.join(Role::Delegate, "viewer").await;
+    viewer.subscribe(true).await.expect("thumbnails");
+    let cam = |t: &TrackStats| matches!(&t.slot, Some(SlotInfo::Track { participant, source: MediaSource::Camera, .. }) if participant == "d1");
+    let low = stream_tag("d1", StreamKind::Video(0));
+    let high = stream_tag("d1", StreamKind::Video(2));
+    let stats = viewer
+        .wait_stats(Duration::from_secs(15), |s| {
+            s.iter().any(|t| cam(t) && t.packets >= 60)
+        })
+        .await
+        .expect("the thumbnail arrives");
+    let thumb = stats.into_iter().find(|t| cam(t)).expect("camera slot");
+    assert!(
+        thumb.streams.keys().all(|tag| *tag == low),
+        "low layer only: {thumb:?}"
+    );
+
+    // The viewer now renders it at 720 px: the high layer, from its next keyframe.
+    viewer
+        .cmd(serde_json::json!({
+            "type": "media_preferences",
+            "thumbnails": true,
+            "render": [{"mid": thumb.mid, "height": 720}],
+        }))
+        .await
+        .expect("render size");
+    let stats = viewer
+        .wait_stats(Duration::from_secs(15), |s| {
+            s.iter()
+                .any(|t| cam(t) && t.streams.get(&high).is_some_and(|r| r.packets >= 60))
+        })
+        .await
+        .expect("the high layer arrives");
+    let t = stats.into_iter().find(|t| cam(t)).expect("camera slot");
+    assert_eq!(t.ssrcs.len(), 1, "one continuous stream: {t:?}");
+    assert_eq!(t.rtp.gaps, 0, "no gap at the switch: {t:?}");
+    assert_eq!(t.rtp.duplicates, 0, "{t:?}");
+    assert_eq!(t.tag_switches, 1, "exactly one switch, low to high: {t:?}");
+    assert!(t.keyframes >= 2, "the switch happened at a keyframe: {t:?}");
+    viewer.close().await;
+    d1.close().await;
+    let _ = server.stop.send(());
+}
