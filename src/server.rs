@@ -57,6 +57,13 @@ pub struct Prepared {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+impl Prepared {
+    /// The media engine, when it runs (tests and benchmarks read its counters).
+    pub fn media(&self) -> Option<crate::media::engine::MediaHandle> {
+        self.media.clone()
+    }
+}
+
 /// The secret from the config, or the one stored in the data directory (created on first run).
 pub fn secret(config: &Config) -> Result<Secret, AuthError> {
     if config.server.secret.is_empty() {

@@ -3,112 +3,14 @@
 
 use std::time::Duration;
 
-use roundtable::auth::{self, Role, Secret};
-use roundtable::clock::Clock;
-use roundtable::config::Config;
-use roundtable::server;
+use roundtable::auth::Role;
 use roundtable_headless::{Client, ClientOptions, PublishSpec, StreamKind, TrackStats, stream_tag};
 
 mod coturn;
 use roundtable_signaling::{MediaSource, SlotInfo};
 
-const SECRET: &str = "headless-test-secret-0123456789";
-
-struct Server {
-    base: String,
-    meeting: roundtable::meeting::MeetingHandle,
-    secret: Secret,
-    stop: tokio::sync::oneshot::Sender<()>,
-    _dir: tempdir::Dir,
-}
-
-mod tempdir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new() -> Dir {
-            let n = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let p = std::env::temp_dir().join(format!("rt-headless-{}-{n}", std::process::id()));
-            std::fs::create_dir_all(&p).expect("temp dir");
-            Dir(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-async fn start() -> Server {
-    start_with(|_| {}).await
-}
-
-async fn start_with(edit: impl FnOnce(&mut Config)) -> Server {
-    let dir = tempdir::Dir::new();
-    let mut config = Config::default_event();
-    config.server.data_dir = dir.0.clone();
-    config.server.secret = SECRET.into();
-    config.media.udp = "127.0.0.1:0".into();
-    config.media.udp_addr = ([127, 0, 0, 1], 0).into();
-    edit(&mut config);
-    let prepared = server::prepare(&config, Clock::System)
-        .await
-        .expect("prepare");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let meeting = prepared
-        .shared
-        .meetings
-        .values()
-        .next()
-        .cloned()
-        .expect("a meeting");
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        server::serve(listener, prepared, async {
-            let _ = rx.await;
-        })
-        .await
-        .expect("serve");
-    });
-    Server {
-        base: format!("ws://{addr}"),
-        meeting,
-        secret: Secret::from_config(SECRET).expect("secret"),
-        stop,
-        _dir: dir,
-    }
-}
-
-impl Server {
-    fn token(&self, role: Role, id: &str) -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let claims = auth::new_invite(
-            &Config::default_event().meetings[0].id,
-            role,
-            Some(id),
-            id,
-            "Test",
-            3600,
-            now,
-        );
-        auth::sign(&self.secret, &claims)
-    }
-
-    async fn join(&self, role: Role, id: &str) -> Client {
-        Client::join(&self.base, &self.token(role, id))
-            .await
-            .expect("join")
-    }
-}
+mod real;
+use real::{Server, start, start_with};
 
 fn program(t: &TrackStats) -> bool {
     matches!(
