@@ -89,6 +89,10 @@ struct Cli {
 enum Cmd {
     /// The `baku` scenario: room program + N delegates (audio + 2-layer camera), moderated.
     Baku(BakuArgs),
+    /// (Internal) the server for `--spawn-server`: prints `ready <ws base>`, then answers
+    /// `stats` and `token <role> <id>` lines on stdin; `quit` or end of input stops it.
+    #[command(hide = true)]
+    ServeChild,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -111,6 +115,10 @@ struct BakuArgs {
     /// Skip the bare floor.
     #[arg(long)]
     no_floor: bool,
+    /// Run the server in a child process (this binary, `serve-child`) instead of in this one:
+    /// its RSS and CPU are then the server's alone, the clients' are this process's.
+    #[arg(long)]
+    spawn_server: bool,
     /// Where to write the JSON result (parent directories are created).
     #[arg(long, default_value = "bench/results/baku.json")]
     out: PathBuf,
@@ -124,6 +132,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Baku(args) => baku(args),
+        Cmd::ServeChild => serve_child(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -166,32 +175,30 @@ fn thread_self_cpu_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// The thread ids of this process with their names.
-fn threads() -> Vec<(u32, String)> {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+/// The thread ids of a process (`proc`: `/proc/self` or `/proc/<pid>`) with their names.
+fn threads(proc: &str) -> Vec<(u32, String)> {
+    let Ok(dir) = std::fs::read_dir(format!("{proc}/task")) else {
         return Vec::new();
     };
     dir.filter_map(|e| {
         let tid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-        let comm = read(&format!("/proc/self/task/{tid}/comm"))?;
+        let comm = read(&format!("{proc}/task/{tid}/comm"))?;
         Some((tid, comm.trim().to_owned()))
     })
     .collect()
 }
 
-/// CPU time (ns) of the live threads, summed by name.
-fn cpu_by_thread_name() -> BTreeMap<String, u64> {
-    let mut by = BTreeMap::new();
-    for (tid, comm) in threads() {
-        if let Some(ns) = schedstat_ns(&format!("/proc/self/task/{tid}/schedstat")) {
-            *by.entry(comm).or_insert(0) += ns;
+/// CPU time (ns) of a process's live threads, summed by name (prefixed with `prefix`).
+fn cpu_by_thread_name(proc: &str, prefix: &str, by: &mut BTreeMap<String, u64>) {
+    for (tid, comm) in threads(proc) {
+        if let Some(ns) = schedstat_ns(&format!("{proc}/task/{tid}/schedstat")) {
+            *by.entry(format!("{prefix}{comm}")).or_insert(0) += ns;
         }
     }
-    by
 }
 
-fn rss_kib() -> u64 {
-    read("/proc/self/status")
+fn rss_kib(proc: &str) -> u64 {
+    read(&format!("{proc}/status"))
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("VmRSS:"))
@@ -273,15 +280,233 @@ struct Subscriber {
     expected_tracks: usize,
 }
 
+/// The engine's counters the bench uses (from [`EngineStats`], in this process or a child's).
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    connections: u64,
+    datagrams_in: u64,
+    datagrams_out: u64,
+    send_errors: u64,
+    rtp_in: u64,
+    rtp_forwarded: u64,
+    forward_errors: u64,
+    core_errors: u64,
+    events_dropped: u64,
+}
+
+impl From<EngineStats> for Counters {
+    fn from(s: EngineStats) -> Counters {
+        Counters {
+            connections: s.connections,
+            datagrams_in: s.datagrams_in,
+            datagrams_out: s.datagrams_out,
+            send_errors: s.send_errors,
+            rtp_in: s.rtp_in,
+            rtp_forwarded: s.rtp_forwarded,
+            forward_errors: s.forward_errors,
+            core_errors: s.core_errors,
+            events_dropped: s.events_dropped,
+        }
+    }
+}
+
+fn counters_json(s: &EngineStats) -> Value {
+    json!({
+        "connections": s.connections,
+        "datagrams_in": s.datagrams_in,
+        "datagrams_out": s.datagrams_out,
+        "send_errors": s.send_errors,
+        "rtp_in": s.rtp_in,
+        "rtp_forwarded": s.rtp_forwarded,
+        "forward_errors": s.forward_errors,
+        "core_errors": s.core_errors,
+        "events_dropped": s.events_dropped,
+    })
+}
+
+fn counters_from_json(v: &Value) -> Counters {
+    let f = |k: &str| v[k].as_u64().unwrap_or(0);
+    Counters {
+        connections: f("connections"),
+        datagrams_in: f("datagrams_in"),
+        datagrams_out: f("datagrams_out"),
+        send_errors: f("send_errors"),
+        rtp_in: f("rtp_in"),
+        rtp_forwarded: f("rtp_forwarded"),
+        forward_errors: f("forward_errors"),
+        core_errors: f("core_errors"),
+        events_dropped: f("events_dropped"),
+    }
+}
+
+/// The server under test: in this process, or a child process speaking lines on stdin/stdout.
+enum Sut {
+    InProcess(Box<real::Server>),
+    Child {
+        child: tokio::process::Child,
+        stdin: tokio::process::ChildStdin,
+        lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+        base: String,
+        proc: String,
+    },
+}
+
+impl Sut {
+    async fn start(spawn: bool) -> Result<Sut> {
+        use tokio::io::AsyncBufReadExt;
+        if !spawn {
+            return Ok(Sut::InProcess(Box::new(real::start().await)));
+        }
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("serve-child")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or("child stdin")?;
+        let stdout = child.stdout.take().ok_or("child stdout")?;
+        let pid = child.id().ok_or("child pid")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .map_err(|_| "the server child did not start in 30 s")??
+            .ok_or("the server child exited")?;
+        let base = ready
+            .strip_prefix("ready ")
+            .ok_or_else(|| format!("the server child said {ready:?}"))?
+            .to_owned();
+        Ok(Sut::Child {
+            child,
+            stdin,
+            lines,
+            base,
+            proc: format!("/proc/{pid}"),
+        })
+    }
+
+    fn base(&self) -> &str {
+        match self {
+            Sut::InProcess(s) => &s.base,
+            Sut::Child { base, .. } => base,
+        }
+    }
+
+    /// `/proc/self` or `/proc/<child pid>`.
+    fn proc(&self) -> &str {
+        match self {
+            Sut::InProcess(_) => "/proc/self",
+            Sut::Child { proc, .. } => proc,
+        }
+    }
+
+    async fn ask(&mut self, line: &str) -> Result<String> {
+        use tokio::io::AsyncWriteExt;
+        let Sut::Child { stdin, lines, .. } = self else {
+            return Err("not a child".into());
+        };
+        stdin.write_all(format!("{line}\n").as_bytes()).await?;
+        stdin.flush().await?;
+        Ok(lines.next_line().await?.ok_or("the server child exited")?)
+    }
+
+    async fn token(&mut self, role: Role, id: &str) -> Result<String> {
+        if let Sut::InProcess(s) = self {
+            return Ok(s.token(role, id));
+        }
+        let role = serde_json::to_value(role)?;
+        self.ask(&format!(
+            "token {} {id}",
+            role.as_str().unwrap_or("delegate")
+        ))
+        .await
+    }
+
+    async fn counters(&mut self) -> Result<Counters> {
+        if let Sut::InProcess(s) = self {
+            return Ok(s.engine.stats().await?.into());
+        }
+        let line = self.ask("stats").await?;
+        Ok(counters_from_json(&serde_json::from_str(&line)?))
+    }
+
+    async fn stop(self) {
+        match self {
+            Sut::InProcess(s) => {
+                let s = *s;
+                let _ = s.stop.send(());
+                let engine = s.engine.clone();
+                let stopper = tokio::task::spawn_blocking(move || engine.shutdown());
+                if tokio::time::timeout(Duration::from_secs(10), stopper)
+                    .await
+                    .is_err()
+                {
+                    progress!("warning: the media engine did not stop within 10 s");
+                }
+            }
+            Sut::Child {
+                mut child,
+                mut stdin,
+                ..
+            } => {
+                use tokio::io::AsyncWriteExt;
+                let _ = stdin.write_all(b"quit\n").await;
+                drop(stdin);
+                if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                    .await
+                    .is_err()
+                {
+                    progress!("warning: the server child did not stop within 10 s; killing it");
+                    let _ = child.kill().await;
+                }
+            }
+        }
+    }
+}
+
+/// The `serve-child` subcommand.
+fn serve_child() -> Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let server = real::start().await;
+        println!("ready {}", server.base);
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Some(line) = lines.next_line().await? {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["stats"] => println!("{}", counters_json(&server.engine.stats().await?)),
+                ["token", role, id] => {
+                    let role: Role = serde_json::from_value(json!(role))?;
+                    println!("{}", server.token(role, id));
+                }
+                ["quit"] => break,
+                _ => println!("error unknown command"),
+            }
+        }
+        let _ = server.stop.send(());
+        let engine = server.engine.clone();
+        let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+        Ok::<(), BoxError>(())
+    })?;
+    drop(runtime);
+    Ok(())
+}
+
 /// Everything read at one instant.
 struct Snapshot {
     at: Instant,
     media_ns: u64,
     media_ticks: u64,
-    process_ticks: u64,
+    /// The server's process (the same as `bench_ticks` in process).
+    server_ticks: u64,
+    bench_ticks: u64,
     threads: BTreeMap<String, u64>,
-    rss_kib: u64,
-    engine: EngineStats,
+    server_rss_kib: u64,
+    bench_rss_kib: u64,
+    engine: Counters,
     /// Per subscriber, per received track.
     subs: Vec<Vec<TrackStats>>,
     /// Packets written by every publisher.
@@ -289,25 +514,34 @@ struct Snapshot {
 }
 
 async fn snapshot(
-    engine: &roundtable::media::engine::MediaHandle,
+    sut: &mut Sut,
     media_tid: u32,
     subs: &[Subscriber],
     publishers: &[Client],
 ) -> Result<Snapshot> {
-    let media_ns = schedstat_ns(&format!("/proc/self/task/{media_tid}/schedstat"))
+    let proc = sut.proc().to_owned();
+    let media_ns = schedstat_ns(&format!("{proc}/task/{media_tid}/schedstat"))
         .ok_or("cannot read the media thread's schedstat")?;
-    let media_ticks = stat_ticks(&format!("/proc/self/task/{media_tid}/stat")).unwrap_or(0);
-    let engine_stats = engine.stats().await?;
+    let media_ticks = stat_ticks(&format!("{proc}/task/{media_tid}/stat")).unwrap_or(0);
+    let engine = sut.counters().await?;
     let at = Instant::now();
-    let process_ticks = stat_ticks("/proc/self/stat").unwrap_or(0);
+    let mut threads = BTreeMap::new();
+    if proc == "/proc/self" {
+        cpu_by_thread_name(&proc, "", &mut threads);
+    } else {
+        cpu_by_thread_name(&proc, "server:", &mut threads);
+        cpu_by_thread_name("/proc/self", "bench:", &mut threads);
+    }
     Ok(Snapshot {
         at,
         media_ns,
         media_ticks,
-        process_ticks,
-        threads: cpu_by_thread_name(),
-        rss_kib: rss_kib(),
-        engine: engine_stats,
+        server_ticks: stat_ticks(&format!("{proc}/stat")).unwrap_or(0),
+        bench_ticks: stat_ticks("/proc/self/stat").unwrap_or(0),
+        threads,
+        server_rss_kib: rss_kib(&proc),
+        bench_rss_kib: rss_kib("/proc/self"),
+        engine,
         subs: subs.iter().map(|s| s.client.stats()).collect(),
         sent: publishers
             .iter()
@@ -324,7 +558,10 @@ struct MediaRun {
     window: Duration,
     before: Snapshot,
     after: Snapshot,
-    rss_base_kib: u64,
+    /// RSS of the server's process and of this one before anyone joined.
+    server_rss_base_kib: u64,
+    bench_rss_base_kib: u64,
+    spawned: bool,
     latency: LatencySummary,
     latency_p999_us: u64,
     latency_audio: LatencySummary,
@@ -333,7 +570,8 @@ struct MediaRun {
     setup: Duration,
 }
 
-/// Joins `count` clients with `make(i)` → (token, spec), `batch` at a time.
+/// Joins the clients named in `tokens` (name, token), each publishing `spec`, `batch` at a
+/// time.
 async fn join_publishers(
     base: &str,
     tokens: Vec<(String, String)>,
@@ -380,17 +618,26 @@ async fn run_media(args: &BakuArgs) -> Result<MediaRun> {
         }
     }
     let t_setup = Instant::now();
-    let server = real::start().await;
-    let engine = server.engine.clone();
-    let media_tid = threads()
+    let mut sut = Sut::start(args.spawn_server).await?;
+    let base = sut.base().to_owned();
+    let media_tid = threads(sut.proc())
         .into_iter()
         .find(|(_, comm)| comm == MEDIA_THREAD_COMM)
         .map(|(tid, _)| tid)
         .ok_or("no roundtable-media thread")?;
-    let rss_base_kib = rss_kib();
-    progress!("server up (media thread tid {media_tid}), RSS {rss_base_kib} KiB; joining the room");
+    let server_rss_base_kib = rss_kib(sut.proc());
+    let bench_rss_base_kib = rss_kib("/proc/self");
+    progress!(
+        "server up ({}; media thread tid {media_tid}), RSS {server_rss_base_kib} KiB; joining \
+         the room",
+        if args.spawn_server {
+            "child process"
+        } else {
+            "in process"
+        }
+    );
 
-    let room = server.join(Role::Room, "room").await;
+    let room = Client::join(&base, &sut.token(Role::Room, "room").await?).await?;
     room.publish(PublishSpec {
         audio: true,
         video_layers: 3,
@@ -399,17 +646,16 @@ async fn run_media(args: &BakuArgs) -> Result<MediaRun> {
     })
     .await?;
     room.wait_published().await?;
-    let chair = server.join(Role::Moderator, "chair").await;
+    let chair = Client::join(&base, &sut.token(Role::Moderator, "chair").await?).await?;
 
-    let tokens: Vec<(String, String)> = (1..=n)
-        .map(|i| {
-            let id = format!("d{i:03}");
-            let token = server.token(Role::Delegate, &id);
-            (id, token)
-        })
-        .collect();
+    let mut tokens: Vec<(String, String)> = Vec::new();
+    for i in 1..=n {
+        let id = format!("d{i:03}");
+        let token = sut.token(Role::Delegate, &id).await?;
+        tokens.push((id, token));
+    }
     let delegates = join_publishers(
-        &server.base,
+        &base,
         tokens,
         PublishSpec {
             audio: true,
@@ -514,10 +760,10 @@ async fn run_media(args: &BakuArgs) -> Result<MediaRun> {
                 .collect()
         })
         .collect();
-    let before = snapshot(&engine, media_tid, &subs, &publishers).await?;
+    let before = snapshot(&mut sut, media_tid, &subs, &publishers).await?;
     progress!("measuring {} s", args.secs);
     tokio::time::sleep(Duration::from_secs(args.secs)).await;
-    let after = snapshot(&engine, media_tid, &subs, &publishers).await?;
+    let after = snapshot(&mut sut, media_tid, &subs, &publishers).await?;
     let window = after.at - before.at;
 
     // Latency of every packet received in the window.
@@ -557,21 +803,16 @@ async fn run_media(args: &BakuArgs) -> Result<MediaRun> {
         set.spawn(async move { c.close().await });
     }
     while set.join_next().await.is_some() {}
-    let _ = server.stop.send(());
-    let stopper = tokio::task::spawn_blocking(move || engine.shutdown());
-    if tokio::time::timeout(Duration::from_secs(10), stopper)
-        .await
-        .is_err()
-    {
-        progress!("warning: the media engine did not stop within 10 s");
-    }
+    sut.stop().await;
     Ok(MediaRun {
         delegates: n,
         subscribers: subs.len(),
         window,
         before,
         after,
-        rss_base_kib,
+        server_rss_base_kib,
+        bench_rss_base_kib,
+        spawned: args.spawn_server,
         latency,
         latency_p999_us,
         latency_audio: LatencySummary::of(&audio),
@@ -856,12 +1097,15 @@ fn baku(args: BakuArgs) -> Result<()> {
     let media_ticks = a.media_ticks - b.media_ticks;
     let us_per_fwd = media_ns as f64 / 1000.0 / fwd as f64;
     let us_per_fwd_ticks = media_ticks as f64 / TICKS_PER_SEC * 1e6 / fwd as f64;
-    let process_cpu_s = (a.process_ticks - b.process_ticks) as f64 / TICKS_PER_SEC;
+    let server_cpu_s = (a.server_ticks - b.server_ticks) as f64 / TICKS_PER_SEC;
+    let bench_cpu_s = (a.bench_ticks - b.bench_ticks) as f64 / TICKS_PER_SEC;
     let d = delivery(&b.subs, &a.subs);
     let delivery_ratio = d.received as f64 / d.expected.max(1) as f64;
     let received = d.audio_packets + d.video_packets;
     let participants = run.delegates + 1;
-    let rss_per = (a.rss_kib.saturating_sub(run.rss_base_kib)) as f64 / 1024.0 / participants as f64;
+    let rss_per = (a.server_rss_kib.saturating_sub(run.server_rss_base_kib)) as f64
+        / 1024.0
+        / participants as f64;
     let threads: BTreeMap<String, f64> = a
         .threads
         .iter()
@@ -873,7 +1117,7 @@ fn baku(args: BakuArgs) -> Result<()> {
     progress!(
         "roundtable: {fwd} packets forwarded in {secs:.1} s ({:.0}/s, {rtp_in} in); media thread \
          {:.3} s CPU ({:.1}% of a core): {us_per_fwd:.2} us per forwarded packet; delivery \
-         {:.5}; latency p50 {:.2} ms p99 {:.2} ms; RSS {:.2} MiB per participant",
+         {:.5}; latency p50 {:.2} ms p99 {:.2} ms; RSS {:.2} MiB per participant ({})",
         fwd as f64 / secs,
         media_ns as f64 / 1e9,
         media_ns as f64 / 1e7 / secs,
@@ -881,6 +1125,11 @@ fn baku(args: BakuArgs) -> Result<()> {
         ms(run.latency.p50_us),
         ms(run.latency.p99_us),
         rss_per,
+        if run.spawned {
+            "server process"
+        } else {
+            "whole process: server and clients"
+        }
     );
 
     let floor = if args.no_floor {
@@ -926,8 +1175,10 @@ fn baku(args: BakuArgs) -> Result<()> {
             "cpu_us_per_forwarded_packet_from_ticks": round(us_per_fwd_ticks, 3),
             "media_thread_cpu_s": round(media_ns as f64 / 1e9, 3),
             "media_thread_core_share": round(media_ns as f64 / 1e9 / secs, 4),
-            "process_cpu_s": round(process_cpu_s, 2),
-            "process_core_share": round(process_cpu_s / secs, 3),
+            "server": if run.spawned { "child process" } else { "in process (RSS and process CPU include the clients)" },
+            "server_process_cpu_s": round(server_cpu_s, 2),
+            "server_process_core_share": round(server_cpu_s / secs, 3),
+            "bench_process_core_share": round(bench_cpu_s / secs, 3),
             "cpu_core_share_by_thread": threads,
             "latency": latency_json(&run.latency),
             "latency_p999_ms": ms(run.latency_p999_us),
@@ -943,7 +1194,13 @@ fn baku(args: BakuArgs) -> Result<()> {
                 "duplicates": d.duplicates,
                 "received_vs_forwarded": round(received as f64 / fwd as f64, 6),
             },
-            "rss_kib": {"before_join": run.rss_base_kib, "after_window": a.rss_kib, "participants": participants},
+            "rss_kib": {
+                "server_before_join": run.server_rss_base_kib,
+                "server_after_window": a.server_rss_kib,
+                "bench_before_join": run.bench_rss_base_kib,
+                "bench_after_window": a.bench_rss_kib,
+                "participants": participants,
+            },
             "engine": {
                 "rtp_in": rtp_in,
                 "rtp_forwarded": fwd,
