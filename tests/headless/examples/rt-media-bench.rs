@@ -35,9 +35,16 @@
 //! - **added latency**: receive time minus the send time in each payload, every packet of the
 //!   window. It includes both headless clients' async webrtc stacks (send and receive), which
 //!   run on the same two cores: an upper bound on what the server adds.
-//! - **RSS per participant**: the whole process's `VmRSS` (server *and* clients) after the
-//!   window minus before anyone joined, divided by the media participants (delegates + room).
-//! - total process CPU and CPU by thread name, for context.
+//! - **RSS per participant**: the server process's `VmRSS` after the window minus before anyone
+//!   joined, divided by the media participants (delegates + room). In process (the default)
+//!   that is the whole process, server *and* clients; with `--spawn-server` the server runs in
+//!   a child process (this binary's hidden `serve-child` subcommand, which answers `stats` and
+//!   `token` requests on stdin) and the figure is the server's alone.
+//! - process CPU (server's and bench's when they are apart) and CPU by thread name, for
+//!   context.
+//!
+//! The publishers send a keyframe every 3 s per video stream (the headless default), each as a
+//! back-to-back burst (`--keyframe-secs 0`: only the first and on request).
 //!
 //! Then, with every client closed and the server stopped, **the bare floor**: one thread seals
 //! the same number of packets (the window's `rtp_forwarded`, the same audio/video mix and
@@ -109,6 +116,10 @@ struct BakuArgs {
     /// Longest wait for every subscriber to receive what it should, seconds.
     #[arg(long, default_value_t = 90)]
     ready_timeout_secs: u64,
+    /// Periodic keyframe interval of every published video stream, seconds (0: only the
+    /// first and on request). 3 is the headless client's default.
+    #[arg(long, default_value_t = 3.0)]
+    keyframe_secs: f64,
     /// Clients joining and negotiating at once.
     #[arg(long, default_value_t = 6)]
     join_batch: usize,
@@ -342,13 +353,16 @@ fn counters_from_json(v: &Value) -> Counters {
 /// The server under test: in this process, or a child process speaking lines on stdin/stdout.
 enum Sut {
     InProcess(Box<real::Server>),
-    Child {
-        child: tokio::process::Child,
-        stdin: tokio::process::ChildStdin,
-        lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-        base: String,
-        proc: String,
-    },
+    Child(Box<ChildServer>),
+}
+
+/// The server in a child process (`serve-child`).
+struct ChildServer {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    base: String,
+    proc: String,
 }
 
 impl Sut {
@@ -375,19 +389,19 @@ impl Sut {
             .strip_prefix("ready ")
             .ok_or_else(|| format!("the server child said {ready:?}"))?
             .to_owned();
-        Ok(Sut::Child {
+        Ok(Sut::Child(Box::new(ChildServer {
             child,
             stdin,
             lines,
             base,
             proc: format!("/proc/{pid}"),
-        })
+        })))
     }
 
     fn base(&self) -> &str {
         match self {
             Sut::InProcess(s) => &s.base,
-            Sut::Child { base, .. } => base,
+            Sut::Child(c) => &c.base,
         }
     }
 
@@ -395,18 +409,21 @@ impl Sut {
     fn proc(&self) -> &str {
         match self {
             Sut::InProcess(_) => "/proc/self",
-            Sut::Child { proc, .. } => proc,
+            Sut::Child(c) => &c.proc,
         }
     }
 
     async fn ask(&mut self, line: &str) -> Result<String> {
         use tokio::io::AsyncWriteExt;
-        let Sut::Child { stdin, lines, .. } = self else {
+        let Sut::Child(c) = self else {
             return Err("not a child".into());
         };
-        stdin.write_all(format!("{line}\n").as_bytes()).await?;
-        stdin.flush().await?;
-        Ok(lines.next_line().await?.ok_or("the server child exited")?)
+        c.stdin.write_all(format!("{line}\n").as_bytes()).await?;
+        c.stdin.flush().await?;
+        Ok(c.lines
+            .next_line()
+            .await?
+            .ok_or("the server child exited")?)
     }
 
     async fn token(&mut self, role: Role, id: &str) -> Result<String> {
@@ -443,12 +460,13 @@ impl Sut {
                     progress!("warning: the media engine did not stop within 10 s");
                 }
             }
-            Sut::Child {
-                mut child,
-                mut stdin,
-                ..
-            } => {
+            Sut::Child(c) => {
                 use tokio::io::AsyncWriteExt;
+                let ChildServer {
+                    mut child,
+                    mut stdin,
+                    ..
+                } = *c;
                 let _ = stdin.write_all(b"quit\n").await;
                 drop(stdin);
                 if tokio::time::timeout(Duration::from_secs(10), child.wait())
@@ -638,10 +656,12 @@ async fn run_media(args: &BakuArgs) -> Result<MediaRun> {
     );
 
     let room = Client::join(&base, &sut.token(Role::Room, "room").await?).await?;
+    let keyframe_interval = Duration::from_secs_f64(args.keyframe_secs.max(0.0));
     room.publish(PublishSpec {
         audio: true,
         video_layers: 3,
         source_program: true,
+        keyframe_interval,
         ..Default::default()
     })
     .await?;
@@ -660,6 +680,7 @@ async fn run_media(args: &BakuArgs) -> Result<MediaRun> {
         PublishSpec {
             audio: true,
             video_layers: 2,
+            keyframe_interval,
             ..Default::default()
         },
         args.join_batch,
@@ -1216,6 +1237,7 @@ fn baku(args: BakuArgs) -> Result<()> {
         },
         "load": {
             "delegates": run.delegates,
+            "keyframe_interval_s": args.keyframe_secs,
             "subscribers": run.subscribers,
             "publishers": run.delegates + 1,
             "window_s": round(secs, 3),
