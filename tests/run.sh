@@ -27,4 +27,7 @@ echo "== tests"
 cargo test --workspace --all-targets 2>&1 | tee /tmp/roundtable-tests.log
 echo "== benchmark smoke (websocket fan-out, 100 clients)"
 cargo run --release --quiet --bin rt-bench -- fanout --clients 100 --rounds 20 --out target/bench-smoke/fanout.json
+echo "== benchmark smoke (media, baku with 4 delegates; debug build, reuses the test build's dependencies)"
+ulimit -n 4096 2>/dev/null || true
+cargo run --quiet -p roundtable-headless --example rt-media-bench -- baku --delegates 4 --secs 5 --out target/bench-smoke/baku.json
 echo "== all tests passed"

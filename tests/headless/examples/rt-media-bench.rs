@@ -638,11 +638,19 @@ async fn run_media(args: &BakuArgs) -> Result<MediaRun> {
     let t_setup = Instant::now();
     let mut sut = Sut::start(args.spawn_server).await?;
     let base = sut.base().to_owned();
-    let media_tid = threads(sut.proc())
-        .into_iter()
-        .find(|(_, comm)| comm == MEDIA_THREAD_COMM)
-        .map(|(tid, _)| tid)
-        .ok_or("no roundtable-media thread")?;
+    // The thread names itself once it runs: look for a while.
+    let mut media_tid = None;
+    for _ in 0..100 {
+        media_tid = threads(sut.proc())
+            .into_iter()
+            .find(|(_, comm)| comm == MEDIA_THREAD_COMM)
+            .map(|(tid, _)| tid);
+        if media_tid.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let media_tid = media_tid.ok_or("no roundtable-media thread")?;
     let server_rss_base_kib = rss_kib(sut.proc());
     let bench_rss_base_kib = rss_kib("/proc/self");
     progress!(
