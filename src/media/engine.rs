@@ -2030,7 +2030,8 @@ fn opus_codec() -> RTCRtpCodecParameters {
             mime_type: MIME_TYPE_OPUS.to_owned(),
             clock_rate: 48000,
             channels: 2,
-            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            // In-band FEC and DTX: a listening delegate muted by the gate costs almost nothing.
+            sdp_fmtp_line: "minptime=10;useinbandfec=1;usedtx=1".to_owned(),
             rtcp_feedback: vec![],
         },
         payload_type: PT_OPUS,
