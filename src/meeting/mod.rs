@@ -102,6 +102,16 @@ pub enum Msg {
         /// Answer.
         reply: oneshot::Sender<u64>,
     },
+    /// Fault injection (tests, soak runs): drop this share (per mille) of the RTP sent to a
+    /// participant's subscribe connection.
+    InjectLoss {
+        /// Participant id.
+        participant: String,
+        /// Per mille.
+        permille: u16,
+        /// Whether the participant has a subscribe connection.
+        reply: oneshot::Sender<bool>,
+    },
     /// The current snapshot and sequence number.
     Snapshot {
         /// Answer.
@@ -153,6 +163,19 @@ impl MeetingHandle {
         })
         .await;
         rx.await.unwrap_or(0)
+    }
+
+    /// Fault injection: drop `permille` of the RTP sent to `participant` (false: no such
+    /// subscribe connection).
+    pub async fn inject_loss(&self, participant: &str, permille: u16) -> bool {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::InjectLoss {
+            participant: participant.to_owned(),
+            permille,
+            reply,
+        })
+        .await;
+        rx.await.unwrap_or(false)
     }
 
     /// Whether the participant holds the floor now.
@@ -668,6 +691,17 @@ impl Meeting {
                     av.event(event, &mut out).await;
                     self.deliver(out);
                 }
+            }
+            Msg::InjectLoss {
+                participant,
+                permille,
+                reply,
+            } => {
+                let ok = match self.av.as_ref() {
+                    Some(av) => av.inject_loss(&participant, permille).await,
+                    None => false,
+                };
+                let _ = reply.send(ok);
             }
             Msg::GateDropped { participant, reply } => {
                 let n = match self.av.as_ref() {

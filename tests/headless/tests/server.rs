@@ -350,3 +350,54 @@ async fn simulcast_switches_from_low_to_high_at_a_keyframe_with_no_gap() {
     d1.close().await;
     let _ = server.stop.send(());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nack_repair_keeps_video_delivery_above_99_5_percent_under_5_percent_loss() {
+    let server = start().await;
+    let room = server.join(Role::Room, "room").await;
+    room.publish(PublishSpec {
+        audio: false,
+        video_layers: 1,
+        source_program: true,
+        ..Default::default()
+    })
+    .await
+    .expect("publish");
+    room.wait_published().await.expect("room connected");
+    let lossy = server.join(Role::Delegate, "lossy").await;
+    lossy.subscribe(false).await.expect("subscribe");
+    lossy.wait_subscribed(1).await.expect("offer");
+    lossy
+        .wait_stats(Duration::from_secs(15), |s| {
+            s.iter()
+                .any(|t| program(t) && t.kind == "video" && t.packets >= 30)
+        })
+        .await
+        .expect("video flows");
+    assert!(
+        server.meeting.inject_loss("lossy", 50).await,
+        "loss injected"
+    );
+    let before = server.engine.stats().await.expect("stats");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after = server.engine.stats().await.expect("stats");
+    let dropped = after.rtp_dropped_by_loss - before.rtp_dropped_by_loss;
+    // Stop the loss, let the last repairs land, then count.
+    server.meeting.inject_loss("lossy", 0).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let t = lossy
+        .stats()
+        .into_iter()
+        .find(|t| program(t) && t.kind == "video")
+        .expect("video");
+    let delivered = t.rtp.received as f64 / t.rtp.expected.max(1) as f64;
+    eprintln!(
+        "loss 5 %: {dropped} packets dropped on the wire, delivered {}/{} = {:.4}",
+        t.rtp.received, t.rtp.expected, delivered
+    );
+    assert!(dropped >= 30, "the loss really happened: {dropped}");
+    assert!(delivered > 0.995, "delivered {delivered:.4}: {t:?}");
+    lossy.close().await;
+    room.close().await;
+    let _ = server.stop.send(());
+}
