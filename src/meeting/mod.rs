@@ -729,12 +729,22 @@ impl Meeting {
             .filter(|(_, c)| c.who.id == who.id)
             .map(|(id, _)| *id)
             .collect();
+        let replacing = !replaced.is_empty();
         for id in replaced {
             if let Some(old) = self.conns.remove(&id) {
                 let bye = encode(&ServerMessage::Goodbye {
                     reason: "replaced".into(),
                 });
                 let _ = old.out.try_send(Outbound::Close(bye, CLOSE_REPLACED));
+            }
+        }
+        // The old connection's peer connections belong to a client that is gone: the new one
+        // publishes and subscribes afresh.
+        if replacing {
+            if let Some(av) = self.av.as_mut() {
+                let mut out = Vec::new();
+                av.leave(&who.id, &mut out).await;
+                self.deliver(out);
             }
         }
         let info = ParticipantInfo {
