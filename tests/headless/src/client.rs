@@ -464,8 +464,8 @@ impl Client {
     /// starts the pump (which waits until the connection is up). Once per client.
     pub async fn publish(&self, spec: PublishSpec) -> Result<Vec<SentStats>> {
         let inner = &self.inner;
-        if !matches!(spec.video_layers, 0 | 1 | 3) {
-            return Err(Error::Usage("video_layers must be 0, 1 or 3".into()));
+        if spec.video_layers > 3 {
+            return Err(Error::Usage("video_layers must be 0 to 3".into()));
         }
         let mut publish = inner.publish.lock().await;
         if publish.is_some() {
@@ -523,8 +523,8 @@ impl Client {
             ));
         }
         if spec.video_layers > 0 {
-            let layers: Vec<(StreamKind, u32, Option<String>)> = if spec.video_layers == 3 {
-                ["q", "h", "f"]
+            let layers: Vec<(StreamKind, u32, Option<String>)> = if spec.video_layers >= 2 {
+                ["q", "h", "f"][..usize::from(spec.video_layers)]
                     .iter()
                     .enumerate()
                     .map(|(i, rid)| {
@@ -709,7 +709,7 @@ impl Client {
                     match s.stream {
                         StreamKind::Audio => pump::run_audio(track, s, spec, level).await,
                         StreamKind::Video(layer) => {
-                            let rate = if spec.video_layers == 3 {
+                            let rate = if spec.video_layers >= 2 {
                                 spec.layers[usize::from(layer.min(2))]
                             } else {
                                 spec.single_layer

@@ -65,7 +65,8 @@ impl LayerRate {
 pub struct PublishSpec {
     /// An Opus track (`microphone`, or `program` with `source_program`).
     pub audio: bool,
-    /// Camera video: 0 (none), 1 (one stream) or 3 (simulcast, rids `q`, `h`, `f`).
+    /// Camera video: 0 (none), 1 (one stream), 2 (simulcast, rids `q`, `h`) or 3 (simulcast,
+    /// rids `q`, `h`, `f`).
     pub video_layers: u8,
     /// A VP8 screen-share track (`screen`).
     pub screen: bool,
@@ -79,7 +80,7 @@ pub struct PublishSpec {
     /// extension is negotiated; `None` sends no level. Change it live with
     /// [`Client::set_audio_level`](crate::Client::set_audio_level).
     pub audio_level: Option<u8>,
-    /// Simulcast layers `q`, `h`, `f` (with `video_layers: 3`).
+    /// Simulcast layers `q`, `h`, `f` (with `video_layers` 2 or 3; 2 uses the first two).
     pub layers: [LayerRate; 3],
     /// The one stream with `video_layers: 1`.
     pub single_layer: LayerRate,

@@ -1,0 +1,1274 @@
+//! `rt-media-bench`: media benchmarks of roundtable, the real server in this process with the
+//! headless WebRTC clients as load.
+//!
+//! ```sh
+//! cargo run --release -p roundtable-headless --example rt-media-bench -- baku
+//! cargo run -p roundtable-headless --example rt-media-bench -- baku --delegates 4 --secs 5
+//! ```
+//!
+//! (An example of the headless crate rather than a subcommand of `rt-bench`: it needs the
+//! headless client, which is a dev-dependency of the root crate, and the real server, which is
+//! a dev-dependency of the headless crate; examples may use both.)
+//!
+//! ## `baku` (docs/PERFORMANCE.md, "Media: the baku scenario")
+//! The server starts as the headless tests start it (`server::prepare` with media on
+//! 127.0.0.1:0, the default event, moderated). Then:
+//! - the **room** publishes the program: Opus at 50 packets/s and VP8 simulcast `q`/`h`/`f`
+//!   (about 0.13 + 0.53 + 1.3 Mbit/s);
+//! - **N delegates** (`--delegates`, 30) each publish Opus and a two-layer camera (`q`, `h`);
+//! - the **chair** (websocket only) grants the floor to the first delegate;
+//! - every delegate and the room subscribe with thumbnails on: a delegate receives the
+//!   program (high layer), the floor holder's camera (speaker slot, high) and microphone, and
+//!   every other delegate's camera on the low layer; the room receives every delegate's
+//!   camera (low), the speaker slot and the floor holder's microphone. The other delegates'
+//!   microphones are negotiated and dropped at the server by the floor gate.
+//!
+//! When every subscriber receives what it should (plus `--settle-secs`), the bench measures a
+//! window of `--secs` seconds:
+//! - **CPU per forwarded packet**: CPU time of the media thread (`roundtable-media`; its
+//!   `/proc/self/task/<tid>/schedstat` run time, in ns; utime+stime in ticks as a check)
+//!   divided by the engine's `rtp_forwarded` over the window. Everything the thread does is in
+//!   it: receive and decrypt, routing, RTCP, STUN, timers, seal and send.
+//! - **delivery**: per received track and per sending stream, the payload sequence numbers
+//!   each packet carries (the headless [`Mark`](roundtable_headless::Mark)): received vs
+//!   expected over the window, so loss anywhere (publisher → server → subscriber) counts.
+//! - **added latency**: receive time minus the send time in each payload, every packet of the
+//!   window. It includes both headless clients' async webrtc stacks (send and receive), which
+//!   run on the same two cores: an upper bound on what the server adds.
+//! - **RSS per participant**: the whole process's `VmRSS` (server *and* clients) after the
+//!   window minus before anyone joined, divided by the media participants (delegates + room).
+//! - total process CPU and CPU by thread name, for context.
+//!
+//! Then, with every client closed and the server stopped, **the bare floor**: one thread seals
+//! the same number of packets (the window's `rtp_forwarded`, the same audio/video mix and
+//! sizes, in bursts like the incoming packets' fan-out, paced over the same duration) with SRTP
+//! AEAD-AES-128-GCM (ring, a key per receiver) and sends each with `UdpSocket::send_to` to one
+//! of as many loopback receiver sockets as there were subscribers, each drained by its own
+//! thread. Its CPU per packet (the sending thread's run time) is the floor; the JSON gives the
+//! ratio roundtable / floor. An unpaced run of the same packets is reported for context.
+//!
+//! The result is written as JSON to `--out` (bench/results/baku.json), progress to stderr.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use roundtable::auth::Role;
+use roundtable::media::engine::EngineStats;
+use roundtable_headless::{Client, LatencySummary, PublishSpec, TrackStats};
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+#[path = "../tests/real/mod.rs"]
+mod real;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Result<T> = std::result::Result<T, BoxError>;
+
+/// The media thread's name as the kernel keeps it (15 bytes of `roundtable-media`).
+const MEDIA_THREAD_COMM: &str = "roundtable-medi";
+/// Clock ticks per second of `/proc/*/stat` (USER_HZ; 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// Media benchmarks of roundtable (server in process, headless WebRTC clients as load).
+#[derive(Debug, Parser)]
+#[command(name = "rt-media-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// The `baku` scenario: room program + N delegates (audio + 2-layer camera), moderated.
+    Baku(BakuArgs),
+    /// (Internal) the server for `--spawn-server`: prints `ready <ws base>`, then answers
+    /// `stats` and `token <role> <id>` lines on stdin; `quit` or end of input stops it.
+    #[command(hide = true)]
+    ServeChild,
+}
+
+#[derive(Debug, Clone, Args)]
+struct BakuArgs {
+    /// Remote delegates (each publishes and subscribes).
+    #[arg(long, default_value_t = 30)]
+    delegates: usize,
+    /// Length of the measured window, seconds.
+    #[arg(long, default_value_t = 20)]
+    secs: u64,
+    /// Seconds between every subscriber receiving what it should and the window.
+    #[arg(long, default_value_t = 3)]
+    settle_secs: u64,
+    /// Longest wait for every subscriber to receive what it should, seconds.
+    #[arg(long, default_value_t = 90)]
+    ready_timeout_secs: u64,
+    /// Clients joining and negotiating at once.
+    #[arg(long, default_value_t = 6)]
+    join_batch: usize,
+    /// Skip the bare floor.
+    #[arg(long)]
+    no_floor: bool,
+    /// Run the server in a child process (this binary, `serve-child`) instead of in this one:
+    /// its RSS and CPU are then the server's alone, the clients' are this process's.
+    #[arg(long)]
+    spawn_server: bool,
+    /// Where to write the JSON result (parent directories are created).
+    #[arg(long, default_value = "bench/results/baku.json")]
+    out: PathBuf,
+}
+
+macro_rules! progress {
+    ($($arg:tt)*) => { eprintln!("rt-media-bench: {}", format!($($arg)*)) };
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Baku(args) => baku(args),
+        Cmd::ServeChild => serve_child(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rt-media-bench: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ----- /proc ------------------------------------------------------------------------------
+
+fn read(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+/// Fields of a `stat` file after the `(comm)`: index 0 is field 3 (state).
+fn stat_fields(text: &str) -> Vec<&str> {
+    text.rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default()
+}
+
+/// utime + stime in ticks from a `stat` file.
+fn stat_ticks(path: &str) -> Option<u64> {
+    let text = read(path)?;
+    let f = stat_fields(&text);
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Run time in ns from a `schedstat` file.
+fn schedstat_ns(path: &str) -> Option<u64> {
+    read(path)?.split_whitespace().next()?.parse().ok()
+}
+
+/// The calling thread's CPU time, ns.
+fn thread_self_cpu_ns() -> u64 {
+    schedstat_ns("/proc/thread-self/schedstat")
+        .or_else(|| stat_ticks("/proc/thread-self/stat").map(|t| t * 10_000_000))
+        .unwrap_or(0)
+}
+
+/// The thread ids of a process (`proc`: `/proc/self` or `/proc/<pid>`) with their names.
+fn threads(proc: &str) -> Vec<(u32, String)> {
+    let Ok(dir) = std::fs::read_dir(format!("{proc}/task")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let tid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let comm = read(&format!("{proc}/task/{tid}/comm"))?;
+        Some((tid, comm.trim().to_owned()))
+    })
+    .collect()
+}
+
+/// CPU time (ns) of a process's live threads, summed by name (prefixed with `prefix`).
+fn cpu_by_thread_name(proc: &str, prefix: &str, by: &mut BTreeMap<String, u64>) {
+    for (tid, comm) in threads(proc) {
+        if let Some(ns) = schedstat_ns(&format!("{proc}/task/{tid}/schedstat")) {
+            *by.entry(format!("{prefix}{comm}")).or_insert(0) += ns;
+        }
+    }
+}
+
+fn rss_kib(proc: &str) -> u64 {
+    read(&format!("{proc}/status"))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn nofile_soft_limit() -> Option<u64> {
+    read("/proc/self/limits")?
+        .lines()
+        .find(|l| l.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
+}
+
+/// E.g. "Linux 6.18.44 x86_64, 2 vCPU Intel(R) Xeon(R) Processor, 23.5 GiB".
+fn machine() -> String {
+    let cpuinfo = read("/proc/cpuinfo").unwrap_or_default();
+    let cpus = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem_gib = read("/proc/meminfo")
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kib| kib / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    let release = read("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "Linux {} {}, {cpus} vCPU {model}, {mem_gib:.1} GiB",
+        release.trim(),
+        std::env::consts::ARCH
+    )
+}
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
+fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+// ----- the scenario -----------------------------------------------------------------------
+
+/// One subscriber: its client and how many tracks must be flowing before the window.
+struct Subscriber {
+    name: String,
+    client: Client,
+    expected_tracks: usize,
+}
+
+/// The engine's counters the bench uses (from [`EngineStats`], in this process or a child's).
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    connections: u64,
+    datagrams_in: u64,
+    datagrams_out: u64,
+    send_errors: u64,
+    rtp_in: u64,
+    rtp_forwarded: u64,
+    forward_errors: u64,
+    core_errors: u64,
+    events_dropped: u64,
+}
+
+impl From<EngineStats> for Counters {
+    fn from(s: EngineStats) -> Counters {
+        Counters {
+            connections: s.connections,
+            datagrams_in: s.datagrams_in,
+            datagrams_out: s.datagrams_out,
+            send_errors: s.send_errors,
+            rtp_in: s.rtp_in,
+            rtp_forwarded: s.rtp_forwarded,
+            forward_errors: s.forward_errors,
+            core_errors: s.core_errors,
+            events_dropped: s.events_dropped,
+        }
+    }
+}
+
+fn counters_json(s: &EngineStats) -> Value {
+    json!({
+        "connections": s.connections,
+        "datagrams_in": s.datagrams_in,
+        "datagrams_out": s.datagrams_out,
+        "send_errors": s.send_errors,
+        "rtp_in": s.rtp_in,
+        "rtp_forwarded": s.rtp_forwarded,
+        "forward_errors": s.forward_errors,
+        "core_errors": s.core_errors,
+        "events_dropped": s.events_dropped,
+    })
+}
+
+fn counters_from_json(v: &Value) -> Counters {
+    let f = |k: &str| v[k].as_u64().unwrap_or(0);
+    Counters {
+        connections: f("connections"),
+        datagrams_in: f("datagrams_in"),
+        datagrams_out: f("datagrams_out"),
+        send_errors: f("send_errors"),
+        rtp_in: f("rtp_in"),
+        rtp_forwarded: f("rtp_forwarded"),
+        forward_errors: f("forward_errors"),
+        core_errors: f("core_errors"),
+        events_dropped: f("events_dropped"),
+    }
+}
+
+/// The server under test: in this process, or a child process speaking lines on stdin/stdout.
+enum Sut {
+    InProcess(Box<real::Server>),
+    Child {
+        child: tokio::process::Child,
+        stdin: tokio::process::ChildStdin,
+        lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+        base: String,
+        proc: String,
+    },
+}
+
+impl Sut {
+    async fn start(spawn: bool) -> Result<Sut> {
+        use tokio::io::AsyncBufReadExt;
+        if !spawn {
+            return Ok(Sut::InProcess(Box::new(real::start().await)));
+        }
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("serve-child")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or("child stdin")?;
+        let stdout = child.stdout.take().ok_or("child stdout")?;
+        let pid = child.id().ok_or("child pid")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .map_err(|_| "the server child did not start in 30 s")??
+            .ok_or("the server child exited")?;
+        let base = ready
+            .strip_prefix("ready ")
+            .ok_or_else(|| format!("the server child said {ready:?}"))?
+            .to_owned();
+        Ok(Sut::Child {
+            child,
+            stdin,
+            lines,
+            base,
+            proc: format!("/proc/{pid}"),
+        })
+    }
+
+    fn base(&self) -> &str {
+        match self {
+            Sut::InProcess(s) => &s.base,
+            Sut::Child { base, .. } => base,
+        }
+    }
+
+    /// `/proc/self` or `/proc/<child pid>`.
+    fn proc(&self) -> &str {
+        match self {
+            Sut::InProcess(_) => "/proc/self",
+            Sut::Child { proc, .. } => proc,
+        }
+    }
+
+    async fn ask(&mut self, line: &str) -> Result<String> {
+        use tokio::io::AsyncWriteExt;
+        let Sut::Child { stdin, lines, .. } = self else {
+            return Err("not a child".into());
+        };
+        stdin.write_all(format!("{line}\n").as_bytes()).await?;
+        stdin.flush().await?;
+        Ok(lines.next_line().await?.ok_or("the server child exited")?)
+    }
+
+    async fn token(&mut self, role: Role, id: &str) -> Result<String> {
+        if let Sut::InProcess(s) = self {
+            return Ok(s.token(role, id));
+        }
+        let role = serde_json::to_value(role)?;
+        self.ask(&format!(
+            "token {} {id}",
+            role.as_str().unwrap_or("delegate")
+        ))
+        .await
+    }
+
+    async fn counters(&mut self) -> Result<Counters> {
+        if let Sut::InProcess(s) = self {
+            return Ok(s.engine.stats().await?.into());
+        }
+        let line = self.ask("stats").await?;
+        Ok(counters_from_json(&serde_json::from_str(&line)?))
+    }
+
+    async fn stop(self) {
+        match self {
+            Sut::InProcess(s) => {
+                let s = *s;
+                let _ = s.stop.send(());
+                let engine = s.engine.clone();
+                let stopper = tokio::task::spawn_blocking(move || engine.shutdown());
+                if tokio::time::timeout(Duration::from_secs(10), stopper)
+                    .await
+                    .is_err()
+                {
+                    progress!("warning: the media engine did not stop within 10 s");
+                }
+            }
+            Sut::Child {
+                mut child,
+                mut stdin,
+                ..
+            } => {
+                use tokio::io::AsyncWriteExt;
+                let _ = stdin.write_all(b"quit\n").await;
+                drop(stdin);
+                if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                    .await
+                    .is_err()
+                {
+                    progress!("warning: the server child did not stop within 10 s; killing it");
+                    let _ = child.kill().await;
+                }
+            }
+        }
+    }
+}
+
+/// The `serve-child` subcommand.
+fn serve_child() -> Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let server = real::start().await;
+        println!("ready {}", server.base);
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Some(line) = lines.next_line().await? {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["stats"] => println!("{}", counters_json(&server.engine.stats().await?)),
+                ["token", role, id] => {
+                    let role: Role = serde_json::from_value(json!(role))?;
+                    println!("{}", server.token(role, id));
+                }
+                ["quit"] => break,
+                _ => println!("error unknown command"),
+            }
+        }
+        let _ = server.stop.send(());
+        let engine = server.engine.clone();
+        let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+        Ok::<(), BoxError>(())
+    })?;
+    drop(runtime);
+    Ok(())
+}
+
+/// Everything read at one instant.
+struct Snapshot {
+    at: Instant,
+    media_ns: u64,
+    media_ticks: u64,
+    /// The server's process (the same as `bench_ticks` in process).
+    server_ticks: u64,
+    bench_ticks: u64,
+    threads: BTreeMap<String, u64>,
+    server_rss_kib: u64,
+    bench_rss_kib: u64,
+    engine: Counters,
+    /// Per subscriber, per received track.
+    subs: Vec<Vec<TrackStats>>,
+    /// Packets written by every publisher.
+    sent: u64,
+}
+
+async fn snapshot(
+    sut: &mut Sut,
+    media_tid: u32,
+    subs: &[Subscriber],
+    publishers: &[Client],
+) -> Result<Snapshot> {
+    let proc = sut.proc().to_owned();
+    let media_ns = schedstat_ns(&format!("{proc}/task/{media_tid}/schedstat"))
+        .ok_or("cannot read the media thread's schedstat")?;
+    let media_ticks = stat_ticks(&format!("{proc}/task/{media_tid}/stat")).unwrap_or(0);
+    let engine = sut.counters().await?;
+    let at = Instant::now();
+    let mut threads = BTreeMap::new();
+    if proc == "/proc/self" {
+        cpu_by_thread_name(&proc, "", &mut threads);
+    } else {
+        cpu_by_thread_name(&proc, "server:", &mut threads);
+        cpu_by_thread_name("/proc/self", "bench:", &mut threads);
+    }
+    Ok(Snapshot {
+        at,
+        media_ns,
+        media_ticks,
+        server_ticks: stat_ticks(&format!("{proc}/stat")).unwrap_or(0),
+        bench_ticks: stat_ticks("/proc/self/stat").unwrap_or(0),
+        threads,
+        server_rss_kib: rss_kib(&proc),
+        bench_rss_kib: rss_kib("/proc/self"),
+        engine,
+        subs: subs.iter().map(|s| s.client.stats()).collect(),
+        sent: publishers
+            .iter()
+            .flat_map(|p| p.sent_stats())
+            .map(|s| s.packets)
+            .sum(),
+    })
+}
+
+/// What the media part of the run measured.
+struct MediaRun {
+    delegates: usize,
+    subscribers: usize,
+    window: Duration,
+    before: Snapshot,
+    after: Snapshot,
+    /// RSS of the server's process and of this one before anyone joined.
+    server_rss_base_kib: u64,
+    bench_rss_base_kib: u64,
+    spawned: bool,
+    latency: LatencySummary,
+    latency_p999_us: u64,
+    latency_audio: LatencySummary,
+    latency_video: LatencySummary,
+    client_errors: Vec<String>,
+    setup: Duration,
+}
+
+/// Joins the clients named in `tokens` (name, token), each publishing `spec`, `batch` at a
+/// time.
+async fn join_publishers(
+    base: &str,
+    tokens: Vec<(String, String)>,
+    spec: PublishSpec,
+    batch: usize,
+) -> Result<Vec<(String, Client)>> {
+    let mut out = Vec::new();
+    for chunk in tokens.chunks(batch.max(1)) {
+        let mut set = JoinSet::new();
+        for (i, (name, token)) in chunk.iter().cloned().enumerate() {
+            let (base, spec) = (base.to_owned(), spec.clone());
+            set.spawn(async move {
+                let c = Client::join(&base, &token)
+                    .await
+                    .map_err(|e| format!("{name} join: {e}"))?;
+                c.publish(spec)
+                    .await
+                    .map_err(|e| format!("{name} publish: {e}"))?;
+                c.wait_published()
+                    .await
+                    .map_err(|e| format!("{name} publish connection: {e}"))?;
+                Ok::<_, String>((i, name, c))
+            });
+        }
+        let mut got = Vec::new();
+        while let Some(r) = set.join_next().await {
+            got.push(r.map_err(|e| e.to_string())??);
+        }
+        got.sort_by_key(|(i, _, _)| *i);
+        out.extend(got.into_iter().map(|(_, n, c)| (n, c)));
+    }
+    Ok(out)
+}
+
+async fn run_media(args: &BakuArgs) -> Result<MediaRun> {
+    let n = args.delegates;
+    if n < 2 {
+        return Err("baku needs at least 2 delegates".into());
+    }
+    if let Some(limit) = nofile_soft_limit() {
+        let need = 40 * (n as u64 + 2) + 64;
+        if limit < need {
+            progress!("warning: open files limit {limit} < ~{need}: run `ulimit -n 4096` first");
+        }
+    }
+    let t_setup = Instant::now();
+    let mut sut = Sut::start(args.spawn_server).await?;
+    let base = sut.base().to_owned();
+    let media_tid = threads(sut.proc())
+        .into_iter()
+        .find(|(_, comm)| comm == MEDIA_THREAD_COMM)
+        .map(|(tid, _)| tid)
+        .ok_or("no roundtable-media thread")?;
+    let server_rss_base_kib = rss_kib(sut.proc());
+    let bench_rss_base_kib = rss_kib("/proc/self");
+    progress!(
+        "server up ({}; media thread tid {media_tid}), RSS {server_rss_base_kib} KiB; joining \
+         the room",
+        if args.spawn_server {
+            "child process"
+        } else {
+            "in process"
+        }
+    );
+
+    let room = Client::join(&base, &sut.token(Role::Room, "room").await?).await?;
+    room.publish(PublishSpec {
+        audio: true,
+        video_layers: 3,
+        source_program: true,
+        ..Default::default()
+    })
+    .await?;
+    room.wait_published().await?;
+    let chair = Client::join(&base, &sut.token(Role::Moderator, "chair").await?).await?;
+
+    let mut tokens: Vec<(String, String)> = Vec::new();
+    for i in 1..=n {
+        let id = format!("d{i:03}");
+        let token = sut.token(Role::Delegate, &id).await?;
+        tokens.push((id, token));
+    }
+    let delegates = join_publishers(
+        &base,
+        tokens,
+        PublishSpec {
+            audio: true,
+            video_layers: 2,
+            ..Default::default()
+        },
+        args.join_batch,
+    )
+    .await?;
+    progress!(
+        "{n} delegates publish (audio + camera q/h) after {:.1} s",
+        t_setup.elapsed().as_secs_f64()
+    );
+
+    // The first delegate takes the floor.
+    let (holder_name, holder) = &delegates[0];
+    let ack = holder
+        .cmd(json!({"type": "raise_hand"}))
+        .await
+        .map_err(|e| format!("raise_hand: {e}"))?;
+    chair
+        .cmd(json!({"type": "grant", "request": ack["request"]}))
+        .await
+        .map_err(|e| format!("grant: {e}"))?;
+    progress!("{holder_name} holds the floor");
+    // Let the publishers' first packets open their tracks at the server (fewer re-offers).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    // Everyone subscribes with thumbnails.
+    let mut subs = vec![Subscriber {
+        name: "room".into(),
+        client: room.clone(),
+        // every delegate's camera (low), the speaker slot, the holder's microphone
+        expected_tracks: n + 2,
+    }];
+    for (i, (name, c)) in delegates.iter().enumerate() {
+        subs.push(Subscriber {
+            name: name.clone(),
+            client: c.clone(),
+            // program audio + video, n-1 thumbnails; others also the speaker slot and the mic
+            expected_tracks: if i == 0 { n + 1 } else { n + 3 },
+        });
+    }
+    for chunk in subs.chunks(args.join_batch.max(1)) {
+        let mut set = JoinSet::new();
+        for s in chunk {
+            let (c, name) = (s.client.clone(), s.name.clone());
+            set.spawn(async move {
+                c.subscribe(true)
+                    .await
+                    .map_err(|e| format!("{name} subscribe: {e}"))?;
+                c.wait_subscribed(1)
+                    .await
+                    .map_err(|e| format!("{name} subscribe offer: {e}"))
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.map_err(|e| e.to_string())??;
+        }
+    }
+    progress!("{} subscribers negotiated; waiting for media", subs.len());
+
+    let deadline = Instant::now() + Duration::from_secs(args.ready_timeout_secs);
+    loop {
+        let lagging: Vec<String> = subs
+            .iter()
+            .filter_map(|s| {
+                let flowing = s.client.stats().iter().filter(|t| t.packets > 0).count();
+                (flowing < s.expected_tracks)
+                    .then(|| format!("{} {flowing}/{}", s.name, s.expected_tracks))
+            })
+            .collect();
+        if lagging.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "not every subscriber receives what it should after {} s: {lagging:?}",
+                args.ready_timeout_secs
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    progress!(
+        "all tracks flowing after {:.1} s; settling {} s",
+        t_setup.elapsed().as_secs_f64(),
+        args.settle_secs
+    );
+    tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+    let setup = t_setup.elapsed();
+
+    let mut publishers: Vec<Client> = vec![room.clone()];
+    publishers.extend(delegates.iter().map(|(_, c)| c.clone()));
+    let lat_before: Vec<BTreeMap<String, usize>> = subs
+        .iter()
+        .map(|s| {
+            s.client
+                .stats()
+                .iter()
+                .map(|t| (t.mid.clone(), s.client.latency_samples(&t.mid).len()))
+                .collect()
+        })
+        .collect();
+    let before = snapshot(&mut sut, media_tid, &subs, &publishers).await?;
+    progress!("measuring {} s", args.secs);
+    tokio::time::sleep(Duration::from_secs(args.secs)).await;
+    let after = snapshot(&mut sut, media_tid, &subs, &publishers).await?;
+    let window = after.at - before.at;
+
+    // Latency of every packet received in the window.
+    let (mut all, mut audio, mut video) = (Vec::new(), Vec::new(), Vec::new());
+    for (s, start) in subs.iter().zip(&lat_before) {
+        for t in s.client.stats() {
+            let samples = s.client.latency_samples(&t.mid);
+            let from = start.get(&t.mid).copied().unwrap_or(0).min(samples.len());
+            let w = &samples[from..];
+            all.extend_from_slice(w);
+            if t.kind == "audio" {
+                audio.extend_from_slice(w);
+            } else {
+                video.extend_from_slice(w);
+            }
+        }
+    }
+    let latency = LatencySummary::of(&all);
+    all.sort_unstable();
+    let latency_p999_us = all
+        .get(((all.len().saturating_sub(1)) as f64 * 0.999).round() as usize)
+        .map_or(0, |v| u64::from(*v));
+    let mut client_errors = Vec::new();
+    for (name, c) in std::iter::once(("room", &room))
+        .chain(std::iter::once(("chair", &chair)))
+        .chain(delegates.iter().map(|(n, c)| (n.as_str(), c)))
+    {
+        client_errors.extend(c.errors().into_iter().map(|e| format!("{name}: {e}")));
+    }
+
+    progress!("closing the clients");
+    let mut set = JoinSet::new();
+    for c in std::iter::once(room)
+        .chain(std::iter::once(chair))
+        .chain(delegates.into_iter().map(|(_, c)| c))
+    {
+        set.spawn(async move { c.close().await });
+    }
+    while set.join_next().await.is_some() {}
+    sut.stop().await;
+    Ok(MediaRun {
+        delegates: n,
+        subscribers: subs.len(),
+        window,
+        before,
+        after,
+        server_rss_base_kib,
+        bench_rss_base_kib,
+        spawned: args.spawn_server,
+        latency,
+        latency_p999_us,
+        latency_audio: LatencySummary::of(&audio),
+        latency_video: LatencySummary::of(&video),
+        client_errors,
+        setup,
+    })
+}
+
+/// Sums over every subscriber's tracks, before → after.
+#[derive(Debug, Default)]
+struct Delivery {
+    /// Payload sequence numbers (end to end, per sending stream).
+    expected: u64,
+    received: u64,
+    /// RTP sequence numbers of each subscriber track (server → subscriber).
+    rtp_expected: u64,
+    rtp_received: u64,
+    duplicates: u64,
+    audio_packets: u64,
+    audio_bytes: u64,
+    video_packets: u64,
+    video_bytes: u64,
+}
+
+fn delivery(before: &[Vec<TrackStats>], after: &[Vec<TrackStats>]) -> Delivery {
+    let mut d = Delivery::default();
+    for (b, a) in before.iter().zip(after) {
+        for t in a {
+            let old = b.iter().find(|o| o.mid == t.mid);
+            let packets = t.packets - old.map_or(0, |o| o.packets);
+            let bytes = t.bytes - old.map_or(0, |o| o.bytes);
+            if t.kind == "audio" {
+                d.audio_packets += packets;
+                d.audio_bytes += bytes;
+            } else {
+                d.video_packets += packets;
+                d.video_bytes += bytes;
+            }
+            d.rtp_expected += t.rtp.expected - old.map_or(0, |o| o.rtp.expected);
+            d.rtp_received += t.rtp.received - old.map_or(0, |o| o.rtp.received);
+            d.duplicates += t.rtp.duplicates - old.map_or(0, |o| o.rtp.duplicates);
+            for (tag, s) in &t.streams {
+                let o = old.and_then(|o| o.streams.get(tag));
+                d.expected += s.seq.expected - o.map_or(0, |o| o.seq.expected);
+                d.received += s.seq.received - o.map_or(0, |o| o.seq.received);
+            }
+        }
+    }
+    d
+}
+
+// ----- the bare floor ---------------------------------------------------------------------
+
+/// The packets the floor sends.
+#[derive(Debug, Clone)]
+struct FloorPlan {
+    receivers: usize,
+    /// Bursts (one per packet that arrived at the server).
+    events: u64,
+    /// Packets in all (the server's forwarded count).
+    packets: u64,
+    audio_fraction: f64,
+    audio_payload: usize,
+    video_payload: usize,
+    /// Spread evenly over this time; `None`: as fast as possible.
+    pace: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FloorResult {
+    sent: u64,
+    send_errors: u64,
+    cpu_ns: u64,
+    wall: Duration,
+    received: u64,
+    sleeps: u64,
+}
+
+impl FloorResult {
+    fn us_per_packet(&self) -> f64 {
+        self.cpu_ns as f64 / 1000.0 / self.sent.max(1) as f64
+    }
+}
+
+/// One receiver's SRTP sender state.
+struct Out {
+    key: LessSafeKey,
+    salt: [u8; 12],
+    ssrc: u32,
+    seq: u16,
+    roc: u32,
+    timestamp: u32,
+}
+
+fn run_floor(plan: &FloorPlan) -> io::Result<FloorResult> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let mut addrs = Vec::new();
+    let mut drains = Vec::new();
+    for i in 0..plan.receivers {
+        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+        addrs.push(sock.local_addr()?);
+        let (stop, received) = (stop.clone(), received.clone());
+        drains.push(
+            std::thread::Builder::new()
+                .name(format!("floor-rx-{i}"))
+                .spawn(move || {
+                    let mut buf = [0u8; 2048];
+                    loop {
+                        match sock.recv(&mut buf) {
+                            Ok(_) => {
+                                received.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(_) if stop.load(Ordering::Relaxed) => break,
+                            Err(_) => {}
+                        }
+                    }
+                })?,
+        );
+    }
+    let p = plan.clone();
+    let sender = std::thread::Builder::new()
+        .name("floor-sender".into())
+        .spawn(move || send_floor(&p, &addrs))?;
+    let result = sender
+        .join()
+        .map_err(|_| io::Error::other("the floor's sender panicked"))?;
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    for d in drains {
+        let _ = d.join();
+    }
+    let mut result = result?;
+    result.received = received.load(Ordering::Relaxed);
+    Ok(result)
+}
+
+/// The floor's one sending thread: seal (SRTP AEAD-AES-128-GCM, RFC 7714) and `send_to`.
+fn send_floor(plan: &FloorPlan, addrs: &[SocketAddr]) -> io::Result<FloorResult> {
+    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    let mut outs: Vec<Out> = (0..addrs.len())
+        .map(|i| {
+            let mut key = [0u8; 16];
+            let mut salt = [0u8; 12];
+            for (j, b) in key.iter_mut().enumerate() {
+                *b = (i * 31 + j * 7) as u8 ^ 0xa5;
+            }
+            for (j, b) in salt.iter_mut().enumerate() {
+                *b = (i * 17 + j * 13) as u8 ^ 0x3c;
+            }
+            let key = UnboundKey::new(&AES_128_GCM, &key).expect("a 16-byte key");
+            Out {
+                key: LessSafeKey::new(key),
+                salt,
+                ssrc: 0x1000_0000 + i as u32,
+                seq: (i * 1000) as u16,
+                roc: 0,
+                timestamp: 0,
+            }
+        })
+        .collect();
+    let payload = vec![0x5a_u8; plan.audio_payload.max(plan.video_payload)];
+    let mut buf: Vec<u8> = Vec::with_capacity(1500);
+    let events = plan.events.max(1);
+    let (mut sent, mut send_errors, mut sleeps) = (0u64, 0u64, 0u64);
+    let mut cursor = 0usize;
+    let mut audio_acc = 0.0f64;
+    let cpu0 = thread_self_cpu_ns();
+    let start = Instant::now();
+    for e in 0..events {
+        if let Some(pace) = plan.pace {
+            let due = start + pace.mul_f64(e as f64 / events as f64);
+            let now = Instant::now();
+            if due > now {
+                // At most about a thousand sleeps a second: the rest goes out in bursts.
+                std::thread::sleep((due - now).max(Duration::from_millis(1)));
+                sleeps += 1;
+            }
+        }
+        let count = (e + 1) * plan.packets / events - e * plan.packets / events;
+        audio_acc += plan.audio_fraction;
+        let audio = audio_acc >= 1.0;
+        if audio {
+            audio_acc -= 1.0;
+        }
+        let size = if audio {
+            plan.audio_payload
+        } else {
+            plan.video_payload
+        };
+        for _ in 0..count {
+            let r = cursor % addrs.len();
+            cursor += 1;
+            let o = &mut outs[r];
+            o.seq = o.seq.wrapping_add(1);
+            if o.seq == 0 {
+                o.roc += 1;
+            }
+            o.timestamp = o.timestamp.wrapping_add(if audio { 960 } else { 3000 });
+            buf.clear();
+            buf.extend_from_slice(&[0x80, if audio { 111 } else { 96 }]);
+            buf.extend_from_slice(&o.seq.to_be_bytes());
+            buf.extend_from_slice(&o.timestamp.to_be_bytes());
+            buf.extend_from_slice(&o.ssrc.to_be_bytes());
+            buf.extend_from_slice(&payload[..size]);
+            let mut iv = [0u8; 12];
+            iv[2..6].copy_from_slice(&o.ssrc.to_be_bytes());
+            iv[6..10].copy_from_slice(&o.roc.to_be_bytes());
+            iv[10..12].copy_from_slice(&o.seq.to_be_bytes());
+            for (b, s) in iv.iter_mut().zip(o.salt) {
+                *b ^= s;
+            }
+            let (header, body) = buf.split_at_mut(12);
+            let tag = o
+                .key
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(iv),
+                    Aad::from(&header[..]),
+                    body,
+                )
+                .map_err(|_| io::Error::other("seal failed"))?;
+            buf.extend_from_slice(tag.as_ref());
+            match sock.send_to(&buf, addrs[r]) {
+                Ok(_) => sent += 1,
+                Err(_) => send_errors += 1,
+            }
+        }
+    }
+    let wall = start.elapsed();
+    let cpu_ns = thread_self_cpu_ns().saturating_sub(cpu0);
+    Ok(FloorResult {
+        sent,
+        send_errors,
+        cpu_ns,
+        wall,
+        received: 0,
+        sleeps,
+    })
+}
+
+// ----- the run and its report -------------------------------------------------------------
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+fn latency_json(l: &LatencySummary) -> Value {
+    json!({
+        "count": l.count,
+        "min_ms": ms(l.min_us),
+        "p50_ms": ms(l.p50_us),
+        "p99_ms": ms(l.p99_us),
+        "max_ms": ms(l.max_us),
+        "mean_ms": ms(l.mean_us),
+    })
+}
+
+fn baku(args: BakuArgs) -> Result<()> {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let run = runtime.block_on(run_media(&args))?;
+    drop(runtime);
+
+    let (b, a) = (&run.before, &run.after);
+    let secs = run.window.as_secs_f64();
+    let fwd = a.engine.rtp_forwarded - b.engine.rtp_forwarded;
+    let rtp_in = a.engine.rtp_in - b.engine.rtp_in;
+    if fwd == 0 {
+        return Err("nothing was forwarded in the window".into());
+    }
+    let media_ns = a.media_ns - b.media_ns;
+    let media_ticks = a.media_ticks - b.media_ticks;
+    let us_per_fwd = media_ns as f64 / 1000.0 / fwd as f64;
+    let us_per_fwd_ticks = media_ticks as f64 / TICKS_PER_SEC * 1e6 / fwd as f64;
+    let server_cpu_s = (a.server_ticks - b.server_ticks) as f64 / TICKS_PER_SEC;
+    let bench_cpu_s = (a.bench_ticks - b.bench_ticks) as f64 / TICKS_PER_SEC;
+    let d = delivery(&b.subs, &a.subs);
+    let delivery_ratio = d.received as f64 / d.expected.max(1) as f64;
+    let received = d.audio_packets + d.video_packets;
+    let participants = run.delegates + 1;
+    let rss_per = (a.server_rss_kib.saturating_sub(run.server_rss_base_kib)) as f64
+        / 1024.0
+        / participants as f64;
+    let threads: BTreeMap<String, f64> = a
+        .threads
+        .iter()
+        .map(|(name, ns)| {
+            let d = ns.saturating_sub(b.threads.get(name).copied().unwrap_or(0));
+            (name.clone(), round(d as f64 / 1e9 / secs, 3))
+        })
+        .collect();
+    progress!(
+        "roundtable: {fwd} packets forwarded in {secs:.1} s ({:.0}/s, {rtp_in} in); media thread \
+         {:.3} s CPU ({:.1}% of a core): {us_per_fwd:.2} us per forwarded packet; delivery \
+         {:.5}; latency p50 {:.2} ms p99 {:.2} ms; RSS {:.2} MiB per participant ({})",
+        fwd as f64 / secs,
+        media_ns as f64 / 1e9,
+        media_ns as f64 / 1e7 / secs,
+        delivery_ratio,
+        ms(run.latency.p50_us),
+        ms(run.latency.p99_us),
+        rss_per,
+        if run.spawned {
+            "server process"
+        } else {
+            "whole process: server and clients"
+        }
+    );
+
+    let floor = if args.no_floor {
+        None
+    } else {
+        let plan = FloorPlan {
+            receivers: run.subscribers,
+            events: rtp_in.max(1),
+            packets: fwd,
+            audio_fraction: d.audio_packets as f64 / received.max(1) as f64,
+            audio_payload: (d.audio_bytes / d.audio_packets.max(1)) as usize,
+            video_payload: (d.video_bytes / d.video_packets.max(1)).max(1) as usize,
+            pace: Some(run.window),
+        };
+        progress!(
+            "bare floor: {} packets to {} receivers over {secs:.1} s (audio {:.1}%, payloads {} / {} B)",
+            plan.packets,
+            plan.receivers,
+            plan.audio_fraction * 100.0,
+            plan.audio_payload,
+            plan.video_payload
+        );
+        let paced = run_floor(&plan)?;
+        let unpaced = run_floor(&FloorPlan {
+            pace: None,
+            ..plan.clone()
+        })?;
+        progress!(
+            "bare floor: {:.2} us per packet paced, {:.2} unpaced",
+            paced.us_per_packet(),
+            unpaced.us_per_packet()
+        );
+        Some((plan, paced, unpaced))
+    };
+
+    let mut baku = json!({
+        "roundtable": {
+            "cpu_us_per_forwarded_packet": round(us_per_fwd, 3),
+            "delivery_ratio": round(delivery_ratio, 6),
+            "added_latency_p50_ms": ms(run.latency.p50_us),
+            "added_latency_p99_ms": ms(run.latency.p99_us),
+            "rss_per_participant_mib": round(rss_per, 3),
+            "cpu_us_per_forwarded_packet_from_ticks": round(us_per_fwd_ticks, 3),
+            "media_thread_cpu_s": round(media_ns as f64 / 1e9, 3),
+            "media_thread_core_share": round(media_ns as f64 / 1e9 / secs, 4),
+            "server": if run.spawned { "child process" } else { "in process (RSS and process CPU include the clients)" },
+            "server_process_cpu_s": round(server_cpu_s, 2),
+            "server_process_core_share": round(server_cpu_s / secs, 3),
+            "bench_process_core_share": round(bench_cpu_s / secs, 3),
+            "cpu_core_share_by_thread": threads,
+            "latency": latency_json(&run.latency),
+            "latency_p999_ms": ms(run.latency_p999_us),
+            "latency_audio": latency_json(&run.latency_audio),
+            "latency_video": latency_json(&run.latency_video),
+            "delivery": {
+                "expected": d.expected,
+                "received": d.received,
+                "missing": d.expected.saturating_sub(d.received),
+                "rtp_expected": d.rtp_expected,
+                "rtp_received": d.rtp_received,
+                "rtp_delivery_ratio": round(d.rtp_received as f64 / d.rtp_expected.max(1) as f64, 6),
+                "duplicates": d.duplicates,
+                "received_vs_forwarded": round(received as f64 / fwd as f64, 6),
+            },
+            "rss_kib": {
+                "server_before_join": run.server_rss_base_kib,
+                "server_after_window": a.server_rss_kib,
+                "bench_before_join": run.bench_rss_base_kib,
+                "bench_after_window": a.bench_rss_kib,
+                "participants": participants,
+            },
+            "engine": {
+                "rtp_in": rtp_in,
+                "rtp_forwarded": fwd,
+                "datagrams_in": a.engine.datagrams_in - b.engine.datagrams_in,
+                "datagrams_out": a.engine.datagrams_out - b.engine.datagrams_out,
+                "send_errors": a.engine.send_errors - b.engine.send_errors,
+                "forward_errors": a.engine.forward_errors - b.engine.forward_errors,
+                "core_errors": a.engine.core_errors - b.engine.core_errors,
+                "events_dropped": a.engine.events_dropped - b.engine.events_dropped,
+                "connections": a.engine.connections,
+            },
+            "client_errors": run.client_errors,
+        },
+        "load": {
+            "delegates": run.delegates,
+            "subscribers": run.subscribers,
+            "publishers": run.delegates + 1,
+            "window_s": round(secs, 3),
+            "setup_s": round(run.setup.as_secs_f64(), 1),
+            "packets_sent_by_publishers": a.sent - b.sent,
+            "packets_in_per_s": round(rtp_in as f64 / secs, 1),
+            "packets_forwarded_per_s": round(fwd as f64 / secs, 1),
+            "packets_received_per_s": round(received as f64 / secs, 1),
+            "audio_packets_received": d.audio_packets,
+            "video_packets_received": d.video_packets,
+        },
+        "targets": {
+            "cpu_vs_floor_max": 1.5,
+            "added_latency_p99_ms_max": 2.0,
+            "delivery_ratio_min": 0.999,
+            "rss_per_participant_mib_max": 2.0,
+        },
+    });
+    if let Some((plan, paced, unpaced)) = &floor {
+        let ratio = us_per_fwd / paced.us_per_packet();
+        progress!("ratio roundtable / floor: {ratio:.2}");
+        baku["floor"] = json!({
+            "cpu_us_per_forwarded_packet": round(paced.us_per_packet(), 3),
+            "paced_over_s": round(paced.wall.as_secs_f64(), 2),
+            "packets": paced.sent,
+            "send_errors": paced.send_errors,
+            "received": paced.received,
+            "sleeps": paced.sleeps,
+            "receivers": plan.receivers,
+            "bursts": plan.events,
+            "audio_fraction": round(plan.audio_fraction, 4),
+            "audio_payload_bytes": plan.audio_payload,
+            "video_payload_bytes": plan.video_payload,
+            "unpaced_cpu_us_per_packet": round(unpaced.us_per_packet(), 3),
+            "unpaced_wall_s": round(unpaced.wall.as_secs_f64(), 2),
+        });
+        baku["ratio_vs_floor"] = json!(round(ratio, 3));
+    }
+    let result = json!({
+        "machine": machine(),
+        "date": utc_now(),
+        "command": command,
+        "scenarios": {"baku": baku},
+    });
+    write_json(&args.out, &result)?;
+    progress!("wrote {}", args.out.display());
+    Ok(())
+}
+
+fn write_json(path: &Path, v: &Value) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(v)? + "\n")?;
+    Ok(())
+}
