@@ -340,6 +340,8 @@ fn counters_from_json(v: &Value) -> Counters {
 }
 
 /// The server under test: in this process, or a child process speaking lines on stdin/stdout.
+/// One value per run: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Sut {
     InProcess(Box<real::Server>),
     Child {
