@@ -1334,3 +1334,22 @@ async fn the_floor_gate_in_the_engine_passes_audio_only_while_the_floor_is_held(
     p.abort();
     stop_engine(engine).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_offers_negotiate_opus_fec_and_dtx() {
+    let (engine, _events) = start_engine().await;
+    let offer = engine
+        .create_subscriber(ConnId(77), vec![spec(MediaKind::Audio, "voice")])
+        .await
+        .unwrap();
+    let fmtp = offer
+        .sdp
+        .lines()
+        .find(|l| l.starts_with("a=fmtp:111"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(fmtp.contains("useinbandfec=1"), "{fmtp}");
+    assert!(fmtp.contains("usedtx=1"), "{fmtp}");
+    engine.remove_connection(ConnId(77)).await.unwrap();
+    stop_engine(engine).await;
+}

@@ -348,6 +348,8 @@ pub struct EngineStats {
     pub core_errors: u64,
     /// Events dropped because the event channel was full.
     pub events_dropped: u64,
+    /// Outgoing RTP dropped by fault injection ([`MediaHandle::set_loss`]).
+    pub rtp_dropped_by_loss: u64,
 }
 
 /// Why a command failed.
@@ -698,6 +700,17 @@ impl MediaHandle {
         .await
     }
 
+    /// Fault injection for tests and soak runs: drop this share (per mille) of the RTP we send
+    /// on a connection, as a lossy network would (retransmissions included).
+    pub async fn set_loss(&self, conn: ConnId, permille: u16) -> Result<(), MediaError> {
+        self.call(|reply| Command::SetLoss {
+            conn,
+            permille,
+            reply,
+        })
+        .await
+    }
+
     /// Audio packets of `peer` dropped by the floor gate.
     pub async fn gate_dropped(&self, room: RoomId, peer: PeerId) -> Result<u64, MediaError> {
         self.call(|reply| Command::GateDropped { room, peer, reply })
@@ -817,6 +830,11 @@ enum Command {
         room: RoomId,
         peer: PeerId,
         reply: Reply<u64>,
+    },
+    SetLoss {
+        conn: ConnId,
+        permille: u16,
+        reply: Reply<()>,
     },
     Shutdown,
 }
@@ -947,6 +965,10 @@ struct Conn {
     /// The deadline last pushed on the timer heap.
     deadline: Option<Instant>,
     dirty: bool,
+    /// Fault injection: the share of outgoing RTP dropped, per mille (0: none).
+    loss_permille: u16,
+    /// xorshift state for the loss draw.
+    loss_rng: u32,
     /// Inbound streams: SSRC → the receiver that owns it (for keyframe requests).
     inbound: HashMap<u32, RTCRtpReceiverId>,
     /// Tracks we send.
@@ -1231,6 +1253,15 @@ impl Engine {
             {
                 e.insert(id);
                 conn.addrs.push(to);
+            }
+            if conn.loss_permille > 0 && is_rtp(&out.message) {
+                conn.loss_rng ^= conn.loss_rng << 13;
+                conn.loss_rng ^= conn.loss_rng >> 17;
+                conn.loss_rng ^= conn.loss_rng << 5;
+                if conn.loss_rng % 1000 < u32::from(conn.loss_permille) {
+                    self.stats.rtp_dropped_by_loss += 1;
+                    continue;
+                }
             }
             match self.socket.send_to(&out.message, to) {
                 Ok(_) => self.stats.datagrams_out += 1,
@@ -1677,6 +1708,17 @@ impl Engine {
                 };
                 let _ = reply.send(result);
             }
+            Command::SetLoss {
+                conn,
+                permille,
+                reply,
+            } => {
+                let result = self.conn_mut(conn).map(|c| {
+                    c.loss_permille = permille.min(1000);
+                    c.loss_rng = 0x9E37_79B9 ^ (conn.0 as u32);
+                });
+                let _ = reply.send(result);
+            }
             Command::GateDropped { room, peer, reply } => {
                 let n = self
                     .rooms
@@ -1732,6 +1774,8 @@ impl Engine {
                 connect_by: Some(Instant::now() + self.connect_timeout),
                 deadline: None,
                 dirty: false,
+                loss_permille: 0,
+                loss_rng: 1,
                 inbound: HashMap::new(),
                 out_tracks: HashMap::new(),
                 out_by_ssrc: HashMap::new(),
@@ -2030,7 +2074,8 @@ fn opus_codec() -> RTCRtpCodecParameters {
             mime_type: MIME_TYPE_OPUS.to_owned(),
             clock_rate: 48000,
             channels: 2,
-            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            // In-band FEC and DTX: a listening delegate muted by the gate costs almost nothing.
+            sdp_fmtp_line: "minptime=10;useinbandfec=1;usedtx=1".to_owned(),
             rtcp_feedback: vec![],
         },
         payload_type: PT_OPUS,
@@ -2141,6 +2186,14 @@ fn strip_extensions(header: &mut rtc::rtp::header::Header) {
 }
 
 /// Whether a datagram is STUN (RFC 7983: first byte 0..=3, plus the magic cookie).
+/// Whether a datagram is (S)RTP rather than RTCP, STUN or DTLS (RFC 7983, RFC 5761).
+fn is_rtp(datagram: &[u8]) -> bool {
+    match datagram {
+        [first, second, ..] => (128..=191).contains(first) && !(192..=223).contains(second),
+        _ => false,
+    }
+}
+
 fn is_stun(data: &[u8]) -> bool {
     data.len() >= 20 && data[0] < 4 && data[4..8] == [0x21, 0x12, 0xA4, 0x42]
 }

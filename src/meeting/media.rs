@@ -730,6 +730,14 @@ impl MeetingMedia {
         }
     }
 
+    /// Fault injection on the participant's subscribe connection.
+    pub async fn inject_loss(&self, participant: &str, permille: u16) -> bool {
+        let Some(conn) = self.peers.get(participant).and_then(|p| p.subscriber) else {
+            return false;
+        };
+        self.hub.engine.set_loss(conn, permille).await.is_ok()
+    }
+
     /// Floor-gate drops for a participant (tests, metrics).
     pub async fn gate_dropped(&self, participant: &str) -> u64 {
         match self.peer_of(participant) {

@@ -102,6 +102,16 @@ pub enum Msg {
         /// Answer.
         reply: oneshot::Sender<u64>,
     },
+    /// Fault injection (tests, soak runs): drop this share (per mille) of the RTP sent to a
+    /// participant's subscribe connection.
+    InjectLoss {
+        /// Participant id.
+        participant: String,
+        /// Per mille.
+        permille: u16,
+        /// Whether the participant has a subscribe connection.
+        reply: oneshot::Sender<bool>,
+    },
     /// The current snapshot and sequence number.
     Snapshot {
         /// Answer.
@@ -153,6 +163,19 @@ impl MeetingHandle {
         })
         .await;
         rx.await.unwrap_or(0)
+    }
+
+    /// Fault injection: drop `permille` of the RTP sent to `participant` (false: no such
+    /// subscribe connection).
+    pub async fn inject_loss(&self, participant: &str, permille: u16) -> bool {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::InjectLoss {
+            participant: participant.to_owned(),
+            permille,
+            reply,
+        })
+        .await;
+        rx.await.unwrap_or(false)
     }
 
     /// Whether the participant holds the floor now.
@@ -669,6 +692,17 @@ impl Meeting {
                     self.deliver(out);
                 }
             }
+            Msg::InjectLoss {
+                participant,
+                permille,
+                reply,
+            } => {
+                let ok = match self.av.as_ref() {
+                    Some(av) => av.inject_loss(&participant, permille).await,
+                    None => false,
+                };
+                let _ = reply.send(ok);
+            }
             Msg::GateDropped { participant, reply } => {
                 let n = match self.av.as_ref() {
                     Some(av) => av.gate_dropped(&participant).await,
@@ -695,12 +729,22 @@ impl Meeting {
             .filter(|(_, c)| c.who.id == who.id)
             .map(|(id, _)| *id)
             .collect();
+        let replacing = !replaced.is_empty();
         for id in replaced {
             if let Some(old) = self.conns.remove(&id) {
                 let bye = encode(&ServerMessage::Goodbye {
                     reason: "replaced".into(),
                 });
                 let _ = old.out.try_send(Outbound::Close(bye, CLOSE_REPLACED));
+            }
+        }
+        // The old connection's peer connections belong to a client that is gone: the new one
+        // publishes and subscribes afresh.
+        if replacing {
+            if let Some(av) = self.av.as_mut() {
+                let mut out = Vec::new();
+                av.leave(&who.id, &mut out).await;
+                self.deliver(out);
             }
         }
         let info = ParticipantInfo {

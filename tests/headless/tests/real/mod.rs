@@ -9,8 +9,13 @@ use roundtable_headless::Client;
 
 const SECRET: &str = "headless-test-secret-0123456789";
 
+/// Media tests measure timing and delivery on two cores: one server (with its clients) at a time
+/// per test binary, so parallel test threads do not starve each other.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A running server.
 pub struct Server {
+    _turn: tokio::sync::MutexGuard<'static, ()>,
     pub base: String,
     pub meeting: roundtable::meeting::MeetingHandle,
     /// The media engine.
@@ -47,6 +52,7 @@ pub async fn start() -> Server {
 
 /// Starts one with a config edit.
 pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Server {
+    let turn = ONE_AT_A_TIME.lock().await;
     let dir = tempdir::Dir::new();
     let mut config = Config::default_event();
     config.server.data_dir = dir.0.clone();
@@ -78,6 +84,7 @@ pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Server {
         .expect("serve");
     });
     Server {
+        _turn: turn,
         base: format!("ws://{addr}"),
         meeting,
         engine,
