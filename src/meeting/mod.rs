@@ -86,13 +86,6 @@ pub enum Msg {
         /// `left` or `connection_lost`.
         presence: Presence,
     },
-    /// Is the floor held by this participant (the SFU's gate asks this)?
-    HoldsFloor {
-        /// Participant id.
-        participant: String,
-        /// Answer.
-        reply: oneshot::Sender<bool>,
-    },
     /// An engine event about one of this meeting's media connections.
     Media(crate::media::engine::MediaEvent),
     /// Audio packets of a participant dropped by the floor gate.
@@ -172,17 +165,6 @@ impl MeetingHandle {
         self.send(Msg::InjectLoss {
             participant: participant.to_owned(),
             permille,
-            reply,
-        })
-        .await;
-        rx.await.unwrap_or(false)
-    }
-
-    /// Whether the participant holds the floor now.
-    pub async fn holds_floor(&self, participant: &str) -> bool {
-        let (reply, rx) = oneshot::channel();
-        self.send(Msg::HoldsFloor {
-            participant: participant.to_owned(),
             reply,
         })
         .await;
@@ -709,9 +691,6 @@ impl Meeting {
                     None => 0,
                 };
                 let _ = reply.send(n);
-            }
-            Msg::HoldsFloor { participant, reply } => {
-                let _ = reply.send(self.engine.holds_floor(&participant));
             }
             Msg::Snapshot { reply } => {
                 let now = self.clock.now();
