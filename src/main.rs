@@ -196,6 +196,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 server::role_links(&config, &prepared.shared.secret, &m.id, now_unix())
             {
                 println!("  {:<11} {url}", role.as_str());
+                if role == auth::Role::Observer {
+                    // The lectern timer shows with any token; an observer's sees nothing else.
+                    println!("  {:<11} {}", "timer", url.replacen("/join?", "/timer?", 1));
+                }
             }
         }
         println!(

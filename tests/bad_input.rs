@@ -306,6 +306,22 @@ async fn bad_tokens_are_refused_before_the_upgrade() {
     let (s, body) = http_get(server.addr, "/healthz").await;
     assert_eq!(s, 200);
     assert!(body.contains("\"status\":\"ok\""));
+    // The browser clients: files under web/ only, pages only with a valid token.
+    let (s, _) = http_get(server.addr, "/web/README.md").await;
+    assert_eq!(s, 200);
+    for bad in [
+        "/web/..%2FCargo.toml",
+        "/web/%2E%2E/Cargo.toml",
+        "/web/.hidden",
+        "/web/nope.js",
+    ] {
+        let (s, _) = http_get(server.addr, bad).await;
+        assert_eq!(s, 404, "{bad}");
+    }
+    let (s, _) = http_get(server.addr, "/timer").await;
+    assert_eq!(s, 401);
+    let (s, _) = http_get(server.addr, "/timer?token=garbage").await;
+    assert_eq!(s, 401);
     server.shutdown().await;
 }
 

@@ -87,6 +87,13 @@ pub enum ServerMessage {
         /// What each m-line carries.
         slots: Vec<SlotInfo>,
     },
+    /// What the m-lines of the subscribe connection carry now, without a new offer: sent when
+    /// the server hands an m-line that went quiet (its participant left) to a newcomer's track
+    /// of the same kind, reusing its sender, SSRC and numbering. Lists every live m-line.
+    SubscribeSlots {
+        /// What each m-line carries.
+        slots: Vec<SlotInfo>,
+    },
     /// A trickled ICE candidate of the server (empty `candidate`: end of candidates).
     IceCandidate {
         /// Which of the client's connections.

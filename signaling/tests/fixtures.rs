@@ -86,6 +86,7 @@ const SERVER_TYPES: &[&str] = &[
     "event",
     "publish_answer",
     "subscribe_offer",
+    "subscribe_slots",
     "ice_candidate",
     "goodbye",
 ];
@@ -99,6 +100,7 @@ fn server_type(message: &ServerMessage) -> &'static str {
         ServerMessage::Event { .. } => "event",
         ServerMessage::PublishAnswer { .. } => "publish_answer",
         ServerMessage::SubscribeOffer { .. } => "subscribe_offer",
+        ServerMessage::SubscribeSlots { .. } => "subscribe_slots",
         ServerMessage::IceCandidate { .. } => "ice_candidate",
         ServerMessage::Goodbye { .. } => "goodbye",
     }

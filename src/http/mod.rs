@@ -7,10 +7,13 @@
 //!   `Authorization: Bearer`).
 //! - `GET /healthz`: 200 with version and uptime.
 //! - `GET /`: a plain page saying what this server is.
+//! - `GET /join?token=...` (the page of the token's role), `GET /timer?token=...` (the lectern
+//!   timer), `GET /web/<file>`: the browser clients, see [`web`].
 //!
 //! No media or floor internals here: meetings are reached through their handles.
 
 mod connection;
+pub mod web;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -84,6 +87,8 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/join", get(join_page))
+        .route("/timer", get(timer_page))
+        .route("/web/{*path}", get(web_file))
         .route("/ws", get(ws))
         .route("/api/minutes", get(minutes_handler))
         .with_state(shared)
@@ -121,31 +126,41 @@ fn html_escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-/// The landing page of an invitation link: says who the invitation is for. The browser
-/// clients for each role are served here once they exist (web/, a later issue).
+/// An invitation link: the page of the token's role (`web/<role>.html`), once the token is
+/// checked. Without that page in this build, a plain landing page says who is invited.
 async fn join_page(State(s): State<Arc<Shared>>, Query(q): Query<TokenQuery>) -> Response {
     let (claims, meeting) = match authenticate(&s, q.token.as_deref()) {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let title = s
-        .meetings
-        .get(&claims.meeting)
-        .map(|_| meeting.id.to_string())
-        .unwrap_or_default();
+    let page = format!("{}.html", claims.role.as_str());
+    if web::file(&page).is_some() {
+        return web::serve(&page);
+    }
     Html(format!(
         "<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'>\
          <title>roundtable: invitation</title><main style='font:1.25rem system-ui;max-width:40rem;margin:2rem auto'>\
          <h1>Invitation</h1><p><strong>{}</strong> ({}) joins meeting <strong>{}</strong> as \
-         <strong>{}</strong>.</p><p>This invitation is valid. This build serves the meeting over \
-         its websocket (<code>/ws?token=…</code>, see docs/PROTOCOL.md); the browser pages \
-         for each role are not part of it yet.</p></main>",
+         <strong>{}</strong>.</p><p>This build has no page for this role.</p></main>",
         html_escape(&claims.name),
         html_escape(&claims.delegation),
-        html_escape(&title),
+        html_escape(meeting.id.as_ref()),
         claims.role.as_str()
     ))
     .into_response()
+}
+
+/// The lectern timer for a token (any role may show it).
+async fn timer_page(State(s): State<Arc<Shared>>, Query(q): Query<TokenQuery>) -> Response {
+    if let Err(r) = authenticate(&s, q.token.as_deref()) {
+        return *r;
+    }
+    web::serve("timer.html")
+}
+
+/// A file of the browser clients.
+async fn web_file(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
+    web::serve(&path)
 }
 
 async fn healthz(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {

@@ -856,6 +856,8 @@ struct Rooms {
     /// (room, track, layer) → the publisher stream, for keyframe requests.
     sources: HashMap<(RoomId, TrackId, u8), (ConnId, u32)>,
     egress: HashMap<(RoomId, PeerId, router::Slot), (ConnId, OutTrackId)>,
+    /// Bindings of removed slots, kept until the router reuses their stream for a new slot.
+    parked: HashMap<(RoomId, PeerId, router::Slot), (ConnId, OutTrackId)>,
     /// (subscriber, track) → its slot, for subscribers' keyframe requests.
     slots: HashMap<(ConnId, OutTrackId), (RoomId, PeerId, router::Slot)>,
     /// Reused per packet.
@@ -869,6 +871,7 @@ impl Rooms {
         self.ingress.retain(|(c, _), _| *c != conn);
         self.sources.retain(|_, (c, _)| *c != conn);
         self.egress.retain(|_, (c, _)| *c != conn);
+        self.parked.retain(|_, (c, _)| *c != conn);
         self.slots.retain(|(c, _), _| *c != conn);
     }
 }
@@ -1625,6 +1628,10 @@ impl Engine {
                     .routers
                     .entry(room)
                     .or_insert_with(|| Router::new(true));
+                let removed_peer = match op {
+                    RouterOp::RemovePeer(peer) => Some(peer),
+                    _ => None,
+                };
                 let result = match op {
                     RouterOp::AddPeer(peer, role) => {
                         router.add_peer(peer, role);
@@ -1659,13 +1666,31 @@ impl Engine {
                     }
                 };
                 let changes = router.take_changes();
-                // Slots that went away lose their binding.
+                // Slots that went away park their binding; a slot that reuses a retired
+                // stream takes the parked binding over (same sender, same m-line).
                 for c in &changes {
-                    if let SlotChange::Removed { peer, slot } = c {
-                        if let Some(to) = self.rooms.egress.remove(&(room, *peer, *slot)) {
-                            self.rooms.slots.remove(&to);
+                    match *c {
+                        SlotChange::Removed { peer, slot } => {
+                            if let Some(to) = self.rooms.egress.remove(&(room, peer, slot)) {
+                                self.rooms.slots.remove(&to);
+                                self.rooms.parked.insert((room, peer, slot), to);
+                            }
                         }
+                        SlotChange::Reused {
+                            peer, from, slot, ..
+                        } => {
+                            if let Some(to) = self.rooms.parked.remove(&(room, peer, from)) {
+                                self.rooms.egress.insert((room, peer, slot), to);
+                                self.rooms.slots.insert(to, (room, peer, slot));
+                            }
+                        }
+                        SlotChange::Added { .. } => {}
                     }
+                }
+                if let Some(gone) = removed_peer {
+                    self.rooms
+                        .parked
+                        .retain(|(r, p, _), _| !(*r == room && *p == gone));
                 }
                 let _ = reply.send(result.map(|()| changes).map_err(MediaError::Router));
             }

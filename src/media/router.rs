@@ -54,7 +54,7 @@ pub enum MediaRole {
 }
 
 /// Audio or video.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// Audio (Opus).
     Audio,
@@ -163,12 +163,28 @@ pub enum SlotChange {
         /// The SSRC the slot sends with.
         ssrc: u32,
     },
-    /// Remove it.
+    /// Remove it. Its stream is retired: a later slot of the same kind at the same subscriber
+    /// may reuse it ([`SlotChange::Reused`]).
     Removed {
         /// Subscriber.
         peer: PeerId,
         /// Slot.
         slot: Slot,
+    },
+    /// A new slot takes over the retired stream of an earlier one (same subscriber, same kind,
+    /// same SSRC, sequence numbers and timestamps continuing): the sender and its m-line are
+    /// reused, so nothing is renegotiated and the subscriber's SDP does not grow.
+    Reused {
+        /// Subscriber.
+        peer: PeerId,
+        /// The retired slot whose stream is reused.
+        from: Slot,
+        /// The new slot.
+        slot: Slot,
+        /// Audio or video.
+        kind: Kind,
+        /// The SSRC (the retired stream's).
+        ssrc: u32,
     },
 }
 
@@ -247,6 +263,9 @@ pub struct Router {
     /// Presenters (their screen fills the screen slot).
     presenters: Vec<PeerId>,
     downs: HashMap<(PeerId, Slot), Down>,
+    /// Retired streams per (subscriber, kind), oldest first, with the slot they last served:
+    /// reused by the next slot of that kind before any new one is added.
+    retired: HashMap<(PeerId, Kind), Vec<(Slot, Down)>>,
     /// For each (track, layer): the slots that take it now or want it at the next keyframe.
     fanout: HashMap<(TrackId, u8), Vec<(PeerId, Slot)>>,
     changes: Vec<SlotChange>,
@@ -288,6 +307,16 @@ impl Router {
         self.peers.remove(&peer);
         self.tracks.retain(|_, t| t.owner != peer);
         self.recompute();
+        self.retired.retain(|(p, _), _| *p != peer);
+    }
+
+    /// Retired streams a subscriber holds (tests; bounded by the most slots it ever had at once).
+    pub fn retired(&self, peer: PeerId) -> usize {
+        self.retired
+            .iter()
+            .filter(|((p, _), _)| *p == peer)
+            .map(|(_, v)| v.len())
+            .sum()
     }
 
     /// Publishes a track.
@@ -579,7 +608,16 @@ impl Router {
             .collect();
         gone.sort();
         for key in gone {
-            self.downs.remove(&key);
+            if let Some(mut down) = self.downs.remove(&key) {
+                down.current = None;
+                down.target = None;
+                if self.peers.contains_key(&key.0) {
+                    self.retired
+                        .entry((key.0, down.kind))
+                        .or_default()
+                        .push((key.1, down));
+                }
+            }
             self.changes.push(SlotChange::Removed {
                 peer: key.0,
                 slot: key.1,
@@ -589,31 +627,48 @@ impl Router {
             down.target = None;
         }
         for (key, kind, src) in want {
-            let ssrc = match self.downs.get(&key) {
-                Some(d) => d.ssrc,
-                None => {
-                    self.next_ssrc = self.next_ssrc.wrapping_add(1);
-                    self.next_ssrc
-                }
-            };
-            let down = self.downs.entry(key).or_insert_with(|| {
-                self.changes.push(SlotChange::Added {
-                    peer: key.0,
-                    slot: key.1,
-                    kind,
-                    ssrc,
-                });
-                Down {
-                    ssrc,
-                    kind,
-                    current: None,
-                    target: None,
-                    seq_offset: 0,
-                    ts_offset: 0,
-                    last_out: None,
-                }
-            });
-            down.target = src;
+            if !self.downs.contains_key(&key) {
+                let reuse = self
+                    .retired
+                    .get_mut(&(key.0, kind))
+                    .filter(|v| !v.is_empty())
+                    .map(|v| v.remove(0));
+                let down = match reuse {
+                    Some((from, down)) => {
+                        self.changes.push(SlotChange::Reused {
+                            peer: key.0,
+                            from,
+                            slot: key.1,
+                            kind,
+                            ssrc: down.ssrc,
+                        });
+                        down
+                    }
+                    None => {
+                        self.next_ssrc = self.next_ssrc.wrapping_add(1);
+                        let ssrc = self.next_ssrc;
+                        self.changes.push(SlotChange::Added {
+                            peer: key.0,
+                            slot: key.1,
+                            kind,
+                            ssrc,
+                        });
+                        Down {
+                            ssrc,
+                            kind,
+                            current: None,
+                            target: None,
+                            seq_offset: 0,
+                            ts_offset: 0,
+                            last_out: None,
+                        }
+                    }
+                };
+                self.downs.insert(key, down);
+            }
+            if let Some(down) = self.downs.get_mut(&key) {
+                down.target = src;
+            }
         }
         // A slot whose target differs from what it shows needs a keyframe of the target;
         // one whose target is gone shows nothing.

@@ -85,6 +85,8 @@ struct Peer {
     queued: Vec<Slot>,
     /// The `mid` of each slot's m-line on the subscribe connection.
     mids: HashMap<String, Slot>,
+    /// Removed slots whose stream (and m-line) the router may hand to a later slot.
+    retired: HashMap<Slot, (Kind, Option<OutTrackId>)>,
 }
 
 /// The media state of one meeting.
@@ -496,6 +498,7 @@ impl MeetingMedia {
     /// Records slot changes; negotiates added slots with subscribers that have a connection.
     async fn apply_changes(&mut self, changes: Vec<SlotChange>, out: &mut Outbox) {
         let mut added: HashMap<String, Vec<Slot>> = HashMap::new();
+        let mut relabeled: std::collections::BTreeSet<String> = Default::default();
         for c in changes {
             match c {
                 SlotChange::Added {
@@ -513,13 +516,65 @@ impl MeetingMedia {
                     }
                 }
                 SlotChange::Removed { peer, slot } => {
-                    // The m-line stays (no renegotiation); the slot just goes quiet.
+                    // The m-line stays (no renegotiation); the slot goes quiet until the
+                    // router reuses its stream for another slot of the same kind.
                     let participant = self.participant_of_peer(peer).map(str::to_owned);
                     if let Some(p) = participant.and_then(|x| self.peers.get_mut(&x)) {
-                        p.slots.remove(&slot);
+                        if let Some(entry) = p.slots.remove(&slot) {
+                            p.retired.insert(slot, entry);
+                        }
+                        p.queued.retain(|q| *q != slot);
+                    }
+                }
+                SlotChange::Reused {
+                    peer,
+                    from,
+                    slot,
+                    kind,
+                    ..
+                } => {
+                    let Some(participant) = self.participant_of_peer(peer).map(str::to_owned)
+                    else {
+                        continue;
+                    };
+                    let Some(p) = self.peers.get_mut(&participant) else {
+                        continue;
+                    };
+                    match p.retired.remove(&from) {
+                        // Negotiated: the engine moved the binding; the client is told what
+                        // the m-line carries now.
+                        Some((_, Some(out_track))) => {
+                            p.slots.insert(slot, (kind, Some(out_track)));
+                            for s in p.mids.values_mut() {
+                                if *s == from {
+                                    *s = slot;
+                                }
+                            }
+                            relabeled.insert(participant);
+                        }
+                        // Never negotiated: a new slot like any other.
+                        _ => {
+                            p.slots.insert(slot, (kind, None));
+                            if p.subscriber.is_some() {
+                                added.entry(participant).or_default().push(slot);
+                            }
+                        }
                     }
                 }
             }
+        }
+        for participant in relabeled {
+            if added.contains_key(&participant) {
+                continue; // the coming offer names every m-line
+            }
+            let Some(p) = self.peers.get(&participant) else {
+                continue;
+            };
+            if p.subscriber.is_none() {
+                continue;
+            }
+            let slots = self.describe_mids(&participant);
+            out.push((participant, sig::ServerMessage::SubscribeSlots { slots }));
         }
         for (participant, slots) in added {
             let pending = self
@@ -652,32 +707,55 @@ impl MeetingMedia {
             let (Some(mid), Some(track)) = (section.mid, section.msid_track) else {
                 continue;
             };
-            let Some((slot, (kind, _))) =
-                p.slots.iter().find(|(s, _)| Self::track_name(**s) == track)
-            else {
+            // A reused m-line keeps its first msid: what it carries now is in `mids`.
+            let known = p
+                .mids
+                .get(&mid)
+                .and_then(|s| p.slots.get_key_value(s))
+                .or_else(|| p.slots.iter().find(|(s, _)| Self::track_name(**s) == track));
+            let Some((slot, (kind, _))) = known else {
                 continue;
             };
             mids.insert(mid.clone(), *slot);
-            infos.push(match slot {
-                Slot::Speaker => SlotInfo::Speaker { mid },
-                Slot::Screen => SlotInfo::Screen { mid },
-                Slot::Track(t) => {
-                    let (owner, source) = self
-                        .owner_of(*t)
-                        .unwrap_or_else(|| (String::new(), MediaSource::Microphone));
-                    SlotInfo::Track {
-                        mid,
-                        participant: owner,
-                        source,
-                        kind: match kind {
-                            Kind::Audio => "audio".into(),
-                            Kind::Video => "video".into(),
-                        },
-                    }
-                }
-            });
+            infos.push(self.slot_info(mid, *slot, *kind));
         }
         infos
+    }
+
+    /// What every live m-line of the participant's subscribe connection carries, from `mids`.
+    fn describe_mids(&self, participant: &str) -> Vec<SlotInfo> {
+        let Some(p) = self.peers.get(participant) else {
+            return Vec::new();
+        };
+        let mut mids: Vec<(&String, &Slot)> = p.mids.iter().collect();
+        mids.sort_by_key(|(m, _)| (m.len(), m.as_str()));
+        mids.into_iter()
+            .filter_map(|(mid, slot)| {
+                let (kind, _) = p.slots.get(slot)?;
+                Some(self.slot_info(mid.clone(), *slot, *kind))
+            })
+            .collect()
+    }
+
+    fn slot_info(&self, mid: String, slot: Slot, kind: Kind) -> SlotInfo {
+        match slot {
+            Slot::Speaker => SlotInfo::Speaker { mid },
+            Slot::Screen => SlotInfo::Screen { mid },
+            Slot::Track(t) => {
+                let (owner, source) = self
+                    .owner_of(t)
+                    .unwrap_or_else(|| (String::new(), MediaSource::Microphone));
+                SlotInfo::Track {
+                    mid,
+                    participant: owner,
+                    source,
+                    kind: match kind {
+                        Kind::Audio => "audio".into(),
+                        Kind::Video => "video".into(),
+                    },
+                }
+            }
+        }
     }
 
     /// Tells the router who holds the floor and who presents.

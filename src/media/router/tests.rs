@@ -444,3 +444,87 @@ fn the_route_path_does_not_grow_its_output_beyond_the_subscribers() {
     assert_eq!(out.capacity(), 16, "no reallocation per packet");
     assert_eq!(r.forwarded(), 3000);
 }
+
+#[test]
+fn a_newcomer_reuses_the_stream_of_someone_who_left_with_numbering_continuing() {
+    let mut r = meeting();
+    r.set_floor(false, &[], &[]);
+    // The room hears D1's microphone on its own slot.
+    let before = route(&mut r, 0, pkt(D1_MIC, 0, 500, 96_000, false));
+    let first = to(&before, ROOM, Slot::Track(D1_MIC)).expect("room hears D1");
+    r.take_changes();
+    r.remove_peer(D1);
+    assert!(r.take_changes().contains(&SlotChange::Removed {
+        peer: ROOM,
+        slot: Slot::Track(D1_MIC)
+    }));
+    // D3 arrives and publishes a microphone: the room's retired audio stream is reused.
+    r.add_peer(D3, MediaRole::Delegate);
+    let d3_mic = TrackId(130);
+    r.publish(D3, d3_mic, Kind::Audio, Source::Microphone, 1)
+        .unwrap();
+    let changes = r.take_changes();
+    assert!(
+        changes.contains(&SlotChange::Reused {
+            peer: ROOM,
+            from: Slot::Track(D1_MIC),
+            slot: Slot::Track(d3_mic),
+            kind: Kind::Audio,
+            ssrc: first.ssrc,
+        }),
+        "{changes:?}"
+    );
+    assert!(
+        !changes.iter().any(|c| matches!(
+            c,
+            SlotChange::Added { peer, kind: Kind::Audio, .. } if *peer == ROOM
+        )),
+        "no new audio sender at the room: {changes:?}"
+    );
+    // D3's packets continue the stream: same SSRC, next sequence number, later timestamp.
+    let out = route(&mut r, 1_000, pkt(d3_mic, 0, 7, 123, false));
+    let f = to(&out, ROOM, Slot::Track(d3_mic)).expect("room hears D3");
+    assert_eq!(f.ssrc, first.ssrc);
+    assert_eq!(f.seq, first.seq.wrapping_add(1));
+    assert!(f.timestamp.wrapping_sub(first.timestamp) >= 48 * 1_000);
+}
+
+#[test]
+fn retired_streams_stay_bounded_however_many_come_and_go() {
+    let mut r = meeting();
+    r.take_changes();
+    let mut added = 0;
+    for i in 0..300u32 {
+        let peer = PeerId(1_000 + i);
+        r.add_peer(peer, MediaRole::Delegate);
+        r.publish(
+            peer,
+            TrackId(10_000 + 2 * i),
+            Kind::Audio,
+            Source::Microphone,
+            1,
+        )
+        .unwrap();
+        r.publish(
+            peer,
+            TrackId(10_001 + 2 * i),
+            Kind::Video,
+            Source::Camera,
+            2,
+        )
+        .unwrap();
+        r.remove_peer(peer);
+        added += r
+            .take_changes()
+            .iter()
+            .filter(|c| matches!(c, SlotChange::Added { peer, .. } if *peer == ROOM))
+            .count();
+    }
+    // The room gained one audio stream (the first visitor's) and reused it ever after.
+    assert_eq!(added, 1, "streams added at the room");
+    assert!(
+        r.retired(ROOM) <= 2,
+        "retired at the room: {}",
+        r.retired(ROOM)
+    );
+}

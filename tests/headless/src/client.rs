@@ -163,6 +163,8 @@ struct EventLog {
 pub(crate) struct Reception {
     recorders: BTreeMap<String, TrackRecorder>,
     slots: Vec<SlotInfo>,
+    /// `subscribe_slots` messages received (m-lines relabeled without an offer).
+    relabels: u64,
 }
 
 /// A track to publish: the track, its source, and its streams (kind, SSRC, rid).
@@ -826,7 +828,17 @@ impl Client {
         }
     }
 
-    /// The slots of the latest `subscribe_offer`.
+    /// How many subscribe offers were answered.
+    pub fn subscribe_offers(&self) -> u64 {
+        *self.inner.subscribe_count.borrow()
+    }
+
+    /// How many `subscribe_slots` messages relabeled the subscribe connection's m-lines.
+    pub fn relabels(&self) -> u64 {
+        self.lock_reception().relabels
+    }
+
+    /// The slots of the latest `subscribe_offer` or `subscribe_slots`.
     pub fn slots(&self) -> Vec<SlotInfo> {
         self.lock_reception().slots.clone()
     }
@@ -1042,6 +1054,14 @@ async fn dispatch(inner: &Arc<Inner>, m: Value) {
                 inner.outbox.note_error(format!("subscribe_offer: {e}"));
             }
         }
+        "subscribe_slots" => match serde_json::from_value::<Vec<SlotInfo>>(m["slots"].clone()) {
+            Ok(slots) => {
+                let mut r = inner.reception.lock().unwrap_or_else(|e| e.into_inner());
+                r.slots = slots;
+                r.relabels += 1;
+            }
+            Err(e) => inner.outbox.note_error(format!("subscribe_slots: {e}")),
+        },
         "ice_candidate" => {
             if let Err(e) = add_server_candidate(inner, &m).await {
                 inner.outbox.note_error(format!("ice_candidate: {e}"));

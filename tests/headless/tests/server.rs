@@ -422,3 +422,56 @@ async fn nack_repair_keeps_video_delivery_above_99_5_percent_under_5_percent_los
     room.close().await;
     let _ = server.stop.send(());
 }
+
+/// Someone leaves, someone else arrives: the newcomer's microphone reaches the room on the
+/// m-line the leaver's used (a `subscribe_slots` relabel, no new offer), with the same SSRC and
+/// no gap in the room's sequence numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_takes_over_the_m_line_of_someone_who_left_without_renegotiation() {
+    let server =
+        start_with(|c| c.meetings[0].floor.policy = roundtable::config::PolicyKind::Open).await;
+    let room = server.join(Role::Room, "room").await;
+    room.subscribe(false).await.expect("room subscribes");
+    room.wait_subscribed(1).await.expect("room offer");
+    let audio = PublishSpec {
+        audio: true,
+        video_layers: 0,
+        ..Default::default()
+    };
+    let d1 = publishing(&server, Role::Delegate, "d1", audio.clone()).await;
+    room.wait_subscribed(2)
+        .await
+        .expect("re-offer with d1's mic");
+    room.wait_stats(Duration::from_secs(10), |s| {
+        s.iter().any(|t| mic_of(t, "d1") && t.packets >= 25)
+    })
+    .await
+    .expect("d1 heard (open floor)");
+    let before = room
+        .stats()
+        .into_iter()
+        .find(|t| mic_of(t, "d1"))
+        .expect("d1's m-line");
+    d1.close().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _d2 = publishing(&server, Role::Delegate, "d2", audio).await;
+    room.wait_stats(Duration::from_secs(10), |s| {
+        s.iter()
+            .any(|t| mic_of(t, "d2") && t.packets >= before.packets + 25)
+    })
+    .await
+    .expect("d2 heard on the reused m-line");
+    let after = room
+        .stats()
+        .into_iter()
+        .find(|t| mic_of(t, "d2"))
+        .expect("d2's m-line");
+    assert_eq!(after.mid, before.mid, "same m-line");
+    assert_eq!(after.ssrcs, before.ssrcs, "same SSRC");
+    assert_eq!(after.rtp.gaps, 0, "no gap across the handover: {after:?}");
+    assert_eq!(room.relabels(), 1, "told by subscribe_slots");
+    assert_eq!(room.subscribe_offers(), 2, "no third offer");
+    assert!(room.errors().is_empty(), "{:?}", room.errors());
+    room.close().await;
+    let _ = server.stop.send(());
+}
