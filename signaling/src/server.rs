@@ -94,6 +94,21 @@ pub enum ServerMessage {
         /// What each m-line carries.
         slots: Vec<SlotInfo>,
     },
+    /// A participant's microphone started or stopped carrying speech (from the RFC 6464 audio
+    /// levels their browser puts on every packet, measured at the server before the floor
+    /// gate). Not journaled. Sent to everyone when the participant can be heard; when the floor
+    /// gate holds their audio back (`heard: false`), only to them and to the moderator and
+    /// technicians ("speaking while muted").
+    Speaking {
+        /// Whose microphone.
+        participant: String,
+        /// Speaking now.
+        speaking: bool,
+        /// Mean level over the last half second: 0 (loudest) to 127 (silence), -dBov.
+        level: u8,
+        /// Whether the floor gate passes their audio now.
+        heard: bool,
+    },
     /// A trickled ICE candidate of the server (empty `candidate`: end of candidates).
     IceCandidate {
         /// Which of the client's connections.

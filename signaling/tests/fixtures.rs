@@ -87,6 +87,7 @@ const SERVER_TYPES: &[&str] = &[
     "publish_answer",
     "subscribe_offer",
     "subscribe_slots",
+    "speaking",
     "ice_candidate",
     "goodbye",
 ];
@@ -101,6 +102,7 @@ fn server_type(message: &ServerMessage) -> &'static str {
         ServerMessage::PublishAnswer { .. } => "publish_answer",
         ServerMessage::SubscribeOffer { .. } => "subscribe_offer",
         ServerMessage::SubscribeSlots { .. } => "subscribe_slots",
+        ServerMessage::Speaking { .. } => "speaking",
         ServerMessage::IceCandidate { .. } => "ice_candidate",
         ServerMessage::Goodbye { .. } => "goodbye",
     }

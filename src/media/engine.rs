@@ -68,16 +68,21 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
+use super::levels::VoiceActivity;
 use super::router::{
     self, Forward, Incoming, MediaRole, PeerId, Router, RouterError, SlotChange, TrackId,
 };
 use super::rtp;
+use super::sdp;
 use rtc::crypto::{RTCCryptoProvider, SignatureScheme};
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine as RtcMediaEngine,
 };
@@ -94,7 +99,7 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{
     RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
@@ -313,6 +318,18 @@ pub enum MediaEvent {
     TimedOut {
         /// The connection (no longer known to the engine).
         conn: ConnId,
+    },
+    /// A published microphone started or stopped carrying speech (RFC 6464 audio levels,
+    /// see `media::levels`), measured before the floor gate.
+    Speaking {
+        /// The publisher connection.
+        conn: ConnId,
+        /// The router's track.
+        track: TrackId,
+        /// Speaking now.
+        speaking: bool,
+        /// Mean level of the deciding window: 0 (loudest) to 127 (silence), -dBov.
+        level: u8,
     },
     /// A subscriber asked for a keyframe on a track we send it.
     KeyframeRequest {
@@ -860,6 +877,10 @@ struct Rooms {
     parked: HashMap<(RoomId, PeerId, router::Slot), (ConnId, OutTrackId)>,
     /// (subscriber, track) → its slot, for subscribers' keyframe requests.
     slots: HashMap<(ConnId, OutTrackId), (RoomId, PeerId, router::Slot)>,
+    /// Voice activity per published audio track, with the publisher connection.
+    voice: HashMap<(RoomId, TrackId), (ConnId, VoiceActivity)>,
+    /// Speech changes found while routing, emitted after.
+    speech: Vec<MediaEvent>,
     /// Reused per packet.
     out: Vec<Forward>,
     /// Reused per keyframe poll.
@@ -872,6 +893,7 @@ impl Rooms {
         self.sources.retain(|_, (c, _)| *c != conn);
         self.egress.retain(|_, (c, _)| *c != conn);
         self.parked.retain(|_, (c, _)| *c != conn);
+        self.voice.retain(|_, (c, _)| *c != conn);
         self.slots.retain(|(c, _), _| *c != conn);
     }
 }
@@ -978,6 +1000,8 @@ struct Conn {
     out_tracks: HashMap<OutTrackId, OutTrack>,
     /// Our SSRC → track, to attribute inbound RTCP feedback.
     out_by_ssrc: HashMap<u32, OutTrackId>,
+    /// The negotiated id of the RFC 6464 audio-level extension (publishers).
+    audio_level_id: Option<u8>,
 }
 
 struct Engine {
@@ -1186,8 +1210,25 @@ impl Engine {
             self.remove_conn(id);
             self.emit(MediaEvent::TimedOut { conn: id });
         }
+        // Streams that stopped sending stop speaking.
+        let now_ms = now.saturating_duration_since(self.epoch).as_millis() as i64;
+        let mut changes = Vec::new();
+        for (&(_, track), (conn, vad)) in &mut self.rooms.voice {
+            if let Some(c) = vad.tick(now_ms) {
+                changes.push(MediaEvent::Speaking {
+                    conn: *conn,
+                    track,
+                    speaking: c.speaking,
+                    level: c.level,
+                });
+            }
+        }
+        for event in changes {
+            self.emit(event);
+        }
         self.next_sweep = now
-            + (self.connect_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+            + (self.connect_timeout / 4)
+                .clamp(Duration::from_millis(10), Duration::from_millis(250));
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -1398,7 +1439,10 @@ impl Engine {
     /// The per-packet path: route an inbound RTP packet to its subscriber tracks.
     fn forward(&mut self, from: ConnId, packet: rtc::rtp::Packet, now: Instant) {
         if let Some(&ingress) = self.rooms.ingress.get(&(from, packet.header.ssrc)) {
-            self.route(ingress, packet, now);
+            self.route(from, ingress, packet, now);
+            for event in std::mem::take(&mut self.rooms.speech) {
+                self.emit(event);
+            }
         } else {
             self.forward_by_table(from, packet, now);
         }
@@ -1406,7 +1450,13 @@ impl Engine {
 
     /// Routes a packet through its room's router: the gate, the layer and the slot decide;
     /// each copy gets the slot's SSRC and the router's sequence number and timestamp.
-    fn route(&mut self, ingress: Ingress, mut packet: rtc::rtp::Packet, now: Instant) {
+    fn route(
+        &mut self,
+        from: ConnId,
+        ingress: Ingress,
+        mut packet: rtc::rtp::Packet,
+        now: Instant,
+    ) {
         let Self {
             rooms,
             conns,
@@ -1415,6 +1465,28 @@ impl Engine {
             epoch,
             ..
         } = self;
+        let now_ms = now.saturating_duration_since(*epoch).as_millis() as i64;
+        if !ingress.video {
+            let level = conns
+                .get(&from)
+                .and_then(|c| c.audio_level_id)
+                .and_then(|id| packet.header.get_extension(id))
+                .and_then(|b| rtp::audio_level(&b));
+            if let Some((_, level)) = level {
+                let (_, vad) = rooms
+                    .voice
+                    .entry((ingress.room, ingress.track))
+                    .or_insert_with(|| (from, VoiceActivity::new()));
+                if let Some(change) = vad.packet(now_ms, level) {
+                    rooms.speech.push(MediaEvent::Speaking {
+                        conn: from,
+                        track: ingress.track,
+                        speaking: change.speaking,
+                        level: change.level,
+                    });
+                }
+            }
+        }
         let Some(router) = rooms.routers.get_mut(&ingress.room) else {
             return;
         };
@@ -1425,7 +1497,6 @@ impl Engine {
             timestamp: packet.header.timestamp,
             keyframe: ingress.video && rtp::vp8_keyframe(&packet.payload),
         };
-        let now_ms = now.saturating_duration_since(*epoch).as_millis() as i64;
         rooms.out.clear();
         router.route(now_ms, &incoming, &mut rooms.out);
         if rooms.out.is_empty() {
@@ -1762,10 +1833,15 @@ impl Engine {
             .ok_or(MediaError::UnknownConnection(id))
     }
 
-    fn new_peer_connection(&self, ufrag: &str, pwd: &str) -> Result<RTCPeerConnection, MediaError> {
+    fn new_peer_connection(
+        &self,
+        ufrag: &str,
+        pwd: &str,
+        role: Role,
+    ) -> Result<RTCPeerConnection, MediaError> {
         let mut media_engine = RtcMediaEngine::default();
         register_codecs(&mut media_engine)?;
-        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+        let registry = interceptors(&mut media_engine, role)?;
         // Inbound RTCP stops at the end of the chain unless marked for the application; keep
         // the keyframe requests (subscribers asking for a keyframe on a track we send).
         let registry = registry.with(Slot::from(14_000), KeyframeRequestInterceptor::default());
@@ -1804,6 +1880,7 @@ impl Engine {
                 inbound: HashMap::new(),
                 out_tracks: HashMap::new(),
                 out_by_ssrc: HashMap::new(),
+                audio_level_id: None,
             },
         );
         self.mark_dirty(id);
@@ -1815,7 +1892,7 @@ impl Engine {
         }
         check_sdp_size(&offer_sdp)?;
         let (ufrag, pwd) = ice_credentials(&self.by_ufrag);
-        let mut pc = self.new_peer_connection(&ufrag, &pwd)?;
+        let mut pc = self.new_peer_connection(&ufrag, &pwd, Role::Publisher)?;
         let offer = RTCSessionDescription::offer(offer_sdp)?;
         pc.set_remote_description(Instant::now(), offer)?;
         pc.add_local_candidate(self.host_candidate.clone())?;
@@ -1830,6 +1907,9 @@ impl Engine {
             .map(|d| d.sdp)
             .ok_or_else(|| MediaError::Rtc("no local description".to_owned()))?;
         self.insert_conn(id, pc, Role::Publisher, ufrag);
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.audio_level_id = sdp::extmap_id(&sdp, sdp::AUDIO_LEVEL_URI);
+        }
         Ok(sdp)
     }
 
@@ -1851,6 +1931,9 @@ impl Engine {
                 .map(|d| d.sdp)
                 .ok_or_else(|| MediaError::Rtc("no local description".to_owned()))
         })();
+        if let Ok(sdp) = &answered {
+            conn.audio_level_id = sdp::extmap_id(sdp, sdp::AUDIO_LEVEL_URI);
+        }
         if answered.is_err() {
             // Back to the last stable state, so the connection keeps working as before.
             let rolled_back = RTCSessionDescription::rollback(None)
@@ -1871,7 +1954,7 @@ impl Engine {
             return Err(MediaError::DuplicateConnection(id));
         }
         let (ufrag, pwd) = ice_credentials(&self.by_ufrag);
-        let mut pc = self.new_peer_connection(&ufrag, &pwd)?;
+        let mut pc = self.new_peer_connection(&ufrag, &pwd, Role::Subscriber)?;
         let mut tracks = Vec::with_capacity(specs.len());
         let mut created = Vec::with_capacity(specs.len());
         for spec in specs {
@@ -2077,6 +2160,59 @@ impl Engine {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
+
+/// Packets the NACK responder keeps per outgoing stream for retransmission: 0.85 s of a
+/// 150 packets/s high layer, 8.5 s of a 15 packets/s thumbnail; enough for NACK repair at
+/// up to continental RTTs. The core's default (1,024 slots of 112 bytes, allocated up front for
+/// every outgoing stream) cost ~3.5 MiB per participant in `baku` (docs/PERFORMANCE.md).
+pub const NACK_BUFFER_PACKETS: u16 = 128;
+
+/// Most NACKs sent for one missing packet (the core's default is unlimited: a storm risk when a
+/// packet is gone for good).
+const MAX_NACKS_PER_PACKET: u16 = 10;
+
+/// The interceptor chain for a connection, by what it does: a publisher receives (NACK
+/// generator, TWCC feedback, receiver reports); a subscriber sends (NACK responder with a
+/// bounded buffer, sender reports). What `register_default_interceptors` installs, minus the
+/// half each connection never uses, and with the buffer sized for an SFU.
+fn interceptors(media_engine: &mut RtcMediaEngine, role: Role) -> Result<Registry, MediaError> {
+    for parameter in ["", "pli"] {
+        media_engine.register_feedback(
+            RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
+    configure_simulcast_extension_headers(media_engine)?;
+    if role == Role::Publisher {
+        // Read per packet for voice activity (`media::levels`); stripped before forwarding.
+        media_engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: sdp::AUDIO_LEVEL_URI.to_owned(),
+            },
+            RtpCodecKind::Audio,
+            None,
+        )?;
+    }
+    let registry = match role {
+        Role::Publisher => Registry::new().with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+                .build(),
+        ),
+        Role::Subscriber => Registry::new().with(
+            Slot::NackResponder,
+            NackResponderBuilder::new()
+                .with_size(NACK_BUFFER_PACKETS)
+                .build(),
+        ),
+    };
+    let registry = configure_twcc_receiver_only(registry, media_engine)?;
+    Ok(configure_rtcp_reports(registry))
+}
 
 fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, MediaError> {
     let candidate = CandidateHostConfig {

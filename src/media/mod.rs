@@ -11,6 +11,7 @@
 //! (`engine::ForwardTable`).
 
 pub mod engine;
+pub mod levels;
 pub mod router;
 pub mod rtp;
 pub mod sdp;

@@ -58,9 +58,45 @@ pub fn layer_of(rid: &str, rids: &[String]) -> u8 {
     }
 }
 
+/// The RFC 6464 audio-level header extension.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// The id an `a=extmap:<id>[/<direction>] <uri>` line gives `uri` (1..=14, one-byte headers),
+/// in the first section that maps it.
+pub fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines().find_map(|line| {
+        let rest = line.trim_end_matches('\r').strip_prefix("a=extmap:")?;
+        let mut parts = rest.split_whitespace();
+        let id = parts.next()?.split('/').next()?.parse::<u8>().ok()?;
+        (parts.next()? == uri && (1..=14).contains(&id)).then_some(id)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extmap_ids_are_found_and_junk_is_not() {
+        let sdp = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=extmap:1 urn:x\r\na=extmap:3/sendrecv urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n";
+        assert_eq!(extmap_id(sdp, AUDIO_LEVEL_URI), Some(3));
+        assert_eq!(extmap_id(sdp, "urn:none"), None);
+        assert_eq!(
+            extmap_id(
+                "a=extmap:x urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+                AUDIO_LEVEL_URI
+            ),
+            None
+        );
+        assert_eq!(
+            extmap_id(
+                "a=extmap:15 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+                AUDIO_LEVEL_URI
+            ),
+            None
+        );
+        assert_eq!(extmap_id("a=extmap:", AUDIO_LEVEL_URI), None);
+    }
 
     #[test]
     fn reads_sections_mids_msids_and_rids() {

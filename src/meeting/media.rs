@@ -42,6 +42,7 @@ impl MediaHub {
                     MediaEvent::ConnectionState { conn, .. }
                     | MediaEvent::TrackOpened { conn, .. }
                     | MediaEvent::TimedOut { conn }
+                    | MediaEvent::Speaking { conn, .. }
                     | MediaEvent::KeyframeRequest { conn, .. } => *conn,
                 };
                 let owner = map.get(&conn).and_then(|w| w.upgrade());
@@ -102,6 +103,17 @@ pub struct MeetingMedia {
 
 /// Frames for participants: (participant id, message).
 pub type Outbox = Vec<(String, sig::ServerMessage)>;
+
+/// A participant's microphone started or stopped carrying speech.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Speech {
+    /// Whose.
+    pub participant: String,
+    /// Speaking now.
+    pub speaking: bool,
+    /// Mean level, -dBov (0 loud … 127 silent).
+    pub level: u8,
+}
 
 fn media_role(role: Role) -> MediaRole {
     match role {
@@ -373,9 +385,27 @@ impl MeetingMedia {
             .map_err(err)
     }
 
-    /// An engine event about one of this meeting's connections.
-    pub async fn event(&mut self, event: MediaEvent, out: &mut Outbox) {
+    /// An engine event about one of this meeting's connections. A change of someone's
+    /// speaking state is returned for the meeting to announce (it knows who may hear it).
+    pub async fn event(&mut self, event: MediaEvent, out: &mut Outbox) -> Option<Speech> {
         match event {
+            MediaEvent::Speaking {
+                conn,
+                speaking,
+                level,
+                ..
+            } => {
+                let participant = self
+                    .peers
+                    .iter()
+                    .find(|(_, p)| p.publisher == Some(conn))
+                    .map(|(k, _)| k.clone())?;
+                return Some(Speech {
+                    participant,
+                    speaking,
+                    level,
+                });
+            }
             MediaEvent::TrackOpened {
                 conn,
                 track,
@@ -399,6 +429,7 @@ impl MeetingMedia {
             }
             MediaEvent::KeyframeRequest { .. } => {}
         }
+        None
     }
 
     async fn track_opened(

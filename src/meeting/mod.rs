@@ -494,6 +494,47 @@ impl Meeting {
         self.deliver(out);
     }
 
+    /// Tells who may know that `speech.participant` started or stopped speaking: everyone
+    /// when the floor gate passes their audio, else only them, the moderator and technicians.
+    fn announce_speech(&mut self, speech: media::Speech) {
+        let role = self
+            .conns
+            .values()
+            .find(|c| c.who.id == speech.participant)
+            .map(|c| c.who.role);
+        let moderated = self.engine.settings().policy == floor::Policy::Moderated;
+        let heard = match role {
+            Some(Role::Moderator | Role::Room) => true,
+            Some(Role::Delegate) => {
+                !moderated
+                    || self
+                        .engine
+                        .holders()
+                        .any(|r| r.beneficiary.participant == speech.participant)
+            }
+            _ => false,
+        };
+        let frame = encode(&sig::ServerMessage::Speaking {
+            participant: speech.participant.clone(),
+            speaking: speech.speaking,
+            level: speech.level,
+            heard,
+        });
+        let to: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                heard
+                    || c.who.id == speech.participant
+                    || matches!(c.who.role, Role::Moderator | Role::Technician)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in to {
+            self.send_to(conn, frame.clone());
+        }
+    }
+
     /// Sends media messages to participants' connections.
     fn deliver(&mut self, out: media::Outbox) {
         for (participant, msg) in out {
@@ -670,8 +711,11 @@ impl Meeting {
             Msg::Media(event) => {
                 if let Some(av) = self.av.as_mut() {
                     let mut out = Vec::new();
-                    av.event(event, &mut out).await;
+                    let speech = av.event(event, &mut out).await;
                     self.deliver(out);
+                    if let Some(speech) = speech {
+                        self.announce_speech(speech);
+                    }
                 }
             }
             Msg::InjectLoss {

@@ -1028,6 +1028,17 @@ async fn dispatch(inner: &Arc<Inner>, m: Value) {
             drop(log);
             inner.event_count.send_modify(|c| *c += 1);
         }
+        // Not an event on the wire, but waited for like one: `wait_event("speaking")`.
+        "speaking" => {
+            let mut log = inner.events.lock().unwrap_or_else(|e| e.into_inner());
+            log.unconsumed
+                .push_back(serde_json::json!({"type": "speaking", "event": m}));
+            while log.unconsumed.len() > inner.opts.max_events {
+                log.unconsumed.pop_front();
+            }
+            drop(log);
+            inner.event_count.send_modify(|c| *c += 1);
+        }
         "goodbye" => {
             inner
                 .events
