@@ -367,6 +367,98 @@ pub struct EngineStats {
     pub events_dropped: u64,
     /// Outgoing RTP dropped by fault injection ([`MediaHandle::set_loss`]).
     pub rtp_dropped_by_loss: u64,
+    /// Per datagram that was forwarded: from reading it off the socket to the last copy sent
+    /// (the server's own share of the added latency; waiting in the socket's queue before the
+    /// read is not in it).
+    pub forward_latency: LatencyHistogram,
+}
+
+/// A latency histogram in microseconds: four buckets per power of two (values within ~19 % of
+/// each other share a bucket), from 1 µs to ~1 min. `Copy`, no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    counts: [u64; LatencyHistogram::BUCKETS],
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            counts: [0; LatencyHistogram::BUCKETS],
+        }
+    }
+}
+
+impl LatencyHistogram {
+    const BUCKETS: usize = 104;
+
+    fn bucket(us: u64) -> usize {
+        let us = us.max(1);
+        let octave = 63 - us.leading_zeros() as usize;
+        let sub = if octave >= 2 {
+            ((us >> (octave - 2)) & 3) as usize
+        } else {
+            ((us << (2 - octave)) & 3) as usize
+        };
+        (octave * 4 + sub).min(Self::BUCKETS - 1)
+    }
+
+    /// The largest value that falls in bucket `i`.
+    fn upper(i: usize) -> u64 {
+        let (octave, sub) = (i / 4, (i % 4) as u64);
+        let base = 1u64 << octave;
+        let step = (base / 4).max(1);
+        base + (sub + 1) * step - 1
+    }
+
+    /// Records one value.
+    pub fn record(&mut self, us: u64) {
+        self.counts[Self::bucket(us)] += 1;
+    }
+
+    /// Values recorded.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The value at quantile `q` (0..=1): the upper edge of its bucket, in µs (0 when empty).
+    pub fn quantile_us(&self, q: f64) -> u64 {
+        let total = self.count();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Self::upper(i);
+            }
+        }
+        Self::upper(Self::BUCKETS - 1)
+    }
+
+    /// The bucket counts (for carrying a histogram between processes).
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
+    }
+
+    /// A histogram from [`counts`](Self::counts) (missing buckets are empty, extra ignored).
+    pub fn from_counts(counts: &[u64]) -> LatencyHistogram {
+        let mut h = LatencyHistogram::default();
+        for (o, c) in h.counts.iter_mut().zip(counts) {
+            *o = *c;
+        }
+        h
+    }
+
+    /// What was recorded since `earlier` (a snapshot of the same histogram).
+    pub fn since(&self, earlier: &LatencyHistogram) -> LatencyHistogram {
+        let mut out = *self;
+        for (o, e) in out.counts.iter_mut().zip(earlier.counts.iter()) {
+            *o = o.saturating_sub(*e);
+        }
+        out
+    }
 }
 
 /// Why a command failed.
@@ -1077,8 +1169,14 @@ impl Engine {
             match self.socket.recv_from(&mut buf) {
                 Ok((n, from)) => {
                     self.stats.datagrams_in += 1;
-                    self.datagram(&buf[..n], from, Instant::now());
+                    let read_at = Instant::now();
+                    let forwarded = self.stats.rtp_forwarded;
+                    self.datagram(&buf[..n], from, read_at);
                     self.flush_dirty();
+                    if self.stats.rtp_forwarded != forwarded {
+                        let us = read_at.elapsed().as_micros() as u64;
+                        self.stats.forward_latency.record(us);
+                    }
                 }
                 Err(err)
                     if matches!(
@@ -2458,6 +2556,30 @@ mod tests {
         msg.extend_from_slice(&[7; 12]);
         msg.extend_from_slice(&attr);
         msg
+    }
+
+    #[test]
+    fn latency_histogram_quantiles_fall_in_the_right_bucket() {
+        let mut h = LatencyHistogram::default();
+        assert_eq!(h.quantile_us(0.99), 0);
+        for us in 1..=1000u64 {
+            h.record(us);
+        }
+        let p50 = h.quantile_us(0.5);
+        let p99 = h.quantile_us(0.99);
+        assert!((500..=600).contains(&p50), "{p50}");
+        assert!((990..=1_200).contains(&p99), "{p99}");
+        h.record(0);
+        h.record(u64::MAX);
+        assert_eq!(h.count(), 1002);
+        let before = h;
+        h.record(40);
+        assert_eq!(h.since(&before).count(), 1);
+        assert!(h.since(&before).quantile_us(1.0) >= 40);
+        // From 4 µs up, a bucket's upper edge falls in it (below, buckets are coarser).
+        for i in 8..LatencyHistogram::BUCKETS - 1 {
+            assert_eq!(LatencyHistogram::bucket(LatencyHistogram::upper(i)), i);
+        }
     }
 
     #[test]

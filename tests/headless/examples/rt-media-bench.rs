@@ -68,7 +68,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::{Args, Parser, Subcommand};
 use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use roundtable::auth::Role;
-use roundtable::media::engine::EngineStats;
+use roundtable::media::engine::{EngineStats, LatencyHistogram};
 use roundtable_headless::{Client, LatencySummary, PublishSpec, TrackStats};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
@@ -303,6 +303,7 @@ struct Counters {
     forward_errors: u64,
     core_errors: u64,
     events_dropped: u64,
+    forward_latency: LatencyHistogram,
 }
 
 impl From<EngineStats> for Counters {
@@ -317,6 +318,7 @@ impl From<EngineStats> for Counters {
             forward_errors: s.forward_errors,
             core_errors: s.core_errors,
             events_dropped: s.events_dropped,
+            forward_latency: s.forward_latency,
         }
     }
 }
@@ -332,6 +334,7 @@ fn counters_json(s: &EngineStats) -> Value {
         "forward_errors": s.forward_errors,
         "core_errors": s.core_errors,
         "events_dropped": s.events_dropped,
+        "forward_latency_counts": s.forward_latency.counts(),
     })
 }
 
@@ -347,6 +350,16 @@ fn counters_from_json(v: &Value) -> Counters {
         forward_errors: f("forward_errors"),
         core_errors: f("core_errors"),
         events_dropped: f("events_dropped"),
+        forward_latency: LatencyHistogram::from_counts(
+            &v["forward_latency_counts"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|c| c.as_u64().unwrap_or(0))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
+        ),
     }
 }
 
@@ -1194,6 +1207,15 @@ fn baku(args: BakuArgs) -> Result<()> {
         Some((plan, paced, unpaced))
     };
 
+    let server_latency = a.engine.forward_latency.since(&b.engine.forward_latency);
+    let server_ms = |q: f64| round(server_latency.quantile_us(q) as f64 / 1000.0, 3);
+    progress!(
+        "server share of the latency (read off the socket to last copy sent, per forwarded \
+         datagram): p50 {} ms, p99 {} ms, p99.9 {} ms",
+        server_ms(0.5),
+        server_ms(0.99),
+        server_ms(0.999)
+    );
     let mut baku = json!({
         "roundtable": {
             "cpu_us_per_forwarded_packet": round(us_per_fwd, 3),
@@ -1210,6 +1232,14 @@ fn baku(args: BakuArgs) -> Result<()> {
             "bench_process_core_share": round(bench_cpu_s / secs, 3),
             "cpu_core_share_by_thread": threads,
             "latency": latency_json(&run.latency),
+            "server_latency_ms": {
+                "what": "per forwarded datagram, from reading it off the socket to the last copy sent (queueing in the socket before the read not included)",
+                "count": server_latency.count(),
+                "p50": server_ms(0.5),
+                "p99": server_ms(0.99),
+                "p999": server_ms(0.999),
+                "max_bucket": server_ms(1.0),
+            },
             "latency_p999_ms": ms(run.latency_p999_us),
             "latency_audio": latency_json(&run.latency_audio),
             "latency_video": latency_json(&run.latency_video),
