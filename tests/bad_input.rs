@@ -131,6 +131,33 @@ async fn malformed_frames_get_errors_and_the_connection_goes_on() {
         "invalid_state",
     )
     .await;
+    // A screen share must go on its own connection, and only it; the server offers the
+    // subscribe connection; nothing to unpublish yet.
+    d.err(
+        json!({"type": "publish", "sdp": "v=0", "tracks": [{"mid": "0", "source": "screen"}]}),
+        "invalid_fields",
+    )
+    .await;
+    d.err(
+        json!({"type": "publish", "pc": "screen", "sdp": "v=0", "tracks": [{"mid": "0", "source": "camera"}]}),
+        "invalid_fields",
+    )
+    .await;
+    d.err(
+        json!({"type": "publish", "pc": "subscribe", "sdp": "v=0", "tracks": []}),
+        "invalid_fields",
+    )
+    .await;
+    d.err(
+        json!({"type": "unpublish", "pc": "screen"}),
+        "invalid_state",
+    )
+    .await;
+    d.err(
+        json!({"type": "unpublish", "pc": "subscribe"}),
+        "invalid_fields",
+    )
+    .await;
     let mut watcher = server.join(Role::Observer, "watcher", "Observer", "").await;
     watcher
         .err(
@@ -189,6 +216,7 @@ async fn every_command_from_every_role_is_checked() {
                     v["sdp"] = json!("v=0");
                     v["tracks"] = json!([]);
                 }
+                "unpublish" => v["pc"] = json!("screen"),
                 "subscribe_answer" => v["sdp"] = json!("v=0"),
                 "ice_candidate" => {
                     v["pc"] = json!("publish");

@@ -176,10 +176,20 @@ pub enum Command {
     /// The SDP offer of the client's publish connection (first or renegotiated), naming what
     /// each sending m-line carries. Answered by `publish_answer`.
     Publish {
+        /// Which sending connection: `publish` (the default: microphone, camera, program) or
+        /// `screen` (a screen share on a connection of its own).
+        #[serde(default, skip_serializing_if = "PeerConnectionKind::is_publish")]
+        pc: PeerConnectionKind,
         /// SDP offer (at most 64 KiB with the frame limit).
         sdp: String,
         /// The tracks, by `mid`.
         tracks: Vec<PublishTrack>,
+    },
+    /// Closes one of the client's sending connections (`publish` or `screen`): its tracks
+    /// leave every subscriber. Stopping a screen share, or going listen-only.
+    Unpublish {
+        /// Which one.
+        pc: PeerConnectionKind,
     },
     /// The client's SDP answer to the server's `subscribe_offer`.
     SubscribeAnswer {
@@ -241,6 +251,7 @@ impl Command {
         "agenda_jump",
         "timer_message",
         "publish",
+        "unpublish",
         "subscribe_answer",
         "ice_candidate",
         "media_preferences",
@@ -275,6 +286,7 @@ impl Command {
             Command::AgendaJump { .. } => "agenda_jump",
             Command::TimerMessage { .. } => "timer_message",
             Command::Publish { .. } => "publish",
+            Command::Unpublish { .. } => "unpublish",
             Command::SubscribeAnswer { .. } => "subscribe_answer",
             Command::IceCandidate { .. } => "ice_candidate",
             Command::MediaPreferences { .. } => "media_preferences",
@@ -310,6 +322,7 @@ impl Command {
             | Command::AgendaJump { .. }
             | Command::TimerMessage { .. }
             | Command::Publish { .. }
+            | Command::Unpublish { .. }
             | Command::SubscribeAnswer { .. }
             | Command::IceCandidate { .. }
             | Command::MediaPreferences { .. } => true,

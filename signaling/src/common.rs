@@ -430,13 +430,24 @@ pub enum MediaSource {
 }
 
 /// Which of a participant's two peer connections a message is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum PeerConnectionKind {
     /// The connection the client sends on; the client offers.
+    #[default]
     Publish,
     /// The connection the client receives on; the server offers.
     Subscribe,
+    /// A second sending connection for a screen share, so that starting or stopping a share
+    /// never renegotiates the camera's connection (and its simulcast layers).
+    Screen,
+}
+
+impl PeerConnectionKind {
+    /// The default of `publish`'s `pc`.
+    pub fn is_publish(&self) -> bool {
+        *self == PeerConnectionKind::Publish
+    }
 }
 
 /// One track the client offers on its publish connection.

@@ -75,6 +75,8 @@ pub enum ServerMessage {
     },
     /// The server's SDP answer to the client's `publish` offer.
     PublishAnswer {
+        /// Which sending connection this answers (`publish` or `screen`).
+        pc: PeerConnectionKind,
         /// SDP answer.
         sdp: String,
     },

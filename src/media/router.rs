@@ -21,7 +21,8 @@
 //!   audio at the server unless the gate is open for them (moderated mode: they hold the floor;
 //!   the moderator and the room always pass; open mode: everyone passes).
 //! - Every peer but the room's own feed owner receives the speaker slot (high layer) and the
-//!   screen slot.
+//!   screen slot. The screen slot shows a presenter's screen, or failing that the screen of a
+//!   floor holder who shares one.
 //! - Thumbnails: a subscriber that asks gets every other delegate's camera on the low layer.
 //! - A video slot switches layer (or source) only at a keyframe of the target; until then the
 //!   old source keeps flowing. Keyframe requests are merged per (track, layer), sent at most
@@ -549,7 +550,9 @@ impl Router {
                 .find(|(_, t)| t.owner == *h && t.source == Source::Camera)
                 .map(|(id, t)| (*id, top(t)))
         });
-        let screen = self.presenters.iter().find_map(|p| {
+        // A presenter's screen first; failing that, a floor holder's (a delegate who shares
+        // while speaking).
+        let screen = self.presenters.iter().chain(&self.holders).find_map(|p| {
             self.tracks
                 .iter()
                 .find(|(_, t)| t.owner == *p && t.source == Source::Screen)

@@ -74,6 +74,8 @@ impl MediaHub {
 struct Peer {
     id: u32,
     publisher: Option<ConnId>,
+    /// The screen-share connection (a second sending connection).
+    screen: Option<ConnId>,
     subscriber: Option<ConnId>,
     /// The publisher's tracks by `msid` track id: what they carry (from the `publish`
     /// command's mid map and the offer) and, once open, the router's track id.
@@ -192,6 +194,7 @@ impl MeetingMedia {
         &mut self,
         participant: &str,
         role: Role,
+        pc: PeerConnectionKind,
         offer: String,
         tracks: Vec<sig::PublishTrack>,
         out: &mut Outbox,
@@ -203,10 +206,26 @@ impl MeetingMedia {
                     "only the room publishes the program".into(),
                 ));
             }
+            if (pc == PeerConnectionKind::Screen) != (t.source == MediaSource::Screen) {
+                return Err((
+                    ErrorCode::InvalidFields,
+                    "a screen share goes on its own connection (pc: screen), and only it".into(),
+                ));
+            }
+        }
+        if pc == PeerConnectionKind::Subscribe {
+            return Err((
+                ErrorCode::InvalidFields,
+                "publish takes pc publish or screen; the server offers the subscribe connection"
+                    .into(),
+            ));
         }
         self.ensure_peer(participant, role, out).await?;
         let sections = sdp::sections(&offer);
-        let existing = self.peers.get(participant).and_then(|p| p.publisher);
+        let existing = self.peers.get(participant).and_then(|p| match pc {
+            PeerConnectionKind::Screen => p.screen,
+            _ => p.publisher,
+        });
         let conn = existing.unwrap_or_else(|| self.hub.new_conn(&self.me));
         let answer = match existing {
             Some(c) => self.hub.engine.update_publisher(c, offer).await,
@@ -222,7 +241,10 @@ impl MeetingMedia {
             }
         };
         if let Some(p) = self.peers.get_mut(participant) {
-            p.publisher = Some(conn);
+            match pc {
+                PeerConnectionKind::Screen => p.screen = Some(conn),
+                _ => p.publisher = Some(conn),
+            }
             for t in tracks {
                 let section = sections
                     .iter()
@@ -236,8 +258,62 @@ impl MeetingMedia {
         }
         out.push((
             participant.to_owned(),
-            sig::ServerMessage::PublishAnswer { sdp: answer },
+            sig::ServerMessage::PublishAnswer { pc, sdp: answer },
         ));
+        Ok(())
+    }
+
+    /// `unpublish`: closes a sending connection; its tracks leave every subscriber (their
+    /// m-lines go quiet and are reused for later tracks).
+    pub async fn unpublish(
+        &mut self,
+        participant: &str,
+        pc: PeerConnectionKind,
+        out: &mut Outbox,
+    ) -> Result<(), (ErrorCode, String)> {
+        let screen = match pc {
+            PeerConnectionKind::Screen => true,
+            PeerConnectionKind::Publish => false,
+            PeerConnectionKind::Subscribe => {
+                return Err((
+                    ErrorCode::InvalidFields,
+                    "unpublish takes pc publish or screen".into(),
+                ));
+            }
+        };
+        let Some(p) = self.peers.get_mut(participant) else {
+            return Err((ErrorCode::InvalidState, "nothing published".into()));
+        };
+        let conn = if screen {
+            p.screen.take()
+        } else {
+            p.publisher.take()
+        }
+        .ok_or((
+            ErrorCode::InvalidState,
+            "that connection does not exist".to_owned(),
+        ))?;
+        let mut gone = Vec::new();
+        p.sources.retain(|_, (source, track, _)| {
+            let on_conn = (*source == MediaSource::Screen) == screen;
+            if on_conn {
+                gone.extend(*track);
+            }
+            !on_conn
+        });
+        let _ = self.hub.engine.remove_connection(conn).await;
+        self.hub.forget(conn);
+        for track in gone {
+            match self
+                .hub
+                .engine
+                .router(self.room, RouterOp::Unpublish(track))
+                .await
+            {
+                Ok(changes) => self.apply_changes(changes, out).await,
+                Err(e) => warn!(%e, "router refused an unpublish"),
+            }
+        }
         Ok(())
     }
 
@@ -372,6 +448,7 @@ impl MeetingMedia {
             .ok_or((ErrorCode::InvalidState, "no peer connection yet".to_owned()))?;
         let conn = match pc {
             PeerConnectionKind::Publish => p.publisher,
+            PeerConnectionKind::Screen => p.screen,
             PeerConnectionKind::Subscribe => p.subscriber,
         }
         .ok_or((
@@ -398,7 +475,7 @@ impl MeetingMedia {
                 let participant = self
                     .peers
                     .iter()
-                    .find(|(_, p)| p.publisher == Some(conn))
+                    .find(|(_, p)| p.publisher == Some(conn) || p.screen == Some(conn))
                     .map(|(k, _)| k.clone())?;
                 return Some(Speech {
                     participant,
@@ -418,6 +495,9 @@ impl MeetingMedia {
                 for p in self.peers.values_mut() {
                     if p.publisher == Some(conn) {
                         p.publisher = None;
+                    }
+                    if p.screen == Some(conn) {
+                        p.screen = None;
                     }
                     if p.subscriber == Some(conn) {
                         p.subscriber = None;
@@ -444,7 +524,7 @@ impl MeetingMedia {
         let Some((participant, peer)) = self
             .peers
             .iter()
-            .find(|(_, p)| p.publisher == Some(conn))
+            .find(|(_, p)| p.publisher == Some(conn) || p.screen == Some(conn))
             .map(|(k, p)| (k.clone(), PeerId(p.id)))
         else {
             return;
@@ -825,7 +905,7 @@ impl MeetingMedia {
         let Some(p) = self.peers.remove(participant) else {
             return;
         };
-        for conn in [p.publisher, p.subscriber].into_iter().flatten() {
+        for conn in [p.publisher, p.screen, p.subscriber].into_iter().flatten() {
             let _ = self.hub.engine.remove_connection(conn).await;
             self.hub.forget(conn);
         }

@@ -564,9 +564,11 @@ impl Meeting {
         };
         let mut out = Vec::new();
         let result = match command {
-            Command::Publish { sdp, tracks } => {
-                av.publish(&who.id, who.role, sdp, tracks, &mut out).await
+            Command::Publish { pc, sdp, tracks } => {
+                av.publish(&who.id, who.role, pc, sdp, tracks, &mut out)
+                    .await
             }
+            Command::Unpublish { pc } => av.unpublish(&who.id, pc, &mut out).await,
             Command::SubscribeAnswer { sdp } => av.answer(&who.id, sdp, &mut out).await,
             Command::IceCandidate { pc, candidate, .. } => {
                 av.candidate(&who.id, pc, candidate).await
@@ -839,6 +841,7 @@ impl Meeting {
         if matches!(
             msg.command,
             Command::Publish { .. }
+                | Command::Unpublish { .. }
                 | Command::SubscribeAnswer { .. }
                 | Command::IceCandidate { .. }
                 | Command::MediaPreferences { .. }
@@ -916,6 +919,7 @@ impl Meeting {
                 ));
             }
             Command::Publish { .. }
+            | Command::Unpublish { .. }
             | Command::SubscribeAnswer { .. }
             | Command::IceCandidate { .. }
             | Command::MediaPreferences { .. } => {

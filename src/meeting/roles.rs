@@ -12,7 +12,9 @@ pub fn allowed(role: Role, command: &Command) -> bool {
         | C::SubscribeAnswer { .. }
         | C::IceCandidate { .. }
         | C::MediaPreferences { .. } => true,
-        C::Publish { .. } => matches!(role, Role::Moderator | Role::Delegate | Role::Room),
+        C::Publish { .. } | C::Unpublish { .. } => {
+            matches!(role, Role::Moderator | Role::Delegate | Role::Room)
+        }
         C::RaiseHand { .. } | C::LowerHand => {
             matches!(role, Role::Moderator | Role::Delegate | Role::Assistant)
         }

@@ -193,6 +193,8 @@ struct Inner {
     /// Counts subscribe answers sent (wakes `wait_subscribed`).
     subscribe_count: watch::Sender<u64>,
     publish: tokio::sync::Mutex<Option<Arc<Peer>>>,
+    /// The screen-share connection (`publish` with `pc: screen`).
+    screen: tokio::sync::Mutex<Option<Arc<Peer>>>,
     subscribe: tokio::sync::Mutex<Option<Arc<Peer>>>,
     /// The reader applies `publish_answer` and reports here.
     publish_answer: StdMutex<Option<oneshot::Sender<Result<()>>>>,
@@ -327,6 +329,7 @@ impl Client {
             reception: Arc::new(StdMutex::new(Reception::default())),
             subscribe_count: watch::channel(0).0,
             publish: tokio::sync::Mutex::new(None),
+            screen: tokio::sync::Mutex::new(None),
             subscribe: tokio::sync::Mutex::new(None),
             publish_answer: StdMutex::new(None),
             early_candidates: tokio::sync::Mutex::new(Vec::new()),
@@ -465,16 +468,59 @@ impl Client {
     /// `publish` with the offer and the mid → source map, applies the `publish_answer`, and
     /// starts the pump (which waits until the connection is up). Once per client.
     pub async fn publish(&self, spec: PublishSpec) -> Result<Vec<SentStats>> {
+        if spec.screen {
+            return Err(Error::Usage(
+                "a screen share goes on its own connection: publish_screen".into(),
+            ));
+        }
+        self.publish_on(PeerConnectionKind::Publish, spec).await
+    }
+
+    /// Shares a screen on a second sending connection (`publish` with `pc: screen`), as a
+    /// browser does so the camera's connection is never renegotiated. `spec.screen_rate` sets
+    /// the stream; the other fields are ignored.
+    pub async fn publish_screen(&self, spec: PublishSpec) -> Result<Vec<SentStats>> {
+        let spec = PublishSpec {
+            audio: false,
+            video_layers: 0,
+            screen: true,
+            ..spec
+        };
+        self.publish_on(PeerConnectionKind::Screen, spec).await
+    }
+
+    /// Stops the screen share (`unpublish`, `pc: screen`) and closes its connection.
+    pub async fn unpublish_screen(&self) -> Result<()> {
+        let peer = self.inner.screen.lock().await.take();
+        let (_, ack) = self
+            .inner
+            .outbox
+            .start(json!({"type": "unpublish", "pc": "screen"}))?;
+        self.await_reply(ack, "unpublish").await?;
+        if let Some(p) = peer {
+            p.close().await;
+        }
+        Ok(())
+    }
+
+    async fn publish_on(
+        &self,
+        kind: PeerConnectionKind,
+        spec: PublishSpec,
+    ) -> Result<Vec<SentStats>> {
         let inner = &self.inner;
         if spec.video_layers > 3 {
             return Err(Error::Usage("video_layers must be 0 to 3".into()));
         }
-        let mut publish = inner.publish.lock().await;
+        let mut publish = match kind {
+            PeerConnectionKind::Screen => inner.screen.lock().await,
+            _ => inner.publish.lock().await,
+        };
         if publish.is_some() {
             return Err(Error::Usage("already published".into()));
         }
         let peer = Peer::new(
-            PeerConnectionKind::Publish,
+            kind,
             &inner.opts,
             &inner.ice_servers,
             inner.outbox.clone(),
@@ -632,7 +678,7 @@ impl Client {
             .unwrap_or_else(|e| e.into_inner()) = Some(answer_tx);
         let (_, ack) = inner
             .outbox
-            .start(json!({"type": "publish", "sdp": sdp, "tracks": tracks}))?;
+            .start(json!({"type": "publish", "pc": kind, "sdp": sdp, "tracks": tracks}))?;
         peer.local_ready(&sdp);
         self.await_reply(ack, "publish").await?;
         // The answer came before the ack, and the reader applied it before reading the ack.
@@ -908,8 +954,9 @@ impl Client {
             t.abort();
         }
         let publish = inner.publish.lock().await.take();
+        let screen = inner.screen.lock().await.take();
         let subscribe = inner.subscribe.lock().await.take();
-        for p in [publish, subscribe].into_iter().flatten() {
+        for p in [publish, screen, subscribe].into_iter().flatten() {
             p.close().await;
         }
         let _ = inner.outbox.tx.send(Message::Close(None));
@@ -1088,12 +1135,13 @@ async fn apply_publish_answer(inner: &Arc<Inner>, m: &Value) -> Result<()> {
     let sdp = m["sdp"]
         .as_str()
         .ok_or_else(|| Error::Protocol("publish_answer without sdp".into()))?;
-    let peer = inner
-        .publish
-        .lock()
-        .await
-        .clone()
-        .ok_or_else(|| Error::Protocol("publish_answer without a publish".into()))?;
+    let screen = m["pc"] == "screen";
+    let peer = if screen {
+        inner.screen.lock().await.clone()
+    } else {
+        inner.publish.lock().await.clone()
+    }
+    .ok_or_else(|| Error::Protocol("publish_answer without a publish".into()))?;
     peer.set_remote(RTCSessionDescription::answer(sdp.to_owned())?)
         .await?;
     apply_early_candidates(inner, &peer).await;
@@ -1182,6 +1230,7 @@ async fn add_server_candidate(inner: &Arc<Inner>, m: &Value) -> Result<()> {
     };
     let peer = match kind {
         PeerConnectionKind::Publish => inner.publish.lock().await.clone(),
+        PeerConnectionKind::Screen => inner.screen.lock().await.clone(),
         PeerConnectionKind::Subscribe => inner.subscribe.lock().await.clone(),
     };
     match peer {

@@ -87,7 +87,9 @@ impl Peer {
     ) -> Result<Arc<Peer>> {
         let mut media_engine = MediaEngine::default();
         match kind {
-            PeerConnectionKind::Publish => register_publish_codecs(&mut media_engine, opts)?,
+            PeerConnectionKind::Publish | PeerConnectionKind::Screen => {
+                register_publish_codecs(&mut media_engine, opts)?
+            }
             // The server offers; accept whatever a browser would.
             PeerConnectionKind::Subscribe => media_engine.register_default_codecs()?,
         }
@@ -107,7 +109,7 @@ impl Peer {
         }
         let mut registry =
             register_default_interceptors(rtc::interceptor::Registry::new(), &mut media_engine)?;
-        if kind == PeerConnectionKind::Publish {
+        if kind != PeerConnectionKind::Subscribe {
             // Transport-wide sequence numbers on what we send, as browsers do.
             registry = configure_twcc_sender_only(registry, &mut media_engine)?;
             // Inbound RTCP stops at the end of the interceptor chain; this one lets PLI and FIR

@@ -542,3 +542,68 @@ async fn audio_levels_become_speaking_messages_before_the_gate() {
     chair.close().await;
     let _ = server.stop.send(());
 }
+
+/// A presenter shares a screen on a second sending connection while the camera (two simulcast
+/// layers) keeps flowing: the screen reaches the others through their `screen` slot, the
+/// camera's connection is never renegotiated, and `unpublish` stops the share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_screen_share_on_its_own_connection_fills_the_screen_slot_and_stops() {
+    let server = start().await;
+    let chair = server.join(Role::Moderator, "chair").await;
+    let viewer = server.join(Role::Delegate, "viewer").await;
+    viewer.subscribe(false).await.expect("subscribe");
+    viewer.wait_subscribed(1).await.expect("offer");
+    let presenter = publishing(
+        &server,
+        Role::Delegate,
+        "presenter",
+        PublishSpec {
+            audio: true,
+            video_layers: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    presenter
+        .publish_screen(PublishSpec::default())
+        .await
+        .expect("screen published");
+    // The chair gives the presenter the floor: a floor holder's screen fills the screen slot
+    // when no presentation slot is running.
+    let ack = presenter
+        .cmd(serde_json::json!({"type": "raise_hand"}))
+        .await
+        .expect("raise");
+    chair
+        .cmd(serde_json::json!({"type": "grant", "request": ack["request"]}))
+        .await
+        .expect("grant");
+    let screen = |t: &TrackStats| matches!(t.slot, Some(SlotInfo::Screen { .. }));
+    viewer
+        .wait_stats(Duration::from_secs(15), |s| {
+            s.iter().any(|t| screen(t) && t.packets >= 30)
+        })
+        .await
+        .expect("the screen reaches the viewer's screen slot");
+    presenter.unpublish_screen().await.expect("unpublish");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped = viewer
+        .stats()
+        .into_iter()
+        .find(|t| screen(t))
+        .map_or(0, |t| t.packets);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let later = viewer
+        .stats()
+        .into_iter()
+        .find(|t| screen(t))
+        .map_or(0, |t| t.packets);
+    assert_eq!(later, stopped, "the screen stopped with unpublish");
+    for c in [&chair, &viewer, &presenter] {
+        assert!(c.errors().is_empty(), "{:?}", c.errors());
+    }
+    presenter.close().await;
+    viewer.close().await;
+    chair.close().await;
+    let _ = server.stop.send(());
+}

@@ -300,7 +300,12 @@ async fn connection(stream: tokio::net::TcpStream, fake: Arc<Fake>) {
                 let answer = pc.create_answer(None).await.unwrap();
                 pc.set_local_description(answer.clone()).await.unwrap();
                 assert!(answer.sdp.contains("a=ice-lite"));
-                let _ = out.send(json!({"type": "publish_answer", "sdp": answer.sdp}));
+                let kind = if m["pc"] == "screen" {
+                    "screen"
+                } else {
+                    "publish"
+                };
+                let _ = out.send(json!({"type": "publish_answer", "pc": kind, "sdp": answer.sdp}));
                 let _ = out.send(ack);
                 publish = Some(pc);
             }
@@ -313,7 +318,7 @@ async fn connection(stream: tokio::net::TcpStream, fake: Arc<Fake>) {
                 let _ = out.send(ack);
             }
             "ice_candidate" => {
-                let pc = if m["pc"] == "publish" {
+                let pc = if m["pc"] != "subscribe" {
                     publish.clone()
                 } else {
                     sub.as_ref().map(|s| s.pc.clone())
