@@ -115,6 +115,11 @@ fn fit(height: Option<&u32>, layers: u8, default: u8) -> u8 {
 /// Minimum time between keyframe requests for one (track, layer).
 pub const KEYFRAME_INTERVAL_MS: Millis = 1_000;
 
+/// A simulcast layer that sent nothing for this long is paused (a browser drops its upper
+/// layers when its bandwidth estimate falls): slots that want it fall back to the best layer
+/// still flowing, and go back up when it returns (at its keyframe).
+pub const LAYER_IDLE_MS: Millis = 1_500;
+
 /// Video RTP clock rate.
 const VIDEO_CLOCK_KHZ: i64 = 90;
 /// Opus RTP clock rate.
@@ -236,6 +241,14 @@ struct Track {
     kind: Kind,
     source: Source,
     layers: u8,
+    /// When each layer last sent a packet.
+    seen: [Millis; 3],
+    /// Which layers are flowing (a packet within [`LAYER_IDLE_MS`]).
+    flowing: [bool; 3],
+    /// The first packet of any layer.
+    first: Option<Millis>,
+    /// [`LAYER_IDLE_MS`] after the first packet: a layer never seen by then is paused.
+    settled: bool,
 }
 
 /// The state of one outgoing stream.
@@ -359,6 +372,10 @@ impl Router {
                 kind,
                 source,
                 layers,
+                seen: [0; 3],
+                flowing: [false; 3],
+                first: None,
+                settled: false,
             },
         );
         self.recompute();
@@ -450,10 +467,20 @@ impl Router {
     /// Decides where one incoming packet goes; appends to `out` (not cleared). The hot path:
     /// no allocation once the router's tables are built.
     pub fn route(&mut self, now: Millis, pkt: &Incoming, out: &mut Vec<Forward>) {
-        let Some(track) = self.tracks.get(&pkt.track) else {
+        let Some(track) = self.tracks.get_mut(&pkt.track) else {
             return;
         };
         let (owner, kind) = (track.owner, track.kind);
+        let layer = usize::from(pkt.layer.min(2));
+        track.seen[layer] = now;
+        track.first.get_or_insert(now);
+        if !track.flowing[layer] {
+            // A layer (re)starts: slots that fell back from it may go back up.
+            track.flowing[layer] = true;
+            if track.layers > 1 {
+                self.recompute();
+            }
+        }
         if kind == Kind::Audio && !self.gate_open(owner) {
             if let Some(p) = self.peers.get_mut(&owner) {
                 p.gate_dropped += 1;
@@ -511,6 +538,7 @@ impl Router {
     /// Keyframe requests to send now: merged per (track, layer), at most one per
     /// [`KEYFRAME_INTERVAL_MS`], repeated until a keyframe arrives.
     pub fn poll_keyframe_requests(&mut self, now: Millis, out: &mut Vec<(TrackId, u8)>) {
+        self.expire_layers(now);
         for key in self.keyframes.keys() {
             let last = self.last_asked.get(key).copied();
             if last.is_none_or(|l| now - l >= KEYFRAME_INTERVAL_MS) {
@@ -518,6 +546,49 @@ impl Router {
                 out.push(*key);
             }
         }
+    }
+
+    /// Marks layers that stopped sending as paused, and moves the slots that wanted them.
+    pub fn expire_layers(&mut self, now: Millis) {
+        let mut changed = false;
+        for t in self.tracks.values_mut() {
+            if t.layers < 2 {
+                continue;
+            }
+            if !t.settled && t.first.is_some_and(|f| now - f >= LAYER_IDLE_MS) {
+                t.settled = true;
+                changed |= t.flowing.iter().take(usize::from(t.layers)).any(|f| !f);
+            }
+            for l in 0..usize::from(t.layers.min(3)) {
+                if t.flowing[l] && now - t.seen[l] >= LAYER_IDLE_MS {
+                    t.flowing[l] = false;
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.recompute();
+        }
+    }
+
+    /// The layer to send instead of `wanted` of `track`: `wanted` if it flows (or nothing is
+    /// known to flow yet), else the best flowing layer below it, else the lowest above it.
+    fn available(&self, track: TrackId, wanted: u8) -> u8 {
+        let Some(t) = self.tracks.get(&track) else {
+            return wanted;
+        };
+        let n = usize::from(t.layers.min(3));
+        let w = usize::from(wanted).min(n.saturating_sub(1));
+        // Until the track settles, a layer not seen yet may still be starting.
+        let ok = |l: usize| t.flowing[l] || (!t.settled && t.seen[l] == 0);
+        if ok(w) || !(0..n).any(ok) {
+            return wanted;
+        }
+        (0..w)
+            .rev()
+            .chain(w + 1..n)
+            .find(|l| ok(*l))
+            .map_or(wanted, |l| l as u8)
     }
 
     /// A subscriber asked for a keyframe on a slot (PLI from the subscriber).
@@ -571,6 +642,7 @@ impl Router {
                 };
                 if let Some(layer) = layer {
                     let layer = fit(peer.render.get(&Slot::Track(tid)), t.layers, layer);
+                    let layer = self.available(tid, layer);
                     want.push(((pid, Slot::Track(tid)), t.kind, Some((tid, layer))));
                 }
             }
@@ -580,7 +652,10 @@ impl Router {
             let sized = |slot: Slot, src: Option<Feed>| {
                 src.map(|(tid, layer)| {
                     let layers = self.tracks.get(&tid).map_or(1, |t| t.layers);
-                    (tid, fit(peer.render.get(&slot), layers, layer))
+                    (
+                        tid,
+                        self.available(tid, fit(peer.render.get(&slot), layers, layer)),
+                    )
                 })
             };
             want.push((
@@ -686,8 +761,13 @@ impl Router {
         for t in need {
             self.keyframes.entry(t).or_insert(());
         }
-        self.keyframes
-            .retain(|(t, _), _| self.tracks.contains_key(t));
+        // Requests for what no slot shows or wants any more are withdrawn.
+        let downs = &self.downs;
+        self.keyframes.retain(|k, _| {
+            downs
+                .values()
+                .any(|d| d.target == Some(*k) || d.current == Some(*k))
+        });
         self.last_asked
             .retain(|(t, _), _| self.tracks.contains_key(t));
         self.fanout.clear();

@@ -72,9 +72,80 @@ pub fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
     })
 }
 
+/// Our answer to a publisher as sent: `x-google-start-bitrate=<kbps>` on every VP8 payload
+/// type (added to its `a=fmtp` line, or as a new one after its `a=rtpmap`), so a browser's
+/// congestion control starts high enough for every simulcast layer.
+pub fn with_start_bitrate(sdp: &str, kbps: u32) -> String {
+    let vp8: Vec<String> = sdp
+        .lines()
+        .filter_map(|l| {
+            let rest = l.trim_end_matches('\r').strip_prefix("a=rtpmap:")?;
+            let (pt, codec) = rest.split_once(' ')?;
+            codec
+                .to_ascii_uppercase()
+                .starts_with("VP8/")
+                .then(|| pt.to_owned())
+        })
+        .collect();
+    if vp8.is_empty() {
+        return sdp.to_owned();
+    }
+    let param = format!("x-google-start-bitrate={kbps}");
+    let has_fmtp = |pt: &str| sdp.lines().any(|l| l.starts_with(&format!("a=fmtp:{pt} ")));
+    let mut out = String::with_capacity(sdp.len() + 64 * vp8.len());
+    for line in sdp.split_inclusive('\n') {
+        let bare = line.trim_end_matches(['\r', '\n']);
+        let eol = &line[bare.len()..];
+        let fmtp_pt = bare
+            .strip_prefix("a=fmtp:")
+            .and_then(|r| r.split_once(' '))
+            .map(|(pt, _)| pt);
+        match fmtp_pt {
+            Some(pt) if vp8.iter().any(|v| v == pt) => {
+                out.push_str(bare);
+                out.push(';');
+                out.push_str(&param);
+                out.push_str(eol);
+            }
+            _ => out.push_str(line),
+        }
+        let rtpmap_pt = bare
+            .strip_prefix("a=rtpmap:")
+            .and_then(|r| r.split_once(' '))
+            .map(|(pt, _)| pt);
+        if let Some(pt) = rtpmap_pt {
+            if vp8.iter().any(|v| v == pt) && !has_fmtp(pt) {
+                out.push_str(&format!("a=fmtp:{pt} {param}"));
+                out.push_str(if eol.is_empty() { "\r\n" } else { eol });
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_start_bitrate_goes_on_every_vp8_payload_type_and_nowhere_else() {
+        let sdp = "m=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10\r\nm=video 9 X 96 97\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 vp8/90000\r\na=fmtp:97 foo=1\r\n";
+        let out = with_start_bitrate(sdp, 2000);
+        assert!(out.contains("a=fmtp:111 minptime=10\r\n"), "{out}");
+        assert!(
+            out.contains("a=rtpmap:96 VP8/90000\r\na=fmtp:96 x-google-start-bitrate=2000\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("a=fmtp:97 foo=1;x-google-start-bitrate=2000\r\n"),
+            "{out}"
+        );
+        assert_eq!(
+            with_start_bitrate("m=audio 9 X 111\r\n", 1),
+            "m=audio 9 X 111\r\n"
+        );
+        assert_eq!(with_start_bitrate("junk", 1), "junk");
+    }
 
     #[test]
     fn extmap_ids_are_found_and_junk_is_not() {

@@ -528,3 +528,71 @@ fn retired_streams_stay_bounded_however_many_come_and_go() {
         r.retired(ROOM)
     );
 }
+
+#[test]
+fn a_paused_layer_falls_back_to_the_best_flowing_one_and_returns_at_its_keyframe() {
+    let mut r = meeting();
+    // The program's three layers flow; D1 takes the high one.
+    for l in 0..3 {
+        route(&mut r, 0, pkt(PROG_V, l, 1, 0, true));
+    }
+    let out = route(&mut r, 10, pkt(PROG_V, 2, 2, 900, true));
+    let first = to(&out, D1, Slot::Track(PROG_V)).expect("high layer to D1");
+    // The sender pauses the high layer (bandwidth): after LAYER_IDLE_MS only `h` and `q` flow.
+    let mut t = 20;
+    let mut seq = 2u16;
+    while t <= 20 + LAYER_IDLE_MS {
+        seq += 1;
+        for l in 0..2 {
+            route(&mut r, t, pkt(PROG_V, l, seq, t as u32 * 90, false));
+        }
+        t += 100;
+    }
+    let mut asked = Vec::new();
+    r.poll_keyframe_requests(t, &mut asked);
+    assert!(
+        asked.contains(&(PROG_V, 1)),
+        "a keyframe of the middle layer is asked for: {asked:?}"
+    );
+    assert!(
+        !asked.contains(&(PROG_V, 2)),
+        "nothing asked of the paused layer: {asked:?}"
+    );
+    // Until the middle layer's keyframe, nothing reaches D1 on the slot; then it flows, with
+    // one SSRC and the next sequence number.
+    assert!(
+        to(
+            &route(&mut r, t, pkt(PROG_V, 1, 50, 0, false)),
+            D1,
+            Slot::Track(PROG_V)
+        )
+        .is_none()
+    );
+    let out = route(&mut r, t + 10, pkt(PROG_V, 1, 51, 0, true));
+    let f = to(&out, D1, Slot::Track(PROG_V)).expect("middle layer to D1 at its keyframe");
+    assert_eq!(f.ssrc, first.ssrc);
+    assert_eq!(f.seq, first.seq.wrapping_add(1));
+    // The high layer comes back: D1 returns to it at its keyframe.
+    route(&mut r, t + 20, pkt(PROG_V, 2, 60, 0, false));
+    let out = route(&mut r, t + 30, pkt(PROG_V, 2, 61, 0, true));
+    let back = to(&out, D1, Slot::Track(PROG_V)).expect("back to the high layer");
+    assert_eq!(back.seq, f.seq.wrapping_add(1));
+}
+
+#[test]
+fn keyframe_requests_for_a_layer_nobody_wants_are_withdrawn() {
+    let mut r = meeting();
+    // D1 renders the program small, so its slot targets the low layer; then large again.
+    let mid = Slot::Track(PROG_V);
+    r.set_render_height(D1, mid, Some(720)).unwrap();
+    assert!(r.keyframe_pending(PROG_V, 2));
+    // Everyone leaves the program but the chair... simplest: every subscriber asks for small.
+    for p in [D1, D2, CHAIR] {
+        r.set_render_height(p, mid, Some(100)).unwrap();
+    }
+    assert!(
+        !r.keyframe_pending(PROG_V, 2),
+        "nobody targets the high layer any more"
+    );
+    assert!(r.keyframe_pending(PROG_V, 0));
+}
