@@ -941,8 +941,12 @@ export class Subscriber extends Emitter {
     /** @type {Map<string, ReceivedTrack>} */
     this.tracks = new Map();
     this.thumbnails = false;
-    /** @type {Map<string, number>} render height by mid */
+    /** @type {Map<string, number>} the height each mid is shown at (wanted), by mid */
     this.render = new Map();
+    /** @type {Map<string, number>} the height asked of the server now (layer control), by mid */
+    this.current = new Map();
+    /** Start new video mids on the low layer ({@link watchLayers}). */
+    this.startLow = false;
     /** @type {Promise<void>} offers are handled one at a time */
     this._chain = Promise.resolve();
     /** @type {(() => void)[]} */
@@ -980,9 +984,14 @@ export class Subscriber extends Emitter {
    * @param {Record<string, number>} heights by mid
    */
   async setRender(heights) {
-    for (const [mid, h] of Object.entries(heights)) this.render.set(mid, Math.round(h));
-    const render = [...this.render].filter(([mid]) => this.slots.has(mid)).map(([mid, height]) => ({ mid, height }));
-    await this.conn.send('media_preferences', { thumbnails: this.thumbnails, render });
+    for (const [mid, hgt] of Object.entries(heights)) {
+      const v = Math.round(hgt);
+      this.render.set(mid, v);
+      // Asking lower is always safe; higher goes through the layer control's probe.
+      const cur = this.current.get(mid);
+      if (!this.startLow || cur === undefined || v < cur) this.current.set(mid, v);
+    }
+    await this._sendRender();
   }
 
   /**
@@ -997,12 +1006,127 @@ export class Subscriber extends Emitter {
       if (s) rt.slot = s;
     }
     this.emit('slots', slots);
+    if (this.startLow) {
+      let fresh = false;
+      for (const sl of slots) {
+        const video = sl.slot === 'speaker' || (sl.slot === 'track' && sl.kind === 'video');
+        if (video && !this.current.has(sl.mid)) {
+          this.current.set(sl.mid, 180);
+          fresh = true;
+        }
+      }
+      // Before the answer: the first packets forwarded are already the low layer's.
+      if (fresh) await this._sendRender();
+    }
     await this.pc.setRemoteDescription({ type: 'offer', sdp });
     await this.trickle.drain();
     const answer = await this.pc.createAnswer();
     await this.pc.setLocalDescription(answer);
     await this.conn.send('subscribe_answer', { sdp: this.pc.localDescription?.sdp ?? answer.sdp });
     this.trickle.flush();
+  }
+
+  /**
+   * Simulcast layer control on the client side, until the server falls back by itself.
+   *
+   * The server forwards the layer a render height asks for (default: the high one) and keeps
+   * it even when the publisher's browser pauses that layer for lack of bandwidth (Chrome
+   * does: `qualityLimitationReason: bandwidth`), so the picture freezes. Here:
+   * - every new video mid starts on the low layer (180, always sent: the first frame comes
+   *   soonest); once it decodes, it steps up one layer at a time (360, 720) towards the
+   *   wanted height ({@link setRender}, default 720). Asking up is safe: the server keeps
+   *   forwarding the current layer until the target's keyframe arrives. If the frame height
+   *   has not changed `switchMs` after a step up, the layer is not coming: back down, and try
+   *   again after `probeMs`;
+   * - a mid that stops decoding for `stallMs` is asked for the next lower height.
+   * @param {{stallMs?: number, probeMs?: number, switchMs?: number, everyMs?: number}} [opts]
+   * @returns {() => void} stops watching
+   */
+  watchLayers(opts = {}) {
+    const stallMs = opts.stallMs ?? 2000;
+    const probeMs = opts.probeMs ?? 8000;
+    const switchMs = opts.switchMs ?? 2500;
+    const steps = [180, 360, 720];
+    this.startLow = true;
+    /**
+     * Per mid: frames decoded and when they last grew; a pending step up (asked from which
+     * height, with which frame height arriving then, when).
+     * @type {Map<string, {frames: number, progressAt: number, probedAt: number,
+     *   ask?: {from: number, height: number, at: number}}>}
+     */
+    const seen = new Map();
+    const tick = async () => {
+      if (this.pc.connectionState === 'closed') return;
+      const report = await this.pc.getStats().catch(() => null);
+      if (!report) return;
+      const now = Date.now();
+      /** @type {Map<string, {frames: number, height: number}>} by mid */
+      const got = new Map();
+      report.forEach((st) => {
+        if (st.type === 'inbound-rtp' && st.kind === 'video' && st.mid) {
+          got.set(st.mid, { frames: st.framesDecoded ?? 0, height: st.frameHeight ?? 0 });
+        }
+      });
+      let changed = false;
+      for (const [mid, slot] of this.slots) {
+        const video = slot.slot === 'speaker' || (slot.slot === 'track' && slot.kind === 'video');
+        if (!video) continue;
+        const wanted = this.render.get(mid) ?? 720;
+        if (wanted === 0) continue;
+        const cur = this.current.get(mid) ?? wanted;
+        const g = got.get(mid) ?? { frames: 0, height: 0 };
+        let x = seen.get(mid);
+        if (!x) {
+          x = { frames: g.frames, progressAt: now, probedAt: 0 };
+          seen.set(mid, x);
+        }
+        if (g.frames > x.frames) {
+          x.frames = g.frames;
+          x.progressAt = now;
+          if (x.ask) {
+            if (now - x.ask.at > switchMs) {
+              if (g.height === x.ask.height) {
+                // The layer asked for is not coming (paused by the sender): back down.
+                this.current.set(mid, x.ask.from);
+                x.probedAt = now;
+                changed = true;
+              }
+              x.ask = undefined;
+            }
+          } else if (cur < wanted && (x.probedAt === 0 || now - x.probedAt > probeMs)) {
+            const up = steps.find((hgt) => hgt > cur) ?? wanted;
+            this.current.set(mid, Math.min(up, wanted));
+            x.ask = { from: cur, height: g.height, at: now };
+            x.probedAt = x.probedAt === 0 ? 0 : now;
+            changed = true;
+          }
+        } else if (now - x.progressAt > stallMs) {
+          // The layer in use stopped: one step down.
+          const lower = [...steps].reverse().find((hgt) => hgt < cur);
+          x.progressAt = now;
+          x.ask = undefined;
+          if (lower !== undefined) {
+            this.current.set(mid, lower);
+            x.probedAt = now;
+            changed = true;
+          }
+        }
+      }
+      if (changed) await this._sendRender();
+    };
+    const t = setInterval(() => void tick(), opts.everyMs ?? 500);
+    return () => clearInterval(t);
+  }
+
+  /** Sends the heights in force (`current`, else the wanted ones). */
+  async _sendRender() {
+    /** @type {{mid: string, height: number}[]} */
+    const render = [];
+    for (const mid of this.slots.keys()) {
+      const hgt = this.current.get(mid) ?? this.render.get(mid);
+      if (hgt !== undefined) render.push({ mid, height: hgt });
+    }
+    await this.conn.send('media_preferences', { thumbnails: this.thumbnails, render }).catch(() => {});
   }
 
   close() {
@@ -1019,6 +1143,8 @@ export class Subscriber extends Emitter {
  * @property {boolean} [subscribe] open the subscribe connection (default true)
  * @property {boolean} [thumbnails]
  * @property {number} [connectTimeoutMs] a connection not up by then counts as failed (default 15000)
+ * @property {boolean} [layerFallback] step a stalled video down a simulcast layer (default true;
+ *   see {@link Subscriber.watchLayers})
  */
 
 /**
@@ -1084,57 +1210,113 @@ export class MediaSession extends Emitter {
   async restart() {
     this._teardown('idle');
     const gen = this._gen;
-    /** @type {RTCConfiguration} */
-    const config = { iceServers: this.conn.store.iceServers.map((s) => ({ ...s })) };
     this._set('connecting');
-    const pcs = /** @type {RTCPeerConnection[]} */ ([]);
     try {
-      const specs = this.opts.tracks ? await this.opts.tracks() : [];
-      if (gen !== this._gen) return;
       if (this.opts.subscribe !== false) {
-        const sub = new Subscriber(this.conn, config);
+        const sub = new Subscriber(this.conn, this._config());
         this.subscriber = sub;
         sub.on('track', (t) => this.emit('track', t));
         sub.on('slots', (s) => this.emit('slots', s));
-        pcs.push(sub.pc);
+        this._watch(sub.pc, gen);
         await sub.start({ thumbnails: this.opts.thumbnails });
+        if (this.opts.layerFallback !== false) {
+          const stop = sub.watchLayers();
+          sub.pc.addEventListener('connectionstatechange', () => {
+            if (sub.pc.connectionState === 'closed') stop();
+          });
+          const close = sub.close.bind(sub);
+          sub.close = () => {
+            stop();
+            close();
+          };
+        }
       }
       if (gen !== this._gen) return;
-      if (specs.length) {
-        const pub = new Publisher(this.conn, config);
-        this.publisher = pub;
-        pcs.push(pub.pc);
-        const stream = new MediaStream(specs.map((s) => s.track));
-        this.stream = stream;
-        await pub.publish(specs, stream);
-      }
+      await this._publish(gen);
     } catch (e) {
-      if (gen !== this._gen) return;
-      const why = e instanceof Error ? e.message : String(e);
-      this._set('failed', why);
-      this.emit('failed', why);
+      this._fail(gen, e);
       return;
     }
+    this._arm(gen);
+  }
+
+  /**
+   * Starts publishing now (if the tracks callback has something to send and nothing is
+   * published yet), keeping the subscribe connection as it is: a delegate who watched the
+   * room during the device check joins without a gap.
+   */
+  async publishNow() {
+    const gen = this._gen;
+    if (this.publisher || this.conn.state !== 'open') return;
+    try {
+      await this._publish(gen);
+    } catch (e) {
+      this._fail(gen, e);
+      return;
+    }
+    this._arm(gen);
+  }
+
+  _config() {
+    /** @type {RTCConfiguration} */
+    const config = { iceServers: this.conn.store.iceServers.map((s) => ({ ...s })) };
+    return config;
+  }
+
+  /** @param {number} gen */
+  async _publish(gen) {
+    const specs = this.opts.tracks ? await this.opts.tracks() : [];
+    if (gen !== this._gen || !specs.length) return;
+    const pub = new Publisher(this.conn, this._config());
+    this.publisher = pub;
+    this._watch(pub.pc, gen);
+    const stream = new MediaStream(specs.map((s) => s.track));
+    this.stream = stream;
+    await pub.publish(specs, stream);
+  }
+
+  /** @param {number} gen @param {unknown} e */
+  _fail(gen, e) {
     if (gen !== this._gen) return;
-    const check = () => {
-      if (gen !== this._gen) return;
-      const states = pcs.map((pc) => pc.connectionState);
-      if (states.some((s) => s === 'failed')) {
-        this._set('failed', 'media connection failed');
-        this.emit('failed', 'media connection failed');
-      } else if (states.every((s) => s === 'connected')) {
-        if (this._timer) clearTimeout(this._timer);
-        this._timer = null;
-        if (this.state !== 'connected') this._set('connected');
-      }
-    };
-    for (const pc of pcs) pc.addEventListener('connectionstatechange', check);
+    const why = e instanceof Error ? e.message : String(e);
+    this._set('failed', why);
+    this.emit('failed', why);
+  }
+
+  /** The peer connections of this generation. */
+  _pcs() {
+    return [this.subscriber?.pc, this.publisher?.pc].filter((x) => x !== undefined);
+  }
+
+  /** @param {RTCPeerConnection} pc @param {number} gen */
+  _watch(pc, gen) {
+    pc.addEventListener('connectionstatechange', () => this._check(gen));
+  }
+
+  /** @param {number} gen */
+  _check(gen) {
+    if (gen !== this._gen) return;
+    const states = this._pcs().map((pc) => pc.connectionState);
+    if (states.some((s) => s === 'failed')) {
+      this._fail(gen, new Error('media connection failed'));
+    } else if (states.length && states.every((s) => s === 'connected')) {
+      if (this._timer) clearTimeout(this._timer);
+      this._timer = null;
+      if (this.state !== 'connected') this._set('connected');
+    } else if (this.state === 'connected') {
+      this._set('connecting');
+    }
+  }
+
+  /** A connection not up in time counts as failed. @param {number} gen */
+  _arm(gen) {
+    if (gen !== this._gen) return;
+    if (this._timer) clearTimeout(this._timer);
     this._timer = setTimeout(() => {
       if (gen !== this._gen || this.state === 'connected') return;
-      this._set('failed', 'media did not connect in time');
-      this.emit('failed', 'media did not connect in time');
+      this._fail(gen, new Error('media did not connect in time'));
     }, this.opts.connectTimeoutMs ?? 15000);
-    check();
+    this._check(gen);
   }
 
   /** Stops media for good. */
