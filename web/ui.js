@@ -350,3 +350,38 @@ export function mainClock(store, clock) {
 }
 
 export { ordinal };
+
+/**
+ * Re-renders a panel without losing the keyboard focus: the focused element is found again
+ * after `render` by its id, or by its request and action (`data-request`, `data-act`), or by
+ * its text within the same request row.
+ * @param {HTMLElement} panel
+ * @param {() => void} render
+ */
+export function keepFocus(panel, render) {
+  const a = document.activeElement;
+  if (!(a instanceof HTMLElement) || !panel.contains(a)) {
+    render();
+    return;
+  }
+  const id = a.id;
+  const row = a.closest('[data-request]');
+  const req = row instanceof HTMLElement ? row.dataset.request : undefined;
+  const act = a.dataset.act;
+  const text = a.textContent;
+  const isRow = row === a;
+  render();
+  /** @type {Element | null} */
+  let el = null;
+  if (id) el = document.getElementById(id);
+  else if (req !== undefined) {
+    const rows = panel.querySelectorAll(`[data-request="${req}"]`);
+    for (const r of rows) {
+      if (isRow) el = r;
+      else if (act) el = r.querySelector(`[data-act="${act}"]`);
+      else el = [...r.querySelectorAll('button')].find((b) => b.textContent === text) ?? null;
+      if (el) break;
+    }
+  }
+  if (el instanceof HTMLElement) el.focus();
+}
