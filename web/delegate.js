@@ -210,9 +210,14 @@ function start(conn) {
 
   micSel.addEventListener('change', () => void openDevices());
   camSel.addEventListener('change', () => void openDevices());
-  void openDevices();
 
+  const joinedKey = `roundtable-joined:${conn.token.slice(-24)}`;
   joinBtn.addEventListener('click', async () => {
+    try {
+      sessionStorage.setItem(joinedKey, JSON.stringify({ mic: micSel.value, cam: camSel.value }));
+    } catch {
+      /* private mode: a reload shows the device check again */
+    }
     joinBtn.disabled = true;
     joinBtn.textContent = S.delegate.joining;
     joined = true;
@@ -224,6 +229,29 @@ function start(conn) {
     await media.publishNow();
     raiseBtn.focus();
   });
+
+  // A reload after joining (same tab) goes straight back in, with the same devices.
+  /** @type {{mic?: string, cam?: string} | null} */
+  let remembered = null;
+  try {
+    remembered = JSON.parse(sessionStorage.getItem(joinedKey) ?? 'null');
+  } catch {
+    remembered = null;
+  }
+  void (async () => {
+    if (remembered) {
+      // Select the remembered devices (the options exist once permission is granted).
+      await openDevices();
+      if (remembered.mic && [...micSel.options].some((o) => o.value === remembered?.mic)) micSel.value = remembered.mic;
+      if (remembered.cam !== undefined && [...camSel.options].some((o) => o.value === remembered?.cam)) camSel.value = remembered.cam;
+      if (local?.getAudioTracks()[0]?.getSettings().deviceId !== micSel.value || (local?.getVideoTracks()[0]?.getSettings().deviceId ?? '') !== camSel.value) {
+        await openDevices();
+      }
+      joinBtn.click();
+    } else {
+      await openDevices();
+    }
+  })();
 
   // ------------------------------------------------------------------ floor actions
   raiseBtn.addEventListener('click', () => {
@@ -238,6 +266,11 @@ function start(conn) {
     render();
   });
   leaveBtn.addEventListener('click', () => {
+    try {
+      sessionStorage.removeItem(joinedKey);
+    } catch {
+      /* nothing remembered */
+    }
     media.close();
     conn.close('left');
     for (const t of local?.getTracks() ?? []) t.stop();
@@ -439,7 +472,19 @@ function start(conn) {
   Object.assign(/** @type {any} */ (window).__rt, {
     media,
     stats: () => sampleStats(media),
-    countdown: () => ({ ...lastCountdown, offset: conn.clock.offset, rtt: conn.clock.rtt }),
+    countdown: () => {
+      // Computed now (not the last painted value), plus what the page shows.
+      const st = standing(store);
+      const c = st.state === 'granted' ? countdownOf(store, st.request) : {};
+      return {
+        ...lastCountdown,
+        deadline: c.deadline,
+        remaining: c.deadline !== undefined ? conn.clock.remaining(c.deadline) : undefined,
+        wall: Date.now(),
+        offset: conn.clock.offset,
+        rtt: conn.clock.rtt,
+      };
+    },
     join: () => joinBtn.click(),
   });
   void toast;
