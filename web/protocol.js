@@ -485,6 +485,16 @@ export class Connection extends Emitter {
     /** @type {ReturnType<typeof setInterval> | null} */
     this._pingTimer = null;
     this._stopped = false;
+    /** @type {Record<string, number>} first time (performance.now()) each milestone was reached */
+    this.marks = {};
+  }
+
+  /**
+   * Records the first time a milestone is reached (join-time measurements).
+   * @param {string} name
+   */
+  mark(name) {
+    if (!(name in this.marks) && typeof performance !== 'undefined') this.marks[name] = Math.round(performance.now());
   }
 
   /** Opens the connection (and keeps it open until {@link close}). */
@@ -497,6 +507,7 @@ export class Connection extends Emitter {
     let opened = false;
     ws.onopen = () => {
       opened = true;
+      this.mark('ws_open');
       this._sendRaw({ id: this._id('h'), type: 'hello', protocol: PROTOCOL_VERSION });
     };
     ws.onmessage = (ev) => {
@@ -700,6 +711,7 @@ export class Connection extends Emitter {
   _onMessage(ws, m) {
     switch (m.type) {
       case 'welcome':
+        this.mark('welcome');
         this.attempts = 0;
         this.joins++;
         this.clock.rough(m.server_time, Date.now());
@@ -755,9 +767,11 @@ export class Connection extends Emitter {
         }
         break;
       case 'publish_answer':
+        this.mark('publish_answer');
         this.emit('publish_answer', m);
         break;
       case 'subscribe_offer':
+        this.mark('subscribe_offer');
         this.emit('subscribe_offer', m);
         break;
       case 'ice_candidate':
@@ -945,13 +959,20 @@ export class Subscriber extends Emitter {
     this.render = new Map();
     /** @type {Map<string, number>} the height asked of the server now (layer control), by mid */
     this.current = new Map();
-    /** Start new video mids on the low layer ({@link watchLayers}). */
+    /** Start new video mids on a lower layer ({@link watchLayers}). */
     this.startLow = false;
+    /**
+     * The height new video mids start at: the middle layer. (The low layer would be the
+     * surest, but the server's keyframe requests for it do not reach Chrome: its `pliCount`
+     * stays 0, so the first frame waits for a keyframe Chrome sends on its own.)
+     */
+    this.startHeight = 360;
     /** @type {Promise<void>} offers are handled one at a time */
     this._chain = Promise.resolve();
     /** @type {(() => void)[]} */
     this._off = [];
     this.pc.ontrack = (ev) => {
+      conn.mark(`track_${ev.track.kind}`);
       const mid = ev.transceiver.mid ?? '';
       const stream = ev.streams[0] ?? new MediaStream([ev.track]);
       const slot = this.slots.get(mid) ?? { slot: 'speaker', mid };
@@ -1011,7 +1032,7 @@ export class Subscriber extends Emitter {
       for (const sl of slots) {
         const video = sl.slot === 'speaker' || (sl.slot === 'track' && sl.kind === 'video');
         if (video && !this.current.has(sl.mid)) {
-          this.current.set(sl.mid, 180);
+          this.current.set(sl.mid, this.startHeight);
           fresh = true;
         }
       }
@@ -1023,6 +1044,7 @@ export class Subscriber extends Emitter {
     const answer = await this.pc.createAnswer();
     await this.pc.setLocalDescription(answer);
     await this.conn.send('subscribe_answer', { sdp: this.pc.localDescription?.sdp ?? answer.sdp });
+    this.conn.mark('subscribe_answered');
     this.trickle.flush();
   }
 
@@ -1290,7 +1312,11 @@ export class MediaSession extends Emitter {
 
   /** @param {RTCPeerConnection} pc @param {number} gen */
   _watch(pc, gen) {
-    pc.addEventListener('connectionstatechange', () => this._check(gen));
+    pc.addEventListener('connectionstatechange', () => {
+      const which = pc === this.subscriber?.pc ? 'subscribe' : 'publish';
+      this.conn.mark(`${which}_${pc.connectionState}`);
+      this._check(gen);
+    });
   }
 
   /** @param {number} gen */

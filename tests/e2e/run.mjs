@@ -341,6 +341,8 @@ try {
   // ------------------------------------------------------------------------ 6
   await test('6. join time: link opened → first room video frame decoded (p50 of 5)', async () => {
     const runs = [];
+    const marks = [];
+    const target = Number(process.env.E2E_JOIN_TARGET_MS ?? 1000);
     for (let i = 0; i < 5; i++) {
       const url = srv.invite('delegate', `Join timer ${i + 1}`, 'Test delegation', 'dlg');
       const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
@@ -349,13 +351,23 @@ try {
       await page.goto(url);
       await until('first frame', async () => (programVideo(await stats(page))?.framesDecoded ?? 0) > 0, 15000, 20);
       runs.push(Date.now() - t0);
+      marks.push(await page.evaluate(() => ({ ...window.__rt.conn.marks, first_frame_seen: Math.round(performance.now()) })));
       await ctx.close();
     }
     const sorted = [...runs].sort((a, b) => a - b);
     const p50 = sorted[2];
-    writeFileSync(join(ARTIFACTS, 'join-time.json'), JSON.stringify({ runs_ms: runs, p50_ms: p50, target_ms: 1000, what: 'delegate link opened → first room program frame decoded (getStats framesDecoded > 0), loopback, headless Chromium' }, null, 2));
-    assert(p50 <= 1000, `p50 ${p50} ms is over the 1 s target (runs ${runs.join(', ')})`);
-    return `p50 ${p50} ms (runs ${runs.join(', ')} ms)`;
+    const med = (k) => {
+      const v = marks.map((m) => m[k]).filter((x) => x !== undefined).sort((a, b) => a - b);
+      return v[Math.floor(v.length / 2)];
+    };
+    const breakdown = Object.fromEntries(['ws_open', 'welcome', 'subscribe_offer', 'subscribe_answered', 'subscribe_connected', 'first_frame_seen'].map((k) => [k, med(k)]));
+    writeFileSync(
+      join(ARTIFACTS, 'join-time.json'),
+      JSON.stringify({ runs_ms: runs, p50_ms: p50, target_ms: target, median_milestones_ms_since_navigation: breakdown, marks, what: 'delegate link opened → first room program frame decoded (getStats framesDecoded > 0), loopback, headless Chromium' }, null, 2),
+    );
+    const where = Object.entries(breakdown).map(([k, v]) => `${k} ${v}`).join(', ');
+    assert(p50 <= target, `p50 ${p50} ms is over the ${target} ms target (runs ${runs.join(', ')}; median milestones since navigation: ${where})`);
+    return `p50 ${p50} ms (runs ${runs.join(', ')} ms; ${where})`;
   });
 
   // ------------------------------------------------------------------------ 3
