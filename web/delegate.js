@@ -360,7 +360,7 @@ function start(conn) {
         ? h(
             'ol',
             { class: 'reqs' },
-            list.map((r) => h('li', { class: r.beneficiary.participant === you.id ? 'me' : '' }, numbered ? h('span', { class: 'pos' }, ordinal(r.position ?? 0)) : h('span', { class: 'pos' }, '🎙'), who(r))),
+            list.map((r) => h('li', { class: r.beneficiary.participant === you.id ? 'me' : '' }, numbered ? h('span', { class: 'pos' }, ordinal(r.position ?? 0)) : h('span', { class: 'pos' }, '◉'), who(r))),
           )
         : h('p', { class: 'empty' }, S.floor.emptyQueue);
     fill(

@@ -207,12 +207,12 @@ function start(conn) {
                 'div',
                 { class: 'row' },
                 cur.state === 'running'
-                  ? h('button', { type: 'button', id: 'ag-pause', onclick: () => void cmd('agenda_pause') }, `⏸ ${S.mod.pause}`)
+                  ? h('button', { type: 'button', id: 'ag-pause', onclick: () => void cmd('agenda_pause') }, `‖ ${S.mod.pause}`)
                   : h('button', { type: 'button', id: 'ag-resume', onclick: () => void cmd('agenda_resume') }, `▶ ${S.mod.resume}`),
                 h('button', { type: 'button', id: 'ag-extend1', onclick: () => void cmd('agenda_extend', { minutes: 1 }) }, S.mod.extend1),
                 h('button', { type: 'button', id: 'ag-extend5', onclick: () => void cmd('agenda_extend', { minutes: 5 }) }, S.mod.extend5),
-                h('button', { type: 'button', id: 'ag-end', class: 'bad', onclick: () => void cmd('agenda_end') }, `⏹ ${S.mod.end}`),
-                nextPlanned() ? h('button', { type: 'button', id: 'ag-next', class: 'primary', onclick: () => void startNext() }, `⏭ ${S.mod.nextItem}`) : null,
+                h('button', { type: 'button', id: 'ag-end', class: 'bad', onclick: () => void cmd('agenda_end') }, `■ ${S.mod.end}`),
+                nextPlanned() ? h('button', { type: 'button', id: 'ag-next', class: 'primary', onclick: () => void startNext() }, `» ${S.mod.nextItem}`) : null,
               )
             : null,
         )
@@ -274,11 +274,15 @@ function start(conn) {
         { 'data-request': r.id, tabindex: isChair ? '0' : undefined, draggable: isChair ? 'true' : undefined, 'aria-label': `${ordinal(r.position ?? 0)}: ${r.beneficiary.name}` },
         h('span', { class: 'pos' }, ordinal(r.position ?? 0)),
         who(r),
+        h(
+          'span',
+          { class: 'actions' },
         isChair ? h('button', { type: 'button', class: 'small good', 'data-act': 'grant', onclick: () => void cmd('grant', { request: r.id }) }, S.mod.grant) : null,
-        isChair ? h('button', { type: 'button', class: 'small', 'data-act': 'deny', onclick: () => void cmd('deny', { request: r.id }) }, S.mod.deny) : null,
-        isChair ? h('button', { type: 'button', class: 'small', 'aria-label': `${S.mod.moveUp}: ${r.beneficiary.name}`, disabled: r.position === 1, onclick: () => move(r, -1) }, '↑') : null,
-        isChair ? h('button', { type: 'button', class: 'small', 'aria-label': `${S.mod.moveDown}: ${r.beneficiary.name}`, disabled: r.position === list.length, onclick: () => move(r, +1) }, '↓') : null,
-        !isChair && mine ? h('button', { type: 'button', class: 'small', 'data-act': 'cancel', onclick: () => void cmd('cancel', { request: r.id }) }, S.mod.cancel) : null,
+          isChair ? h('button', { type: 'button', class: 'small', 'data-act': 'deny', onclick: () => void cmd('deny', { request: r.id }) }, S.mod.deny) : null,
+          isChair ? h('button', { type: 'button', class: 'small', 'aria-label': `${S.mod.moveUp}: ${r.beneficiary.name}`, disabled: r.position === 1, onclick: () => move(r, -1) }, '↑') : null,
+          isChair ? h('button', { type: 'button', class: 'small', 'aria-label': `${S.mod.moveDown}: ${r.beneficiary.name}`, disabled: r.position === list.length, onclick: () => move(r, +1) }, '↓') : null,
+          !isChair && mine ? h('button', { type: 'button', class: 'small', 'data-act': 'cancel', onclick: () => void cmd('cancel', { request: r.id }) }, S.mod.cancel) : null,
+        ),
       );
       if (isChair) {
         li.addEventListener('keydown', (ev) => {
@@ -329,7 +333,7 @@ function start(conn) {
           return h(
             'div',
             { class: 'holder', 'data-request': r.id },
-            h('span', {}, '🎙'),
+            h('span', {}, '◉'),
             who(r),
             r.slot ? h('span', { class: 'tag' }, S.agenda.kind.presentation) : null,
             clock,
@@ -351,12 +355,13 @@ function start(conn) {
     );
     fill(
       floorPanel,
-      h('h2', { id: 'floor-title' }, `${S.floor.queue} · ${S.floor.policy[f.policy]} · ${f.max_speakers} 🎙`),
+      h('h2', { id: 'floor-title' }, S.mod.floorTitle),
+      h('p', { class: 'muted', id: 'floor-mode' }, `${S.floor.policy[f.policy]} · ${S.mod.micsAtMost(f.max_speakers)}`),
       isChair
         ? h(
             'div',
             { class: 'row', style: 'margin-bottom:.6rem' },
-            h('button', { type: 'button', class: 'primary big', id: 'next-speaker', onclick: () => void cmd('next') }, `⏭ ${S.mod.nextSpeaker}`),
+            h('button', { type: 'button', class: 'primary big', id: 'next-speaker', onclick: () => void cmd('next') }, `» ${S.mod.nextSpeaker}`),
             h('button', { type: 'button', id: 'lower-all', onclick: () => confirm(S.mod.lowerAllConfirm) && void cmd('lower_all_hands') }, S.mod.lowerAll),
             h('button', { type: 'button', class: 'bad', id: 'chair-priority', onclick: () => confirm(S.mod.chairPriorityConfirm) && void cmd('chair_priority') }, S.mod.chairPriority),
           )

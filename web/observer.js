@@ -97,7 +97,7 @@ if (conn) {
       side,
       h('h2', {}, item ? item.title : S.agenda.noItem),
       h('h3', {}, S.floor.speakingNow),
-      f.holders.length ? h('ol', { class: 'reqs' }, f.holders.map((r) => h('li', {}, h('span', { class: 'pos' }, '🎙'), who(r)))) : h('p', { class: 'empty' }, S.floor.nobodySpeaking),
+      f.holders.length ? h('ol', { class: 'reqs' }, f.holders.map((r) => h('li', {}, h('span', { class: 'pos' }, '◉'), who(r)))) : h('p', { class: 'empty' }, S.floor.nobodySpeaking),
       h('h3', {}, S.floor.queue),
       f.queue.length ? h('ol', { class: 'reqs' }, f.queue.map((r) => h('li', {}, h('span', { class: 'pos' }, ordinal(r.position ?? 0)), who(r)))) : h('p', { class: 'empty' }, S.floor.emptyQueue),
       f.replies.length ? [h('h3', {}, S.floor.replies), h('ol', { class: 'reqs' }, f.replies.map((r) => h('li', {}, h('span', { class: 'pos' }, ordinal(r.position ?? 0)), who(r))))] : null,

@@ -118,6 +118,9 @@ function start(conn) {
     h('div', { class: 'room-controls' }, status, fsBtn),
   );
   const idle = h('div', { class: 'idle' });
+  /** Videos not shown stay attached here, playing, so they have a picture when shown. */
+  const offstage = h('div', { class: 'offstage', 'aria-hidden': 'true' });
+  document.body.append(offstage);
   /** @type {Map<string, HTMLVideoElement>} */
   const videos = new Map();
   /** @param {ReceivedTrack} t */
@@ -127,6 +130,8 @@ function start(conn) {
       v = h('video', { autoplay: true, muted: true, playsinline: true, 'data-mid': t.mid });
       v.muted = true;
       v.srcObject = new MediaStream([t.track]);
+      v.addEventListener('resize', render);
+      offstage.append(v);
       videos.set(t.mid, v);
     }
     return v;
@@ -149,11 +154,15 @@ function start(conn) {
     }
     const holder = f.holders.find((r) => !r.chair) ?? f.holders[0] ?? null;
     const remote = holder && !holder.beneficiary.in_room ? holder : null;
-    const show = screen ?? (remote && speaker ? speaker : undefined);
+    // A slot is shown once it has a picture (until then: the name card).
+    const hasPicture = (/** @type {ReceivedTrack | undefined} */ t) => !!t && videoFor(t).videoWidth > 0;
+    const show = hasPicture(screen) ? screen : remote && hasPicture(speaker) ? speaker : undefined;
     if (show) {
       const v = videoFor(show);
+      for (const old of mainEl.querySelectorAll('video')) if (old !== v) offstage.append(old);
       if (v.parentElement !== mainEl) fill(mainEl, v);
     } else {
+      for (const old of mainEl.querySelectorAll('video')) offstage.append(old);
       const meeting = store.meeting;
       fill(
         idle,
@@ -163,7 +172,7 @@ function start(conn) {
       if (idle.parentElement !== mainEl) fill(mainEl, idle);
     }
     if (holder && show) {
-      fill(speakerEl, '🎙 ', holder.beneficiary.name, holder.beneficiary.delegation ? h('span', { class: 'who-del' }, ` · ${holder.beneficiary.delegation}`) : null);
+      fill(speakerEl, '◉ ', holder.beneficiary.name, holder.beneficiary.delegation ? h('span', { class: 'who-del' }, ` · ${holder.beneficiary.delegation}`) : null);
       speakerEl.classList.remove('hidden');
     } else {
       speakerEl.classList.add('hidden');

@@ -163,6 +163,9 @@ export const S = {
   // Chair's console
   mod: {
     title: 'Chair’s console',
+    floorTitle: 'The floor',
+    /** @param {number} n */
+    micsAtMost: (n) => `${n} open microphone${n === 1 ? '' : 's'} at most`,
     assistantTitle: 'Floor assistant',
     agendaControls: 'Agenda',
     start: 'Start',

@@ -266,7 +266,7 @@ export function playAudio(track, host) {
   host.append(el);
   el.play().catch(() => {
     if (soundButton) return;
-    soundButton = h('button', { class: 'sound-button big', type: 'button' }, '🔊 ' + S.media.enableSound);
+    soundButton = h('button', { class: 'sound-button big', type: 'button' }, '♪ ' + S.media.enableSound);
     soundButton.addEventListener('click', () => {
       for (const a of document.querySelectorAll('audio')) void a.play().catch(() => {});
       soundButton?.remove();
