@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what the browser tests need, idempotently: Debian's Chromium and the pinned npm
+# dev dependencies (playwright-core, typescript) from package-lock.json.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
+if [ -f package-lock.json ]; then
+  if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/typescript ]; then
+    npm ci --no-audit --no-fund
+  fi
+else
+  npm install --no-audit --no-fund
+fi

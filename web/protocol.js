@@ -1,0 +1,1482 @@
+// @ts-check
+/**
+ * roundtable's connection library: the websocket protocol (docs/PROTOCOL.md) and the two
+ * WebRTC peer connections, with no UI. Pages build on it; tests drive it through the pages.
+ *
+ * - {@link Connection}: one websocket with automatic reconnect (exponential backoff with
+ *   jitter), `hello`/`welcome`, clock sync by `ping`/`pong`, commands that resolve on `ack`
+ *   and reject on `error`, and a {@link MeetingStore} that applies every event.
+ * - {@link Publisher}: the publish peer connection (the client offers; simulcast camera).
+ * - {@link Subscriber}: the subscribe peer connection (the server offers, with slots).
+ * - {@link MediaSession}: both, restarted afresh after every `welcome` (the server closes a
+ *   participant's old peer connections when they reconnect).
+ * - {@link sampleStats}: the numbers a page or a test needs from `getStats`.
+ *
+ * @module protocol
+ */
+
+export const PROTOCOL_VERSION = 1;
+
+// ---------------------------------------------------------------------------------------------
+// Wire types (docs/PROTOCOL.md, "Objects")
+
+/** @typedef {'moderator'|'delegate'|'room'|'technician'|'observer'|'assistant'} Role */
+/** @typedef {'joined'|'left'|'connection_lost'} Presence */
+/** @typedef {'main'|'reply'} ListKind */
+/** @typedef {'pending'|'accepted'|'granted'} LiveState */
+
+/**
+ * @typedef {object} Participant
+ * @property {string} id
+ * @property {string} name
+ * @property {string} delegation
+ * @property {Role} role
+ * @property {Presence} presence
+ */
+
+/**
+ * @typedef {object} Beneficiary
+ * @property {string} participant
+ * @property {string} name
+ * @property {string} delegation
+ * @property {boolean} in_room
+ */
+
+/**
+ * @typedef {object} RequestInfo
+ * @property {number} id
+ * @property {Beneficiary} beneficiary
+ * @property {string} requested_by
+ * @property {ListKind} list
+ * @property {LiveState} state
+ * @property {number} [position]
+ * @property {number} requested_at
+ * @property {number} [granted_at]
+ * @property {number} [deadline]
+ * @property {number} [limit_ms]
+ * @property {number} [warning_ms]
+ * @property {string} [slot]
+ * @property {boolean} chair
+ */
+
+/**
+ * @typedef {object} FloorSettings
+ * @property {'moderated'|'open'} policy
+ * @property {number} max_speakers
+ * @property {'wait'|'override'} when_full
+ * @property {number} speaking_limit_ms
+ * @property {number} warning_ms
+ * @property {boolean} auto_revoke
+ * @property {boolean} screen_requests
+ */
+
+/**
+ * @typedef {FloorSettings & {
+ *   holders: RequestInfo[], pending: RequestInfo[], queue: RequestInfo[], replies: RequestInfo[]
+ * }} FloorView
+ */
+
+/**
+ * @typedef {object} Presenter
+ * @property {string} name
+ * @property {string} [role]
+ * @property {string} [organisation]
+ * @property {string} [participant]
+ */
+
+/**
+ * @typedef {object} ItemInfo
+ * @property {string} id
+ * @property {'remarks'|'presentation'|'dialogue'|'break'} kind
+ * @property {string} title
+ * @property {Presenter[]} presenters
+ * @property {number} planned_ms
+ * @property {number} extended_ms
+ * @property {number} [intervention_ms]
+ * @property {'planned'|'running'|'paused'|'ended'|'skipped'} state
+ * @property {number} [started_at]
+ * @property {number} [deadline]
+ * @property {number} [remaining_ms]
+ * @property {number} [ended_at]
+ * @property {number} [overrun_ms]
+ */
+
+/**
+ * @typedef {object} AgendaView
+ * @property {ItemInfo[]} items
+ * @property {string} [current]
+ * @property {number} [planned_start]
+ * @property {number} [planned_end]
+ * @property {number} [projected_end]
+ */
+
+/**
+ * @typedef {object} MeetingInfo
+ * @property {string} id
+ * @property {string} title
+ * @property {string} [organiser]
+ * @property {string} [venue]
+ */
+
+/**
+ * @typedef {object} Snapshot
+ * @property {MeetingInfo} meeting
+ * @property {FloorView} floor
+ * @property {AgendaView} agenda
+ * @property {Participant[]} participants
+ * @property {string} [timer_message]
+ */
+
+/**
+ * @typedef {object} IceServerInfo
+ * @property {string[]} urls
+ * @property {string} [username]
+ * @property {string} [credential]
+ */
+
+/**
+ * @typedef {object} Welcome
+ * @property {'welcome'} type
+ * @property {number} protocol
+ * @property {number} server_time
+ * @property {Participant} you
+ * @property {number} seq
+ * @property {Snapshot} snapshot
+ * @property {IceServerInfo[]} [ice_servers]
+ */
+
+/**
+ * A meeting event: `type` plus the fields of that event (docs/PROTOCOL.md, "Events").
+ * @typedef {{type: string, by?: string, request?: any, item?: string, participant?: any,
+ *   presence?: Presence, text?: string, reason?: string, position?: number,
+ *   requests?: number[], minutes?: number, settings?: FloorSettings, limit_ms?: number,
+ *   warning_ms?: number, slot?: string}} MeetingEvent
+ */
+
+/**
+ * @typedef {object} EventMessage
+ * @property {'event'} type
+ * @property {number} seq
+ * @property {number} at
+ * @property {MeetingEvent} event
+ * @property {FloorView} [floor]
+ * @property {AgendaView} [agenda]
+ */
+
+/**
+ * @typedef {object} Ack
+ * @property {'ack'} type
+ * @property {string} id
+ * @property {number} [seq]
+ * @property {number} [request]
+ */
+
+/**
+ * @typedef {{slot: 'track', mid: string, participant: string,
+ *   source: 'microphone'|'camera'|'screen'|'program', kind: 'audio'|'video'}
+ *   | {slot: 'speaker', mid: string} | {slot: 'screen', mid: string}} SlotInfo
+ */
+
+/** @typedef {'microphone'|'camera'|'screen'|'program'} MediaSource */
+
+/**
+ * Connection states shown to people.
+ * - `connecting`: first attempt;
+ * - `open`: joined (a `welcome` arrived);
+ * - `reconnecting`: lost, trying again after a backoff;
+ * - `closed`: given up or closed on purpose; `closeReason` says why.
+ * @typedef {'idle'|'connecting'|'open'|'reconnecting'|'closed'} ConnState
+ */
+
+// ---------------------------------------------------------------------------------------------
+// A tiny event emitter (no DOM EventTarget, so the library also runs in tests without a DOM)
+
+/**
+ * @template {Record<string, any[]>} M
+ */
+export class Emitter {
+  constructor() {
+    /** @type {Map<keyof M, Set<(...args: any[]) => void>>} */
+    this._handlers = new Map();
+  }
+  /**
+   * Subscribes; returns the function that unsubscribes.
+   * @template {keyof M} K
+   * @param {K} name
+   * @param {(...args: M[K]) => void} fn
+   * @returns {() => void}
+   */
+  on(name, fn) {
+    let set = this._handlers.get(name);
+    if (!set) {
+      set = new Set();
+      this._handlers.set(name, set);
+    }
+    set.add(fn);
+    return () => set.delete(fn);
+  }
+  /**
+   * @template {keyof M} K
+   * @param {K} name
+   * @param {M[K]} args
+   */
+  emit(name, ...args) {
+    const set = this._handlers.get(name);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(...args);
+      } catch (e) {
+        console.error('roundtable: a handler failed', name, e);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/** A command refused by the server (`error`), or one that could not be sent. */
+export class ProtocolError extends Error {
+  /**
+   * @param {string} code a stable code from docs/PROTOCOL.md ("Error codes"), or
+   *   `disconnected` / `timeout` from this library
+   * @param {string} message for people
+   * @param {string} [command] the command's type
+   */
+  constructor(code, message, command) {
+    super(message);
+    this.name = 'ProtocolError';
+    this.code = code;
+    this.command = command;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clock
+
+/**
+ * The server's clock as seen from here (NTP style, docs/PROTOCOL.md "Clock sync").
+ * Keeps the sample with the smallest round trip among the recent ones.
+ */
+export class Clock {
+  constructor() {
+    /** Server clock minus client clock, ms. */
+    this.offset = 0;
+    /** Round trip of the sample in use, ms (Infinity before any pong). */
+    this.rtt = Infinity;
+    /** @type {{rtt: number, offset: number, at: number}[]} */
+    this._samples = [];
+    /** How many samples are kept (the best of them is used). */
+    this.window = 12;
+  }
+  /** A rough first value from `welcome.server_time`, used until a pong arrives. */
+  /** @param {number} serverTime @param {number} clientNow */
+  rough(serverTime, clientNow) {
+    if (this._samples.length === 0) this.offset = serverTime - clientNow;
+  }
+  /**
+   * One ping/pong exchange.
+   * @param {number} t0 client time at send
+   * @param {number} t1 client time at receipt
+   * @param {number} s server time in the pong
+   */
+  sample(t0, t1, s) {
+    const rtt = t1 - t0;
+    if (rtt < 0) return;
+    this._samples.push({ rtt, offset: s - (t0 + t1) / 2, at: t1 });
+    if (this._samples.length > this.window) this._samples.shift();
+    let best = this._samples[0];
+    for (const x of this._samples) if (x.rtt < best.rtt) best = x;
+    this.offset = best.offset;
+    this.rtt = best.rtt;
+  }
+  /** The server's clock now, ms since the epoch. */
+  now() {
+    return Date.now() + this.offset;
+  }
+  /**
+   * Milliseconds until an absolute server time (negative once passed: an overrun).
+   * @param {number} deadline
+   */
+  remaining(deadline) {
+    return deadline - this.now();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The meeting state
+
+/**
+ * @typedef {{welcome: [Welcome], event: [EventMessage], change: [MeetingEvent | null]}} StoreEvents
+ */
+
+/**
+ * The meeting as the last `welcome` and the events since describe it. Subscribers get
+ * `change` after every welcome (with `null`) and every event (with the event).
+ * @extends {Emitter<StoreEvents>}
+ */
+export class MeetingStore extends Emitter {
+  constructor() {
+    super();
+    /** @type {Participant | null} */
+    this.you = null;
+    /** @type {MeetingInfo | null} */
+    this.meeting = null;
+    /** @type {FloorView | null} */
+    this.floor = null;
+    /** @type {AgendaView | null} */
+    this.agenda = null;
+    /** @type {Map<string, Participant>} participants by id, in order of first arrival */
+    this.participants = new Map();
+    /** @type {string} */
+    this.timerMessage = '';
+    /** Last applied sequence number. */
+    this.seq = 0;
+    /** @type {IceServerInfo[]} */
+    this.iceServers = [];
+  }
+
+  /** @param {Welcome} w */
+  applyWelcome(w) {
+    this.you = w.you;
+    this.meeting = w.snapshot.meeting;
+    this.floor = w.snapshot.floor;
+    this.agenda = w.snapshot.agenda;
+    this.participants = new Map(w.snapshot.participants.map((p) => [p.id, p]));
+    this.timerMessage = w.snapshot.timer_message ?? '';
+    this.seq = w.seq;
+    this.iceServers = w.ice_servers ?? [];
+    this.emit('welcome', w);
+    this.emit('change', null);
+  }
+
+  /**
+   * Applies one event. Returns false on a gap in `seq` (the caller should reconnect).
+   * @param {EventMessage} m
+   */
+  applyEvent(m) {
+    if (m.seq <= this.seq) return true; // already reflected (never expected)
+    if (m.seq !== this.seq + 1) return false;
+    this.seq = m.seq;
+    if (m.floor) this.floor = m.floor;
+    if (m.agenda) this.agenda = m.agenda;
+    const e = m.event;
+    switch (e.type) {
+      case 'participant_joined': {
+        /** @type {Participant} */
+        const p = e.participant;
+        this.participants.set(p.id, p);
+        break;
+      }
+      case 'participant_left': {
+        const p = this.participants.get(/** @type {string} */ (e.participant));
+        if (p && e.presence) this.participants.set(p.id, { ...p, presence: e.presence });
+        break;
+      }
+      case 'server_restarted':
+        for (const [id, p] of this.participants) {
+          if (p.presence === 'joined') this.participants.set(id, { ...p, presence: 'connection_lost' });
+        }
+        break;
+      case 'timer_message':
+        this.timerMessage = e.text ?? '';
+        break;
+    }
+    this.emit('event', m);
+    this.emit('change', e);
+    return true;
+  }
+
+  /** Every live request, in all lists. */
+  allRequests() {
+    const f = this.floor;
+    if (!f) return [];
+    return [...f.holders, ...f.pending, ...f.queue, ...f.replies];
+  }
+
+  /**
+   * The live request whose beneficiary is `participant` (default: you).
+   * @param {string} [participant]
+   */
+  requestOf(participant) {
+    const id = participant ?? this.you?.id;
+    return this.allRequests().find((r) => r.beneficiary.participant === id) ?? null;
+  }
+
+  /** The current agenda item, if one is open. */
+  currentItem() {
+    const a = this.agenda;
+    if (!a || !a.current) return null;
+    return a.items.find((i) => i.id === a.current) ?? null;
+  }
+
+  /** @param {string} id */
+  participantName(id) {
+    return this.participants.get(id)?.name ?? id;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The connection
+
+/**
+ * @typedef {object} ConnectionOptions
+ * @property {string} token the invite token
+ * @property {string} [url] websocket URL (default: `/ws` on this page's host)
+ * @property {number} [minBackoffMs] first reconnect delay (default 500)
+ * @property {number} [maxBackoffMs] longest reconnect delay (default 10000)
+ * @property {number} [commandTimeoutMs] reject a command with no answer after this (default 15000)
+ * @property {number} [pingEveryMs] clock re-sync interval (default 30000)
+ * @property {boolean} [reconnectForever] never give up, even on `replaced` (the room screen)
+ */
+
+/**
+ * @typedef {{
+ *   state: [ConnState, string],
+ *   welcome: [Welcome],
+ *   message: [any],
+ *   command_error: [ProtocolError],
+ *   goodbye: [string],
+ *   publish_answer: [{type: 'publish_answer', sdp: string}],
+ *   subscribe_offer: [{type: 'subscribe_offer', sdp: string, slots: SlotInfo[]}],
+ *   ice_candidate: [{type: 'ice_candidate', pc: 'publish'|'subscribe', candidate: string,
+ *     sdp_mid?: string, sdp_m_line_index?: number}],
+ *   clock: [Clock],
+ * }} ConnectionEvents
+ */
+
+/**
+ * One participant's websocket, kept open.
+ * @extends {Emitter<ConnectionEvents>}
+ */
+export class Connection extends Emitter {
+  /** @param {ConnectionOptions} opts */
+  constructor(opts) {
+    super();
+    this.token = opts.token;
+    const proto = typeof location !== 'undefined' && location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const host = typeof location !== 'undefined' ? location.host : '127.0.0.1:8080';
+    this.url = opts.url ?? `${proto}//${host}/ws?token=${encodeURIComponent(opts.token)}`;
+    this.minBackoffMs = opts.minBackoffMs ?? 500;
+    this.maxBackoffMs = opts.maxBackoffMs ?? 10000;
+    this.commandTimeoutMs = opts.commandTimeoutMs ?? 15000;
+    this.pingEveryMs = opts.pingEveryMs ?? 30000;
+    this.reconnectForever = opts.reconnectForever ?? false;
+    /** @type {ConnState} */
+    this.state = 'idle';
+    /** Why the connection is closed or reconnecting (for people). */
+    this.closeReason = '';
+    /** Consecutive failed attempts (reset by a welcome). */
+    this.attempts = 0;
+    /** How many times a welcome arrived (1 on the first join). */
+    this.joins = 0;
+    this.clock = new Clock();
+    this.store = new MeetingStore();
+    /** @type {WebSocket | null} */
+    this._ws = null;
+    this._nextId = 1;
+    /** @type {Map<string, {resolve: (a: Ack) => void, reject: (e: ProtocolError) => void, type: string, timer: ReturnType<typeof setTimeout>}>} */
+    this._pending = new Map();
+    /** @type {Map<string, number>} ping id → client send time */
+    this._pings = new Map();
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this._retryTimer = null;
+    /** @type {ReturnType<typeof setInterval> | null} */
+    this._pingTimer = null;
+    this._stopped = false;
+    /** @type {Record<string, number>} first time (performance.now()) each milestone was reached */
+    this.marks = {};
+  }
+
+  /**
+   * Records the first time a milestone is reached (join-time measurements).
+   * @param {string} name
+   */
+  mark(name) {
+    if (!(name in this.marks) && typeof performance !== 'undefined') this.marks[name] = Math.round(performance.now());
+  }
+
+  /** Opens the connection (and keeps it open until {@link close}). */
+  connect() {
+    this._stopped = false;
+    if (this._ws) return;
+    this._setState(this.joins === 0 && this.attempts === 0 ? 'connecting' : 'reconnecting', this.closeReason);
+    const ws = new WebSocket(this.url);
+    this._ws = ws;
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      this.mark('ws_open');
+      this._sendRaw({ id: this._id('h'), type: 'hello', protocol: PROTOCOL_VERSION });
+    };
+    ws.onmessage = (ev) => {
+      if (typeof ev.data !== 'string') return;
+      /** @type {any} */
+      let m;
+      try {
+        m = JSON.parse(ev.data);
+      } catch {
+        return;
+      }
+      this._onMessage(ws, m);
+    };
+    ws.onclose = (ev) => {
+      if (this._ws !== ws) return;
+      this._ws = null;
+      this._stopPings();
+      this._failPending('disconnected');
+      if (this._stopped) {
+        this._setState('closed', this.closeReason || 'closed');
+        return;
+      }
+      const why = this.closeReason || (opened ? `connection lost (code ${ev.code})` : 'cannot reach the server');
+      this.closeReason = '';
+      if (!opened && this.attempts >= 1) {
+        // Never opened: maybe the invite itself is refused. Ask the server why.
+        this._checkToken().then((refusal) => {
+          if (refusal) {
+            this._stopped = true;
+            this._setState('closed', refusal);
+          } else {
+            this._scheduleRetry(why);
+          }
+        });
+        return;
+      }
+      this._scheduleRetry(why);
+    };
+  }
+
+  /**
+   * Closes for good (no reconnect).
+   * @param {string} [reason]
+   */
+  close(reason = 'left') {
+    this._stopped = true;
+    this.closeReason = reason;
+    if (this._retryTimer) clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    this._stopPings();
+    const ws = this._ws;
+    if (ws) {
+      ws.close(1000, reason.slice(0, 100));
+    } else {
+      this._setState('closed', reason);
+    }
+  }
+
+  /**
+   * Drops the websocket and reconnects at once (used after a media failure or a gap).
+   * @param {string} reason
+   */
+  restart(reason) {
+    if (this._stopped) return;
+    this.closeReason = reason;
+    const ws = this._ws;
+    if (ws) ws.close(4001, reason.slice(0, 100));
+    else this._scheduleRetry(reason);
+  }
+
+  /**
+   * Sends a command; resolves with its `ack`, rejects with a {@link ProtocolError}.
+   * Every rejection is also emitted as `command_error`, so a page can show it.
+   * @param {string} type
+   * @param {Record<string, unknown>} [fields]
+   * @returns {Promise<Ack>}
+   */
+  send(type, fields = {}) {
+    const id = this._id('c');
+    return new Promise((resolve, reject) => {
+      const fail = (/** @type {ProtocolError} */ e) => {
+        this.emit('command_error', e);
+        reject(e);
+      };
+      const ws = this._ws;
+      if (!ws || ws.readyState !== WebSocket.OPEN || this.state !== 'open') {
+        fail(new ProtocolError('disconnected', 'not connected to the server', type));
+        return;
+      }
+      const timer = setTimeout(() => {
+        this._pending.delete(id);
+        fail(new ProtocolError('timeout', 'the server did not answer in time', type));
+      }, this.commandTimeoutMs);
+      this._pending.set(id, { resolve, reject: fail, type, timer });
+      this._sendRaw({ ...fields, id, type });
+    });
+  }
+
+  /**
+   * Sends a message that gets no ack of interest (media messages still get one; it is
+   * awaited and errors are reported like any command).
+   * @param {string} type
+   * @param {Record<string, unknown>} fields
+   */
+  sendQuiet(type, fields) {
+    this.send(type, fields).catch(() => {});
+  }
+
+  /** Sends a `ping` now. */
+  ping() {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    const id = this._id('p');
+    const t0 = Date.now();
+    this._pings.set(id, t0);
+    this._sendRaw({ id, type: 'ping', client_time: t0 });
+  }
+
+  // --- internals
+
+  /** @param {string} prefix */
+  _id(prefix) {
+    return `${prefix}${this._nextId++}`;
+  }
+
+  /** @param {object} m */
+  _sendRaw(m) {
+    const ws = this._ws;
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(m));
+  }
+
+  /**
+   * @param {ConnState} s
+   * @param {string} reason
+   */
+  _setState(s, reason) {
+    const changed = s !== this.state || reason !== this._lastReason;
+    this.state = s;
+    this._lastReason = reason;
+    if (changed) this.emit('state', s, reason);
+  }
+
+  /** @param {string} why */
+  _scheduleRetry(why) {
+    if (this._stopped) return;
+    const n = this.attempts++;
+    const base = Math.min(this.maxBackoffMs, this.minBackoffMs * 2 ** Math.min(n, 10));
+    const delay = n === 0 ? 0 : base / 2 + Math.random() * (base / 2);
+    this._setState(this.joins === 0 && n === 0 ? 'connecting' : 'reconnecting', why);
+    if (this._retryTimer) clearTimeout(this._retryTimer);
+    this._retryTimer = setTimeout(() => {
+      this._retryTimer = null;
+      this.connect();
+    }, delay);
+  }
+
+  /**
+   * A websocket that never opened: is the invite refused? The pages' own routes check the
+   * token like `/ws` does, with a JSON body on refusal.
+   * @returns {Promise<string | null>} the refusal, or null when the token is fine (or unknown)
+   */
+  async _checkToken() {
+    try {
+      const r = await fetch(`/timer?token=${encodeURIComponent(this.token)}`, { cache: 'no-store' });
+      if (r.status === 401 || r.status === 404) {
+        const body = await r.json().catch(() => ({}));
+        return `${body.code ?? r.status}: ${body.message ?? 'invite refused'}`;
+      }
+    } catch {
+      /* the server is down: keep trying */
+    }
+    return null;
+  }
+
+  _startPings() {
+    this._stopPings();
+    // A burst on joining (the best of them wins), then one now and then.
+    for (let i = 0; i < 5; i++) setTimeout(() => this.ping(), i * 150);
+    this._pingTimer = setInterval(() => this.ping(), this.pingEveryMs);
+  }
+
+  _stopPings() {
+    if (this._pingTimer) clearInterval(this._pingTimer);
+    this._pingTimer = null;
+    this._pings.clear();
+  }
+
+  /** @param {string} code */
+  _failPending(code) {
+    for (const [id, p] of this._pending) {
+      clearTimeout(p.timer);
+      p.reject(new ProtocolError(code, 'the connection closed before the server answered', p.type));
+      this._pending.delete(id);
+    }
+  }
+
+  /**
+   * @param {WebSocket} ws
+   * @param {any} m
+   */
+  _onMessage(ws, m) {
+    switch (m.type) {
+      case 'welcome':
+        this.mark('welcome');
+        this.attempts = 0;
+        this.joins++;
+        this.clock.rough(m.server_time, Date.now());
+        this.store.applyWelcome(m);
+        this._setState('open', '');
+        this._startPings();
+        this.emit('welcome', m);
+        break;
+      case 'event':
+        if (!this.store.applyEvent(m)) {
+          this.restart('missed events: rejoining');
+        }
+        break;
+      case 'ack': {
+        const p = this._pending.get(m.id);
+        if (p) {
+          clearTimeout(p.timer);
+          this._pending.delete(m.id);
+          p.resolve(m);
+        }
+        break;
+      }
+      case 'error': {
+        const p = m.id ? this._pending.get(m.id) : undefined;
+        if (p) {
+          clearTimeout(p.timer);
+          this._pending.delete(m.id);
+          p.reject(new ProtocolError(m.code, m.message, p.type));
+        } else if (m.code === 'journal_unavailable' || (m.id && m.id.startsWith('h'))) {
+          this.emit('command_error', new ProtocolError(m.code, m.message, 'hello'));
+        } else {
+          this.emit('command_error', new ProtocolError(m.code, m.message));
+        }
+        break;
+      }
+      case 'pong': {
+        const t0 = this._pings.get(m.id);
+        if (t0 !== undefined) {
+          this._pings.delete(m.id);
+          this.clock.sample(t0, Date.now(), m.server_time);
+          this.emit('clock', this.clock);
+        }
+        break;
+      }
+      case 'goodbye':
+        this.emit('goodbye', m.reason);
+        if (m.reason === 'replaced' && !this.reconnectForever) {
+          // Someone opened this invite elsewhere: do not fight over it.
+          this._stopped = true;
+          this.closeReason = 'replaced';
+        } else {
+          this.closeReason = m.reason === 'shutdown' ? 'the server is restarting' : m.reason;
+        }
+        break;
+      case 'publish_answer':
+        this.mark('publish_answer');
+        this.emit('publish_answer', m);
+        break;
+      case 'subscribe_offer':
+        this.mark('subscribe_offer');
+        this.emit('subscribe_offer', m);
+        break;
+      case 'ice_candidate':
+        this.emit('ice_candidate', m);
+        break;
+    }
+    this.emit('message', m);
+    void ws;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Media
+
+/**
+ * Simulcast layers for a camera or the room camera (the server's rids: q, h, f).
+ * @type {RTCRtpEncodingParameters[]}
+ */
+export const SIMULCAST = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+
+/**
+ * Sends trickled candidates of one peer connection; queues the server's until the remote
+ * description is set.
+ */
+class Trickle {
+  /**
+   * @param {Connection} conn
+   * @param {RTCPeerConnection} pc
+   * @param {'publish'|'subscribe'} kind
+   */
+  constructor(conn, pc, kind) {
+    this.conn = conn;
+    this.pc = pc;
+    this.kind = kind;
+    /** Local candidates wait until the server knows the connection. */
+    this.ready = false;
+    /** @type {{candidate: string, sdp_mid?: string|null, sdp_m_line_index?: number|null}[]} */
+    this.outbox = [];
+    /** @type {RTCIceCandidateInit[]} */
+    this.inbox = [];
+    pc.onicecandidate = (ev) => {
+      const c = ev.candidate;
+      const m = c
+        ? { candidate: c.candidate, sdp_mid: c.sdpMid, sdp_m_line_index: c.sdpMLineIndex }
+        : { candidate: '' };
+      if (c && !c.candidate) return;
+      if (this.ready) this._send(m);
+      else this.outbox.push(m);
+    };
+  }
+  /** @param {{candidate: string, sdp_mid?: string|null, sdp_m_line_index?: number|null}} m */
+  _send(m) {
+    /** @type {Record<string, unknown>} */
+    const fields = { pc: this.kind, candidate: m.candidate };
+    if (m.sdp_mid != null) fields.sdp_mid = m.sdp_mid;
+    if (m.sdp_m_line_index != null) fields.sdp_m_line_index = m.sdp_m_line_index;
+    this.conn.sendQuiet('ice_candidate', fields);
+  }
+  /** The server knows this connection now: send what waited. */
+  flush() {
+    this.ready = true;
+    for (const m of this.outbox.splice(0)) this._send(m);
+  }
+  /** @param {{candidate: string, sdp_mid?: string, sdp_m_line_index?: number}} m */
+  async remote(m) {
+    /** @type {RTCIceCandidateInit} */
+    const init = m.candidate
+      ? { candidate: m.candidate, sdpMid: m.sdp_mid ?? null, sdpMLineIndex: m.sdp_m_line_index ?? null }
+      : { candidate: '', sdpMid: m.sdp_mid ?? '0', sdpMLineIndex: m.sdp_m_line_index ?? 0 };
+    if (!this.pc.remoteDescription) {
+      this.inbox.push(init);
+      return;
+    }
+    await this.pc.addIceCandidate(init).catch(() => {});
+  }
+  async drain() {
+    for (const c of this.inbox.splice(0)) await this.pc.addIceCandidate(c).catch(() => {});
+  }
+}
+
+/**
+ * @typedef {object} PublishTrackSpec
+ * @property {MediaStreamTrack} track
+ * @property {MediaSource} source
+ * @property {boolean} [simulcast] video only: send q/h/f layers
+ */
+
+/**
+ * The publish connection: the client offers its tracks once (the server cannot take a
+ * renegotiated simulcast offer yet, docs/MEDIA-NOTES.md), with `publish` naming each mid.
+ */
+export class Publisher {
+  /**
+   * @param {Connection} conn
+   * @param {RTCConfiguration} [config]
+   */
+  constructor(conn, config = {}) {
+    this.conn = conn;
+    this.pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', ...config });
+    this.trickle = new Trickle(conn, this.pc, 'publish');
+    /** @type {Map<MediaSource, RTCRtpSender>} */
+    this.senders = new Map();
+    /** @type {(() => void)[]} */
+    this._off = [];
+    this._off.push(conn.on('ice_candidate', (m) => {
+      if (m.pc === 'publish') void this.trickle.remote(m);
+    }));
+  }
+
+  /**
+   * Offers the tracks and applies the server's answer.
+   * @param {PublishTrackSpec[]} specs
+   * @param {MediaStream} stream the stream the tracks belong to (one msid)
+   */
+  async publish(specs, stream) {
+    /** @type {{t: RTCRtpTransceiver, source: MediaSource}[]} */
+    const list = [];
+    for (const s of specs) {
+      /** @type {RTCRtpTransceiverInit} */
+      const init = { direction: 'sendonly', streams: [stream] };
+      if (s.track.kind === 'video' && s.simulcast) init.sendEncodings = SIMULCAST.map((e) => ({ ...e }));
+      const t = this.pc.addTransceiver(s.track, init);
+      this.senders.set(s.source, t.sender);
+      list.push({ t, source: s.source });
+    }
+    const offer = await this.pc.createOffer();
+    await this.pc.setLocalDescription(offer);
+    const tracks = list.map(({ t, source }) => ({ mid: /** @type {string} */ (t.mid), source }));
+    const answered = new Promise((resolve) => {
+      const off = this.conn.on('publish_answer', (m) => {
+        off();
+        resolve(m.sdp);
+      });
+      this._off.push(off);
+    });
+    await this.conn.send('publish', { sdp: this.pc.localDescription?.sdp ?? offer.sdp, tracks });
+    const sdp = /** @type {string} */ (await answered);
+    await this.pc.setRemoteDescription({ type: 'answer', sdp });
+    await this.trickle.drain();
+    this.trickle.flush();
+  }
+
+  close() {
+    for (const off of this._off) off();
+    this._off = [];
+    this.pc.close();
+  }
+}
+
+/**
+ * @typedef {object} ReceivedTrack
+ * @property {string} mid
+ * @property {SlotInfo} slot
+ * @property {MediaStreamTrack} track
+ * @property {MediaStream} stream
+ */
+
+/** @typedef {{track: [ReceivedTrack], slots: [SlotInfo[]]}} SubscriberEvents */
+
+/**
+ * The subscribe connection: the server offers (first after `media_preferences`, again when
+ * participants with tracks arrive), the client answers. `slots` say what each mid carries.
+ * @extends {Emitter<SubscriberEvents>}
+ */
+export class Subscriber extends Emitter {
+  /**
+   * @param {Connection} conn
+   * @param {RTCConfiguration} [config]
+   */
+  constructor(conn, config = {}) {
+    super();
+    this.conn = conn;
+    this.pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', ...config });
+    this.trickle = new Trickle(conn, this.pc, 'subscribe');
+    /** @type {Map<string, SlotInfo>} slot by mid */
+    this.slots = new Map();
+    /** @type {Map<string, ReceivedTrack>} */
+    this.tracks = new Map();
+    this.thumbnails = false;
+    /** @type {Map<string, number>} the height each mid is shown at (wanted), by mid */
+    this.render = new Map();
+    /** @type {Map<string, number>} the height asked of the server now (layer control), by mid */
+    this.current = new Map();
+    /** Start new video mids on a lower layer ({@link watchLayers}). */
+    this.startLow = false;
+    /**
+     * The height new video mids start at: the middle layer. (The low layer would be the
+     * surest, but the server's keyframe requests for it do not reach Chrome: its `pliCount`
+     * stays 0, so the first frame waits for a keyframe Chrome sends on its own.)
+     */
+    this.startHeight = 360;
+    /** @type {Promise<void>} offers are handled one at a time */
+    this._chain = Promise.resolve();
+    /** @type {(() => void)[]} */
+    this._off = [];
+    this.pc.ontrack = (ev) => {
+      conn.mark(`track_${ev.track.kind}`);
+      const mid = ev.transceiver.mid ?? '';
+      const stream = ev.streams[0] ?? new MediaStream([ev.track]);
+      const slot = this.slots.get(mid) ?? { slot: 'speaker', mid };
+      const rt = { mid, slot, track: ev.track, stream };
+      this.tracks.set(mid, rt);
+      this.emit('track', rt);
+    };
+    this._off.push(conn.on('subscribe_offer', (m) => {
+      this._chain = this._chain.then(() => this._onOffer(m.sdp, m.slots)).catch((e) => {
+        console.error('roundtable: subscribe offer failed', e);
+      });
+    }));
+    this._off.push(conn.on('ice_candidate', (m) => {
+      if (m.pc === 'subscribe') void this.trickle.remote(m);
+    }));
+  }
+
+  /**
+   * Opens the subscription (the first `media_preferences`).
+   * @param {{thumbnails?: boolean}} [prefs]
+   */
+  async start(prefs = {}) {
+    this.thumbnails = prefs.thumbnails ?? false;
+    await this.conn.send('media_preferences', { thumbnails: this.thumbnails });
+  }
+
+  /**
+   * Tells the server the height a received video mid is shown at (0: not shown), so it
+   * forwards the smallest simulcast layer that covers it.
+   * @param {Record<string, number>} heights by mid
+   */
+  async setRender(heights) {
+    for (const [mid, hgt] of Object.entries(heights)) {
+      const v = Math.round(hgt);
+      this.render.set(mid, v);
+      // Asking lower is always safe; higher goes through the layer control's probe.
+      const cur = this.current.get(mid);
+      if (!this.startLow || cur === undefined || v < cur) this.current.set(mid, v);
+    }
+    await this._sendRender();
+  }
+
+  /**
+   * @param {string} sdp
+   * @param {SlotInfo[]} slots
+   */
+  async _onOffer(sdp, slots) {
+    for (const s of slots) this.slots.set(s.mid, s);
+    // Tracks already received keep their mids; refresh what they carry.
+    for (const [mid, rt] of this.tracks) {
+      const s = this.slots.get(mid);
+      if (s) rt.slot = s;
+    }
+    this.emit('slots', slots);
+    if (this.startLow) {
+      let fresh = false;
+      for (const sl of slots) {
+        const video = sl.slot === 'speaker' || (sl.slot === 'track' && sl.kind === 'video');
+        if (video && !this.current.has(sl.mid)) {
+          this.current.set(sl.mid, this.startHeight);
+          fresh = true;
+        }
+      }
+      // Before the answer: the first packets forwarded are already the low layer's.
+      if (fresh) await this._sendRender();
+    }
+    await this.pc.setRemoteDescription({ type: 'offer', sdp });
+    await this.trickle.drain();
+    const answer = await this.pc.createAnswer();
+    await this.pc.setLocalDescription(answer);
+    await this.conn.send('subscribe_answer', { sdp: this.pc.localDescription?.sdp ?? answer.sdp });
+    this.conn.mark('subscribe_answered');
+    this.trickle.flush();
+  }
+
+  /**
+   * Simulcast layer control on the client side, until the server falls back by itself.
+   *
+   * The server forwards the layer a render height asks for (default: the high one) and keeps
+   * it even when the publisher's browser pauses that layer for lack of bandwidth (Chrome
+   * does: `qualityLimitationReason: bandwidth`), so the picture freezes. Here:
+   * - every new video mid starts on the low layer (180, always sent: the first frame comes
+   *   soonest); once it decodes, it steps up one layer at a time (360, 720) towards the
+   *   wanted height ({@link setRender}, default 720). Asking up is safe: the server keeps
+   *   forwarding the current layer until the target's keyframe arrives. If the frame height
+   *   has not changed `switchMs` after a step up, the layer is not coming: back down, and try
+   *   again after `probeMs`;
+   * - a mid that stops decoding for `stallMs` is asked for the next lower height.
+   * @param {{stallMs?: number, probeMs?: number, switchMs?: number, everyMs?: number}} [opts]
+   * @returns {() => void} stops watching
+   */
+  watchLayers(opts = {}) {
+    const stallMs = opts.stallMs ?? 2000;
+    const probeMs = opts.probeMs ?? 8000;
+    const switchMs = opts.switchMs ?? 2500;
+    const steps = [180, 360, 720];
+    this.startLow = true;
+    /**
+     * Per mid: frames decoded and when they last grew; a pending step up (asked from which
+     * height, with which frame height arriving then, when).
+     * @type {Map<string, {frames: number, progressAt: number, probedAt: number,
+     *   ask?: {from: number, height: number, at: number}}>}
+     */
+    const seen = new Map();
+    const tick = async () => {
+      if (this.pc.connectionState === 'closed') return;
+      const report = await this.pc.getStats().catch(() => null);
+      if (!report) return;
+      const now = Date.now();
+      /** @type {Map<string, {frames: number, height: number}>} by mid */
+      const got = new Map();
+      report.forEach((st) => {
+        if (st.type === 'inbound-rtp' && st.kind === 'video' && st.mid) {
+          got.set(st.mid, { frames: st.framesDecoded ?? 0, height: st.frameHeight ?? 0 });
+        }
+      });
+      let changed = false;
+      for (const [mid, slot] of this.slots) {
+        const video = slot.slot === 'speaker' || (slot.slot === 'track' && slot.kind === 'video');
+        if (!video) continue;
+        const wanted = this.render.get(mid) ?? 720;
+        if (wanted === 0) continue;
+        const cur = this.current.get(mid) ?? wanted;
+        const g = got.get(mid) ?? { frames: 0, height: 0 };
+        let x = seen.get(mid);
+        if (!x) {
+          x = { frames: g.frames, progressAt: now, probedAt: 0 };
+          seen.set(mid, x);
+        }
+        if (g.frames > x.frames) {
+          x.frames = g.frames;
+          x.progressAt = now;
+          if (x.ask) {
+            if (now - x.ask.at > switchMs) {
+              if (g.height === x.ask.height) {
+                // The layer asked for is not coming (paused by the sender): back down.
+                this.current.set(mid, x.ask.from);
+                x.probedAt = now;
+                changed = true;
+              }
+              x.ask = undefined;
+            }
+          } else if (cur < wanted && (x.probedAt === 0 || now - x.probedAt > probeMs)) {
+            const up = steps.find((hgt) => hgt > cur) ?? wanted;
+            this.current.set(mid, Math.min(up, wanted));
+            x.ask = { from: cur, height: g.height, at: now };
+            x.probedAt = x.probedAt === 0 ? 0 : now;
+            changed = true;
+          }
+        } else if (now - x.progressAt > stallMs) {
+          // The layer in use stopped: one step down.
+          const lower = [...steps].reverse().find((hgt) => hgt < cur);
+          x.progressAt = now;
+          x.ask = undefined;
+          if (lower !== undefined) {
+            this.current.set(mid, lower);
+            x.probedAt = now;
+            changed = true;
+          }
+        }
+      }
+      if (changed) await this._sendRender();
+    };
+    const t = setInterval(() => void tick(), opts.everyMs ?? 500);
+    return () => clearInterval(t);
+  }
+
+  /** Sends the heights in force (`current`, else the wanted ones). */
+  async _sendRender() {
+    /** @type {{mid: string, height: number}[]} */
+    const render = [];
+    for (const mid of this.slots.keys()) {
+      const hgt = this.current.get(mid) ?? this.render.get(mid);
+      if (hgt !== undefined) render.push({ mid, height: hgt });
+    }
+    await this.conn.send('media_preferences', { thumbnails: this.thumbnails, render }).catch(() => {});
+  }
+
+  close() {
+    for (const off of this._off) off();
+    this._off = [];
+    this.pc.close();
+  }
+}
+
+/**
+ * @typedef {object} MediaSessionOptions
+ * @property {() => Promise<PublishTrackSpec[]> | PublishTrackSpec[]} [tracks] what to publish
+ *   (asked again at every restart); none: receive only
+ * @property {boolean} [subscribe] open the subscribe connection (default true)
+ * @property {boolean} [thumbnails]
+ * @property {number} [connectTimeoutMs] a connection not up by then counts as failed (default 15000)
+ * @property {boolean} [layerFallback] step a stalled video down a simulcast layer (default true;
+ *   see {@link Subscriber.watchLayers})
+ */
+
+/**
+ * @typedef {{
+ *   track: [ReceivedTrack],
+ *   slots: [SlotInfo[]],
+ *   state: ['idle'|'connecting'|'connected'|'failed'|'closed', string],
+ *   failed: [string],
+ * }} MediaSessionEvents
+ */
+
+/**
+ * Both peer connections of a participant, restarted afresh after every `welcome`.
+ * A failure (ICE failed, or not connected in time) is reported as `failed`; the page decides
+ * (the room screen restarts everything: {@link Connection.restart}).
+ * @extends {Emitter<MediaSessionEvents>}
+ */
+export class MediaSession extends Emitter {
+  /**
+   * @param {Connection} conn
+   * @param {MediaSessionOptions} opts
+   */
+  constructor(conn, opts) {
+    super();
+    this.conn = conn;
+    this.opts = opts;
+    /** @type {Publisher | null} */
+    this.publisher = null;
+    /** @type {Subscriber | null} */
+    this.subscriber = null;
+    /** @type {MediaStream | null} the published stream */
+    this.stream = null;
+    this.state = /** @type {'idle'|'connecting'|'connected'|'failed'|'closed'} */ ('idle');
+    this._gen = 0;
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this._timer = null;
+    this._offWelcome = conn.on('welcome', () => void this.restart());
+    this._offState = conn.on('state', (s) => {
+      if (s === 'reconnecting' || s === 'closed') this._teardown(s === 'closed' ? 'closed' : 'idle');
+    });
+    if (conn.state === 'open') void this.restart();
+  }
+
+  /** @param {'idle'|'connecting'|'connected'|'failed'|'closed'} s @param {string} why */
+  _set(s, why = '') {
+    this.state = s;
+    this.emit('state', s, why);
+  }
+
+  /** @param {'idle'|'closed'} to */
+  _teardown(to) {
+    this._gen++;
+    if (this._timer) clearTimeout(this._timer);
+    this._timer = null;
+    this.publisher?.close();
+    this.subscriber?.close();
+    this.publisher = null;
+    this.subscriber = null;
+    if (this.state !== to) this._set(to);
+  }
+
+  /** Closes both connections and opens them again. */
+  async restart() {
+    this._teardown('idle');
+    const gen = this._gen;
+    this._set('connecting');
+    try {
+      if (this.opts.subscribe !== false) {
+        const sub = new Subscriber(this.conn, this._config());
+        this.subscriber = sub;
+        sub.on('track', (t) => this.emit('track', t));
+        sub.on('slots', (s) => this.emit('slots', s));
+        this._watch(sub.pc, gen);
+        await sub.start({ thumbnails: this.opts.thumbnails });
+        if (this.opts.layerFallback !== false) {
+          const stop = sub.watchLayers();
+          sub.pc.addEventListener('connectionstatechange', () => {
+            if (sub.pc.connectionState === 'closed') stop();
+          });
+          const close = sub.close.bind(sub);
+          sub.close = () => {
+            stop();
+            close();
+          };
+        }
+      }
+      if (gen !== this._gen) return;
+      await this._publish(gen);
+    } catch (e) {
+      this._fail(gen, e);
+      return;
+    }
+    this._arm(gen);
+  }
+
+  /**
+   * Starts publishing now (if the tracks callback has something to send and nothing is
+   * published yet), keeping the subscribe connection as it is: a delegate who watched the
+   * room during the device check joins without a gap.
+   */
+  async publishNow() {
+    const gen = this._gen;
+    if (this.publisher || this.conn.state !== 'open') return;
+    try {
+      await this._publish(gen);
+    } catch (e) {
+      this._fail(gen, e);
+      return;
+    }
+    this._arm(gen);
+  }
+
+  _config() {
+    /** @type {RTCConfiguration} */
+    const config = { iceServers: this.conn.store.iceServers.map((s) => ({ ...s })) };
+    return config;
+  }
+
+  /** @param {number} gen */
+  async _publish(gen) {
+    const specs = this.opts.tracks ? await this.opts.tracks() : [];
+    if (gen !== this._gen || !specs.length) return;
+    const pub = new Publisher(this.conn, this._config());
+    this.publisher = pub;
+    this._watch(pub.pc, gen);
+    const stream = new MediaStream(specs.map((s) => s.track));
+    this.stream = stream;
+    await pub.publish(specs, stream);
+  }
+
+  /** @param {number} gen @param {unknown} e */
+  _fail(gen, e) {
+    if (gen !== this._gen) return;
+    const why = e instanceof Error ? e.message : String(e);
+    this._set('failed', why);
+    this.emit('failed', why);
+  }
+
+  /** The peer connections of this generation. */
+  _pcs() {
+    return [this.subscriber?.pc, this.publisher?.pc].filter((x) => x !== undefined);
+  }
+
+  /** @param {RTCPeerConnection} pc @param {number} gen */
+  _watch(pc, gen) {
+    pc.addEventListener('connectionstatechange', () => {
+      const which = pc === this.subscriber?.pc ? 'subscribe' : 'publish';
+      this.conn.mark(`${which}_${pc.connectionState}`);
+      this._check(gen);
+    });
+  }
+
+  /** @param {number} gen */
+  _check(gen) {
+    if (gen !== this._gen) return;
+    const states = this._pcs().map((pc) => pc.connectionState);
+    if (states.some((s) => s === 'failed')) {
+      this._fail(gen, new Error('media connection failed'));
+    } else if (states.length && states.every((s) => s === 'connected')) {
+      if (this._timer) clearTimeout(this._timer);
+      this._timer = null;
+      if (this.state !== 'connected') this._set('connected');
+    } else if (this.state === 'connected') {
+      this._set('connecting');
+    }
+  }
+
+  /** A connection not up in time counts as failed. @param {number} gen */
+  _arm(gen) {
+    if (gen !== this._gen) return;
+    if (this._timer) clearTimeout(this._timer);
+    this._timer = setTimeout(() => {
+      if (gen !== this._gen || this.state === 'connected') return;
+      this._fail(gen, new Error('media did not connect in time'));
+    }, this.opts.connectTimeoutMs ?? 15000);
+    this._check(gen);
+  }
+
+  /** Stops media for good. */
+  close() {
+    this._offWelcome();
+    this._offState();
+    this._teardown('closed');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stats
+
+/**
+ * @typedef {object} InboundSample
+ * @property {string} mid
+ * @property {'audio'|'video'} kind
+ * @property {SlotInfo | undefined} slot
+ * @property {number} bytesReceived
+ * @property {number} packetsReceived
+ * @property {number} framesDecoded video only (0 for audio)
+ * @property {number} frameHeight
+ * @property {number} jitter seconds
+ * @property {number} packetsLost
+ */
+
+/**
+ * @typedef {object} OutboundSample
+ * @property {'audio'|'video'} kind
+ * @property {string} mid
+ * @property {string} [rid]
+ * @property {number} bytesSent
+ * @property {number} packetsSent
+ * @property {number} frameHeight
+ */
+
+/**
+ * @typedef {object} StatsSample
+ * @property {number} at client time
+ * @property {InboundSample[]} inbound
+ * @property {OutboundSample[]} outbound
+ * @property {number} [rttMs] current round trip on the selected candidate pair
+ */
+
+/**
+ * Samples a media session: inbound per received mid (with its slot), outbound per layer.
+ * @param {MediaSession} media
+ * @returns {Promise<StatsSample>}
+ */
+export async function sampleStats(media) {
+  /** @type {StatsSample} */
+  const out = { at: Date.now(), inbound: [], outbound: [] };
+  const sub = media.subscriber;
+  if (sub) {
+    const report = await sub.pc.getStats();
+    report.forEach((s) => {
+      if (s.type === 'inbound-rtp') {
+        const mid = s.mid ?? '';
+        out.inbound.push({
+          mid,
+          kind: s.kind,
+          slot: sub.slots.get(mid),
+          bytesReceived: s.bytesReceived ?? 0,
+          packetsReceived: s.packetsReceived ?? 0,
+          framesDecoded: s.framesDecoded ?? 0,
+          frameHeight: s.frameHeight ?? 0,
+          jitter: s.jitter ?? 0,
+          packetsLost: s.packetsLost ?? 0,
+        });
+      } else if (s.type === 'candidate-pair' && s.nominated && s.currentRoundTripTime !== undefined) {
+        out.rttMs = s.currentRoundTripTime * 1000;
+      }
+    });
+  }
+  const pub = media.publisher;
+  if (pub) {
+    const report = await pub.pc.getStats();
+    report.forEach((s) => {
+      if (s.type === 'outbound-rtp') {
+        out.outbound.push({
+          kind: s.kind,
+          mid: s.mid ?? '',
+          rid: s.rid,
+          bytesSent: s.bytesSent ?? 0,
+          packetsSent: s.packetsSent ?? 0,
+          frameHeight: s.frameHeight ?? 0,
+        });
+      }
+    });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for pages
+
+/**
+ * The invite token in this page's URL (`?token=`).
+ * @returns {string}
+ */
+export function tokenFromLocation() {
+  return new URLSearchParams(location.search).get('token') ?? '';
+}
+
+/**
+ * Where `you` stand: holding the floor, waiting with a position, pending, or nothing.
+ * @param {MeetingStore} store
+ * @param {string} [participant]
+ * @returns {{state: 'none'} | {state: 'pending', request: RequestInfo}
+ *   | {state: 'queued', request: RequestInfo, position: number, list: ListKind}
+ *   | {state: 'granted', request: RequestInfo}}
+ */
+export function standing(store, participant) {
+  const r = store.requestOf(participant);
+  if (!r) return { state: 'none' };
+  if (r.state === 'granted') return { state: 'granted', request: r };
+  if (r.state === 'pending') return { state: 'pending', request: r };
+  return { state: 'queued', request: r, position: r.position ?? 0, list: r.list };
+}
+
+/**
+ * The deadline that counts for a speaker's countdown: their grant's, or (a paused slot) the
+ * item's remaining time.
+ * @param {MeetingStore} store
+ * @param {RequestInfo} r
+ * @returns {{deadline?: number, pausedRemaining?: number, limit?: number, warning?: number}}
+ */
+export function countdownOf(store, r) {
+  if (r.deadline !== undefined) return { deadline: r.deadline, limit: r.limit_ms, warning: r.warning_ms };
+  if (r.slot) {
+    const item = store.agenda?.items.find((i) => i.id === r.slot);
+    if (item && item.remaining_ms !== undefined) {
+      return { pausedRemaining: item.remaining_ms, limit: r.limit_ms, warning: r.warning_ms };
+    }
+  }
+  return {};
+}

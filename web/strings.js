@@ -1,0 +1,256 @@
+// @ts-check
+/**
+ * Every string the pages show, in one place (English). To translate, copy this module and
+ * replace the values; functions take the variable parts.
+ * @module strings
+ */
+
+/** @param {number} n */
+export function ordinal(n) {
+  const s = ['th', 'st', 'nd', 'rd'];
+  const v = n % 100;
+  return n + (s[(v - 20) % 10] || s[v] || s[0]);
+}
+
+export const S = {
+  appName: 'roundtable',
+
+  // Connection
+  conn: {
+    idle: 'Not connected',
+    connecting: 'Connecting…',
+    open: 'Connected',
+    reconnecting: 'Connection lost, reconnecting…',
+    closed: 'Disconnected',
+    /** @param {string} why */
+    closedBecause: (why) => `Disconnected: ${why}`,
+    replaced: 'This invitation was opened in another window or device. This window is no longer connected.',
+    left: 'You left the meeting.',
+    noToken: 'This page needs an invitation link (…?token=…). Ask the organisers for yours.',
+    rejoin: 'Rejoin',
+  },
+  media: {
+    connecting: 'Connecting audio and video…',
+    connected: 'Audio and video connected',
+    failed: 'Audio and video could not connect. Retrying…',
+    /** @param {string} why */
+    failedBecause: (why) => `Audio and video: ${why}`,
+    enableSound: 'Click to turn the sound on',
+    soundBlocked: 'The browser blocked the sound until you click.',
+  },
+
+  // Roles (as shown)
+  role: {
+    moderator: 'Chair',
+    delegate: 'Delegate',
+    room: 'Room screen',
+    technician: 'Technician',
+    observer: 'Observer',
+    assistant: 'Floor assistant',
+  },
+
+  // Common floor words
+  floor: {
+    speakingNow: 'Speaking now',
+    nobodySpeaking: 'Nobody has the floor',
+    queue: 'Speakers list',
+    replies: 'Right of reply',
+    pending: 'Waiting for the chair to accept',
+    emptyQueue: 'Nobody is waiting',
+    inRoom: 'in the room',
+    remote: 'remote',
+    chair: 'Chair',
+    /** @param {string} name @param {number} pos */
+    queuedAnnounce: (name, pos) => `${name} is ${ordinal(pos)} in line`,
+    /** @param {string} name */
+    grantedAnnounce: (name) => `${name} has the floor`,
+    /** @param {string} name */
+    endedAnnounce: (name) => `${name} no longer has the floor`,
+    /** @param {string} name */
+    leftQueueAnnounce: (name) => `${name} left the speakers list`,
+    policy: { moderated: 'Moderated: the chair gives the floor', open: 'Open: microphones open in turn' },
+    next: 'Next',
+  },
+
+  // Agenda
+  agenda: {
+    title: 'Agenda',
+    noItem: 'No agenda item is running',
+    state: {
+      planned: 'planned',
+      running: 'running',
+      paused: 'paused',
+      ended: 'ended',
+      skipped: 'skipped',
+    },
+    kind: { remarks: 'Remarks', presentation: 'Presentation', dialogue: 'Dialogue', break: 'Break' },
+    plannedEnd: 'Planned end',
+    projectedEnd: 'Projected end',
+    /** @param {number} min */
+    minutes: (min) => `${min} min`,
+    /** @param {string} t */
+    overrunBy: (t) => `over by ${t}`,
+    atLectern: 'at the lectern',
+  },
+
+  // Timer phases (the lectern timer and every countdown)
+  phase: {
+    normal: 'Time remaining',
+    wrapup: 'Please wrap up',
+    danger: 'Time is almost up',
+    overrun: 'Over time',
+    paused: 'Paused',
+    none: 'No time limit',
+  },
+
+  // Device check and the delegate's page
+  delegate: {
+    checkTitle: 'Check your microphone and camera',
+    checkIntro: 'Choose your microphone and camera. Speak: the bar moves when the microphone hears you.',
+    mic: 'Microphone',
+    camera: 'Camera',
+    noCamera: 'No camera (audio only)',
+    level: 'Microphone level',
+    join: 'Join the meeting',
+    joining: 'Joining…',
+    deviceError: 'Could not open your microphone or camera. Check the browser’s permission and try again.',
+    retryDevices: 'Try again',
+    roomVideo: 'The room',
+    speakerVideo: 'Speaking',
+    raise: 'Ask for the floor',
+    raiseReply: 'Ask for a right of reply',
+    lower: 'Withdraw my request',
+    giveBack: 'Give the floor back',
+    leave: 'Leave the meeting',
+    youHaveFloor: 'You have the floor',
+    micOpen: 'Your microphone is open: everyone hears you.',
+    youAreNext: 'You are next',
+    /** @param {number} pos */
+    inLine: (pos) => `You are ${ordinal(pos)} in line`,
+    /** @param {number} pos */
+    inReplyLine: (pos) => `You are ${ordinal(pos)} in the reply list`,
+    pendingAccept: 'Your request waits for the chair',
+    mutedByModerator: 'Muted by the moderator',
+    mutedHelp: 'Your microphone opens when the chair gives you the floor.',
+    openFloor: 'Open floor: your microphone is on',
+    muteSelf: 'Mute my microphone',
+    unmuteSelf: 'Unmute my microphone',
+    selfMuted: 'You muted your microphone',
+    shortcuts: 'Keyboard: H ask for / withdraw the floor, M mute or unmute while speaking',
+    preview: 'Your camera',
+    lobbyNote: 'You can already see and hear the room while you check your devices.',
+  },
+
+  // Room screen
+  room: {
+    fullscreen: 'Full screen',
+    exitFullscreen: 'Leave full screen',
+    start: 'Start the room screen',
+    waitingFloor: 'The floor is in the room',
+    next: 'Next',
+    cameraError: 'Room camera or microphone unavailable',
+    publishing: 'Room camera and sound are sent',
+    rejoining: 'Reconnecting…',
+  },
+
+  // Timer page
+  timer: {
+    title: 'Lectern timer',
+    nothing: 'Waiting',
+    message: 'Message from the chair',
+  },
+
+  // Chair's console
+  mod: {
+    title: 'Chair’s console',
+    floorTitle: 'The floor',
+    /** @param {number} n */
+    micsAtMost: (n) => `${n} open microphone${n === 1 ? '' : 's'} at most`,
+    assistantTitle: 'Floor assistant',
+    agendaControls: 'Agenda',
+    start: 'Start',
+    startNext: 'Start next item',
+    startThis: 'Start this item',
+    pause: 'Pause',
+    resume: 'Resume',
+    extend1: '+1 min',
+    extend5: '+5 min',
+    end: 'End item',
+    nextItem: 'Next item',
+    skip: 'Skip',
+    jump: 'Jump here',
+    moveUp: 'Move up',
+    moveDown: 'Move down',
+    grant: 'Give the floor',
+    deny: 'Deny',
+    accept: 'Accept',
+    revoke: 'Revoke',
+    cancel: 'Remove',
+    nextSpeaker: 'Next speaker',
+    lowerAll: 'Lower all hands',
+    lowerAllConfirm: 'Lower every raised hand? The speakers list and the reply list will be emptied.',
+    chairPriority: 'Chair priority (mute all)',
+    chairPriorityConfirm: 'Mute every speaker now?',
+    takeFloor: 'Take the floor (chair)',
+    releaseFloor: 'Release my floor',
+    addInRoom: 'Add a speaker in the room',
+    name: 'Name',
+    delegation: 'Delegation',
+    list: 'List',
+    listMain: 'Speakers list',
+    listReply: 'Right of reply',
+    add: 'Add',
+    floorSettings: 'Floor settings',
+    policy: 'Mode',
+    moderated: 'Moderated',
+    open: 'Open',
+    maxSpeakers: 'Open microphones at most',
+    whenFull: 'When all are taken',
+    wait: 'New speakers wait',
+    override: 'Cut the longest speaker',
+    speakingLimit: 'Speaking limit (seconds, 0 = none)',
+    warning: 'Warning before the limit (seconds)',
+    autoRevoke: 'Close the microphone at the limit',
+    screen: 'Chair accepts each request first',
+    apply: 'Apply',
+    timerMessage: 'Message to the lectern timer',
+    send: 'Send',
+    clear: 'Clear',
+    minutes: 'Minutes',
+    minutesMd: 'Download minutes (Markdown)',
+    minutesCsv: 'Download minutes (CSV)',
+    participants: 'Participants',
+    giveFloor: 'Give the floor',
+    shortcuts: 'Keyboard shortcuts',
+    shortcutList: [
+      ['N', 'next speaker'],
+      ['R', 'revoke the current speaker'],
+      ['E', 'extend the current item by 1 minute'],
+      ['P', 'pause or resume the item'],
+      ['S', 'start the next item'],
+      ['Alt+↑ / Alt+↓', 'move the selected request in the list'],
+      ['?', 'show this list'],
+    ],
+    dragHint: 'Drag to reorder, or focus a row and press Alt+↑ / Alt+↓.',
+    presence: { joined: 'online', left: 'left', connection_lost: 'connection lost' },
+    holders: 'Speaking now',
+    /** @param {string} name */
+    moved: (name) => `${name} moved`,
+    myRequests: 'Requests I made',
+    timerLink: 'Open the lectern timer',
+    noRemoveCommand: 'Removing a participant or asking them to reconnect is not in the protocol yet.',
+  },
+
+  observer: {
+    title: 'Watching the meeting',
+    technicianNote: 'Stream health comes with a later release. For now this is the observer view.',
+    listen: 'Listen and watch only',
+  },
+
+  // Errors
+  error: {
+    /** @param {string} code @param {string} msg */
+    refused: (code, msg) => `Refused (${code}): ${msg}`,
+    dismiss: 'Dismiss',
+  },
+};
