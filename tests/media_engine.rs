@@ -170,8 +170,11 @@ impl Client {
         let registry = register_default_interceptors(Registry::new(), &mut media_engine)
             .unwrap()
             .with(Slot::from(14_000), PliToApp::default());
+        // When answering (subscriber), answer the server's `a=setup:active` with `passive`,
+        // as browsers do.
         let setting_engine = SettingEngineBuilder::new()
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Server)
             .build();
         let (tx, events) = mpsc::unbounded_channel();
         let pc = PeerConnectionBuilder::new()

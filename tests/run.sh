@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# What the tests need: the Rust toolchain (on the machine) with rustfmt and clippy, and coturn
-# (Debian) for the relay test, which starts its own turnserver on loopback. Later issues add
-# Chromium and Janus here (apt-get) and npm packages.
+# What the tests need: the Rust toolchain (on the machine) with rustfmt and clippy, coturn
+# (Debian) for the relay test, which starts its own turnserver on loopback, and for the browser
+# tests Debian's Chromium and the npm packages pinned in package-lock.json (playwright-core,
+# typescript), installed by tests/e2e/install.sh.
 if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
 if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
 if ! command -v turnserver >/dev/null 2>&1; then
@@ -30,4 +31,10 @@ cargo run --release --quiet --bin rt-bench -- fanout --clients 100 --rounds 20 -
 echo "== benchmark smoke (media, baku with 4 delegates; debug build, reuses the test build's dependencies)"
 ulimit -n 4096 2>/dev/null || true
 cargo run --quiet -p roundtable-headless --example rt-media-bench -- baku --delegates 4 --secs 5 --out target/bench-smoke/baku.json
+echo "== browser tests (web/ type check, then real Chromium against the release binary)"
+cargo build --release --quiet --bin roundtable
+# Join time is reported (target 1 s, docs/PERFORMANCE.md), not asserted tightly: a loaded CI
+# machine must not turn a measurement into a failure. The bound only says "it joins at all".
+E2E_JOIN_TARGET_MS="${E2E_JOIN_TARGET_MS:-30000}" ROUNDTABLE_BIN=target/release/roundtable \
+  bash tests/e2e/check.sh
 echo "== all tests passed"

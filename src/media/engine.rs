@@ -2087,7 +2087,10 @@ impl Engine {
             conn.out_by_ssrc.insert(out.ssrc, track_id);
             conn.out_tracks.insert(track_id, out);
         }
-        Ok(SubscriberOffer { sdp, tracks })
+        Ok(SubscriberOffer {
+            sdp: sdp::offer_as_dtls_client(&sdp),
+            tracks,
+        })
     }
 
     /// Adds a sendonly transceiver for `spec` to `pc` (not yet in `self.conns`).
@@ -2190,7 +2193,7 @@ impl Engine {
                 .ok_or_else(|| MediaError::Rtc("no local description".to_owned()))?;
             conn.out_by_ssrc.insert(out.ssrc, info.id);
             conn.out_tracks.insert(info.id, out);
-            Ok((info, sdp))
+            Ok((info, sdp::offer_as_dtls_client(&sdp)))
         })();
         self.conns.insert(id, conn);
         self.mark_dirty(id);

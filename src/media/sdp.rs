@@ -72,6 +72,17 @@ pub fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
     })
 }
 
+/// Our subscribe offer as sent to the client: `a=setup:active` instead of `actpass`, so the
+/// client answers `passive` and we are the DTLS client. Our ClientHello then leaves the moment
+/// our ICE agent selects the pair, instead of the browser's: the core drops the browser's
+/// first ClientHello while no pair is selected, and Chrome backs off (50 ms doubling) before
+/// it retries. The local description keeps `actpass`; the core takes its role from the
+/// answer's `passive`. (RFC 8842 asks offerers for `actpass`; `active` is valid SDP and
+/// browsers answer it with `passive`.)
+pub fn offer_as_dtls_client(sdp: &str) -> String {
+    sdp.replace("a=setup:actpass", "a=setup:active")
+}
+
 /// Our answer to a publisher as sent: `x-google-start-bitrate=<kbps>` on every VP8 payload
 /// type (added to its `a=fmtp` line, or as a new one after its `a=rtpmap`), so a browser's
 /// congestion control starts high enough for every simulcast layer.
@@ -126,6 +137,15 @@ pub fn with_start_bitrate(sdp: &str, kbps: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subscribe_offers_make_us_the_dtls_client() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=setup:actpass\r\n";
+        assert_eq!(
+            offer_as_dtls_client(sdp),
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=setup:active\r\n"
+        );
+    }
 
     #[test]
     fn the_start_bitrate_goes_on_every_vp8_payload_type_and_nowhere_else() {

@@ -42,7 +42,8 @@ ${meetingsToml}
 `;
   const configPath = join(dir, 'config.toml');
   writeFileSync(configPath, config);
-  const env = { ...process.env, ROUNDTABLE_WEB_DIR: join(ROOT, 'web'), RUST_LOG: debug ? 'debug' : (process.env.RUST_LOG ?? 'info') };
+  // The pages the binary embeds (what users get); ROUNDTABLE_WEB_DIR=web serves them from disk.
+  const env = { ...process.env, RUST_LOG: debug ? 'debug' : (process.env.RUST_LOG ?? 'info') };
   const logPath = join(dir, 'server.log');
   const proc = spawn(BIN, ['--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';

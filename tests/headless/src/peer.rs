@@ -138,9 +138,15 @@ impl Peer {
             })
             .build();
         // No mDNS: by default the crate opens a multicast socket on 5353 per connection.
-        let settings = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .build();
+        let mut settings =
+            SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled);
+        if kind == PeerConnectionKind::Subscribe {
+            // The server's subscribe offer says `a=setup:active`: answer `passive`, as a
+            // browser does (the core's answerer would otherwise pick `active` too).
+            settings = settings
+                .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Server);
+        }
+        let settings = settings.build();
 
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
         let (gathered_tx, gathered_rx) = watch::channel(false);
