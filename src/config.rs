@@ -104,6 +104,9 @@ pub struct MediaConfig {
     pub turn_secret: String,
     /// Lifetime of minted TURN credentials, seconds.
     pub turn_ttl_secs: u32,
+    /// Also accept ICE over TCP (RFC 6544, passive) on the same address and port number as
+    /// `udp`, for networks that block UDP.
+    pub ice_tcp: bool,
 }
 
 impl Default for MediaConfig {
@@ -117,6 +120,7 @@ impl Default for MediaConfig {
             turn_urls: Vec::new(),
             turn_secret: String::new(),
             turn_ttl_secs: 86_400,
+            ice_tcp: true,
         }
     }
 }

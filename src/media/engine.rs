@@ -60,8 +60,8 @@ use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -74,6 +74,7 @@ use super::router::{
 };
 use super::rtp;
 use super::sdp;
+use super::tcp::{self, TcpInput, TcpSide};
 use rtc::crypto::{RTCCryptoProvider, SignatureScheme};
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder};
@@ -105,6 +106,7 @@ use rtc::rtp_transceiver::{
     RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
 };
 use rtc::sansio::Protocol;
+use rtc::shared::tcp_framing::frame_packet_to;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
@@ -213,6 +215,9 @@ pub struct MediaConfig {
     /// A connection that has not connected this long after it was created is removed (and
     /// [`MediaEvent::TimedOut`] sent): a client that never completes ICE leaks nothing.
     pub connect_timeout: Duration,
+    /// Also listen for ICE-TCP (passive) on the bound address and port number, and advertise
+    /// a `tcp passive` candidate beside the UDP one (see `media::tcp`).
+    pub ice_tcp: bool,
 }
 
 /// The default connect timeout: above the core's own ICE failure timeout (25 s).
@@ -225,6 +230,7 @@ impl Default for MediaConfig {
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             advertise_ip: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            ice_tcp: false,
         }
     }
 }
@@ -558,7 +564,26 @@ impl MediaEngine {
             .map_err(|err| MediaError::Config(format!("certificate parameters: {err}")))?;
         let certificate =
             RTCCertificate::generate(crypto.crypto(), SignatureScheme::EcdsaP256Sha256, params)?;
-        let host_candidate = host_candidate(candidate_addr)?;
+        let host_candidate = host_candidate(candidate_addr, false)?;
+
+        // ICE-TCP on the same port number if it is free (else any, logged).
+        let (tcp_tx, tcp_rx) = std_mpsc::channel::<TcpInput>();
+        let (tcp_side, tcp_candidate, tcp_addr) = if config.ice_tcp {
+            let listener = TcpListener::bind(bound).or_else(|err| {
+                warn!(%bound, %err, "ICE-TCP: the UDP port number is taken on TCP; any port");
+                TcpListener::bind(SocketAddr::new(bound.ip(), 0))
+            })?;
+            let waker = waker.try_clone()?;
+            let side = tcp::start(listener, move |input| {
+                let ok = tcp_tx.send(input).is_ok();
+                let _ = waker.send_to(&[0], wake_addr);
+                ok
+            })?;
+            let addr = SocketAddr::new(advertised_ip, side.addr.port());
+            (Some(side), Some(host_candidate_tcp(addr)?), Some(addr))
+        } else {
+            (None, None, None)
+        };
 
         let (cmd_tx, cmd_rx) = std_mpsc::channel();
         let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
@@ -566,6 +591,13 @@ impl MediaEngine {
             socket,
             candidate_addr,
             host_candidate,
+            tcp_side,
+            tcp_rx,
+            tcp_candidate,
+            tcp_addr,
+            tcp_streams: HashMap::new(),
+            by_tcp: HashMap::new(),
+            tcp_buf: vec![0; 2 + 65_535],
             certificate,
             crypto,
             conns: HashMap::new(),
@@ -1102,6 +1134,16 @@ struct Engine {
     /// handed to the core (ICE matches it against the local candidates).
     candidate_addr: SocketAddr,
     host_candidate: RTCIceCandidateInit,
+    /// ICE-TCP: the acceptor (stopped when the engine ends), its inputs, our `tcp passive`
+    /// candidate and its address, the writing end of each stream, and stream → connection.
+    tcp_side: Option<TcpSide>,
+    tcp_rx: std_mpsc::Receiver<TcpInput>,
+    tcp_candidate: Option<RTCIceCandidateInit>,
+    tcp_addr: Option<SocketAddr>,
+    tcp_streams: HashMap<SocketAddr, TcpStream>,
+    by_tcp: HashMap<SocketAddr, ConnId>,
+    /// Framing buffer for TCP writes.
+    tcp_buf: Vec<u8>,
     certificate: RTCCertificate,
     crypto: Arc<dyn RTCCryptoProvider>,
     conns: HashMap<ConnId, Conn>,
@@ -1139,6 +1181,9 @@ impl Engine {
                     Ok(command) => self.command(command),
                     Err(std_mpsc::TryRecvError::Empty) => break,
                 }
+            }
+            while let Ok(input) = self.tcp_rx.try_recv() {
+                self.tcp_input(input);
             }
             self.flush_dirty();
 
@@ -1197,6 +1242,12 @@ impl Engine {
         for id in ids {
             self.remove_conn(id);
         }
+        if let Some(side) = self.tcp_side.take() {
+            side.stop();
+        }
+        for stream in self.tcp_streams.values() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
         info!("media engine stopped");
     }
 
@@ -1219,10 +1270,49 @@ impl Engine {
     // --- input ---------------------------------------------------------------------------
 
     fn datagram(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
-        let Some(id) = self.demux(data, from) else {
+        self.input(data, from, TransportProtocol::UDP, now);
+    }
+
+    /// What the TCP threads report.
+    fn tcp_input(&mut self, input: TcpInput) {
+        match input {
+            TcpInput::Opened(peer, stream) => {
+                self.tcp_streams.insert(peer, stream);
+            }
+            TcpInput::Packet(peer, data) => {
+                self.stats.datagrams_in += 1;
+                let now = Instant::now();
+                let forwarded = self.stats.rtp_forwarded;
+                self.input(&data, peer, TransportProtocol::TCP, now);
+                self.flush_dirty();
+                if self.stats.rtp_forwarded != forwarded {
+                    let us = now.elapsed().as_micros() as u64;
+                    self.stats.forward_latency.record(us);
+                }
+            }
+            TcpInput::Closed(peer) => self.close_tcp(peer),
+        }
+    }
+
+    fn close_tcp(&mut self, peer: SocketAddr) {
+        if let Some(stream) = self.tcp_streams.remove(&peer) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        self.by_tcp.remove(&peer);
+        debug!(%peer, "ICE-TCP stream closed");
+    }
+
+    /// One packet from a peer, by UDP datagram or TCP frame.
+    fn input(&mut self, data: &[u8], from: SocketAddr, proto: TransportProtocol, now: Instant) {
+        let tcp = proto == TransportProtocol::TCP;
+        let Some(id) = self.demux(data, from, tcp) else {
             self.stats.datagrams_unrouted += 1;
-            trace!(%from, len = data.len(), "datagram for no connection");
+            trace!(%from, len = data.len(), tcp, "packet for no connection");
             return;
+        };
+        let local_addr = match (tcp, self.tcp_addr) {
+            (true, Some(addr)) => addr,
+            _ => self.candidate_addr,
         };
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
@@ -1230,10 +1320,10 @@ impl Engine {
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
-                local_addr: self.candidate_addr,
+                local_addr,
                 peer_addr: from,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: proto,
             },
             message: BytesMut::from(data),
         };
@@ -1246,24 +1336,36 @@ impl Engine {
 
     /// Which connection a datagram is for: STUN with USERNAME by our ufrag (authoritative),
     /// anything else by the remote address.
-    fn demux(&mut self, data: &[u8], from: SocketAddr) -> Option<ConnId> {
+    fn demux(&mut self, data: &[u8], from: SocketAddr, tcp: bool) -> Option<ConnId> {
         if let Some(ufrag) = stun_local_ufrag(data) {
             if let Some(&id) = std::str::from_utf8(ufrag)
                 .ok()
                 .and_then(|u| self.by_ufrag.get(u))
             {
                 // Map the address if it is free; an address already mapped to another
-                // connection keeps its mapping (only the STUN goes by ufrag).
-                if let Entry::Vacant(e) = self.by_addr.entry(from) {
+                // connection keeps its mapping (only the STUN goes by ufrag). A TCP stream
+                // serves one connection.
+                let map = if tcp {
+                    &mut self.by_tcp
+                } else {
+                    &mut self.by_addr
+                };
+                if let Entry::Vacant(e) = map.entry(from) {
                     e.insert(id);
-                    if let Some(conn) = self.conns.get_mut(&id) {
-                        conn.addrs.push(from);
+                    if !tcp {
+                        if let Some(conn) = self.conns.get_mut(&id) {
+                            conn.addrs.push(from);
+                        }
                     }
                 }
                 return Some(id);
             }
         }
-        self.by_addr.get(&from).copied()
+        if tcp {
+            self.by_tcp.get(&from).copied()
+        } else {
+            self.by_addr.get(&from).copied()
+        }
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -1386,9 +1488,26 @@ impl Engine {
             return false;
         };
         let mut any = false;
+        let mut broken = Vec::new();
         while let Some(out) = conn.pc.poll_write() {
             any = true;
             let to = out.transport.peer_addr;
+            if out.transport.transport_protocol == TransportProtocol::TCP {
+                let sent = match (
+                    self.tcp_streams.get_mut(&to),
+                    frame_packet_to(&out.message, &mut self.tcp_buf),
+                ) {
+                    (Some(stream), Some(n)) => stream.write_all(&self.tcp_buf[..n]).is_ok(),
+                    _ => false,
+                };
+                if sent {
+                    self.stats.datagrams_out += 1;
+                } else {
+                    self.stats.send_errors += 1;
+                    broken.push(to);
+                }
+                continue;
+            }
             // Our connectivity checks: map the destination so the answer finds its way back.
             if is_stun(&out.message)
                 && let Entry::Vacant(e) = self.by_addr.entry(to)
@@ -1411,6 +1530,14 @@ impl Engine {
                     self.stats.send_errors += 1;
                     trace!(conn = %id, %to, %err, "send failed");
                 }
+            }
+        }
+        // A stream that would not take a packet in time (or is gone) is closed: its peer
+        // falls back to another candidate pair, or reconnects.
+        for peer in broken {
+            if self.tcp_streams.contains_key(&peer) {
+                debug!(conn = %id, %peer, "ICE-TCP write failed; closing the stream");
+                self.close_tcp(peer);
             }
         }
         any
@@ -2003,6 +2130,9 @@ impl Engine {
         let offer = RTCSessionDescription::offer(offer_sdp)?;
         pc.set_remote_description(Instant::now(), offer)?;
         pc.add_local_candidate(self.host_candidate.clone())?;
+        if let Some(tcp) = &self.tcp_candidate {
+            pc.add_local_candidate(tcp.clone())?;
+        }
         let answer = pc.create_answer(None)?;
         if !accepts_media(&answer.sdp) {
             return Err(MediaError::NoSupportedCodec);
@@ -2074,6 +2204,9 @@ impl Engine {
             pc.create_data_channel("roundtable", None)?;
         }
         pc.add_local_candidate(self.host_candidate.clone())?;
+        if let Some(tcp) = &self.tcp_candidate {
+            pc.add_local_candidate(tcp.clone())?;
+        }
         let offer = pc.create_offer(None)?;
         pc.set_local_description(Instant::now(), offer)?;
         pc.add_local_candidate(RTCIceCandidateInit::default())?;
@@ -2253,7 +2386,27 @@ impl Engine {
         }
         // Send what close queued (DTLS close_notify), so the peer learns at once.
         while let Some(out) = conn.pc.poll_write() {
-            let _ = self.socket.send_to(&out.message, out.transport.peer_addr);
+            let to = out.transport.peer_addr;
+            if out.transport.transport_protocol == TransportProtocol::TCP {
+                if let (Some(stream), Some(n)) = (
+                    self.tcp_streams.get_mut(&to),
+                    frame_packet_to(&out.message, &mut self.tcp_buf),
+                ) {
+                    let _ = stream.write_all(&self.tcp_buf[..n]);
+                }
+            } else {
+                let _ = self.socket.send_to(&out.message, to);
+            }
+        }
+        // Its TCP streams go with it.
+        let streams: Vec<SocketAddr> = self
+            .by_tcp
+            .iter()
+            .filter(|(_, c)| **c == id)
+            .map(|(a, _)| *a)
+            .collect();
+        for peer in streams {
+            self.close_tcp(peer);
         }
         for addr in &conn.addrs {
             if self.by_addr.get(addr) == Some(&id) {
@@ -2330,19 +2483,28 @@ fn interceptors(media_engine: &mut RtcMediaEngine, role: Role) -> Result<Registr
     Ok(configure_rtcp_reports(registry))
 }
 
-fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, MediaError> {
+fn host_candidate(addr: SocketAddr, tcp: bool) -> Result<RTCIceCandidateInit, MediaError> {
     let candidate = CandidateHostConfig {
         base_config: CandidateConfig {
-            network: "udp".to_owned(),
+            network: if tcp { "tcp" } else { "udp" }.to_owned(),
             address: addr.ip().to_string(),
             port: addr.port(),
             component: 1,
             ..Default::default()
         },
-        ..Default::default()
+        tcp_type: if tcp {
+            rtc::ice::tcp_type::TcpType::Passive
+        } else {
+            Default::default()
+        },
     }
     .new_candidate_host()?;
     Ok(RTCIceCandidate::from(&candidate).to_json()?)
+}
+
+/// Our `tcp passive` host candidate (ICE-TCP).
+fn host_candidate_tcp(addr: SocketAddr) -> Result<RTCIceCandidateInit, MediaError> {
+    host_candidate(addr, true)
 }
 
 fn opus_codec() -> RTCRtpCodecParameters {

@@ -15,4 +15,5 @@ pub mod levels;
 pub mod router;
 pub mod rtp;
 pub mod sdp;
+pub mod tcp;
 pub mod turn;

@@ -39,6 +39,8 @@ pub struct ClientOptions {
     pub bind_ip: IpAddr,
     /// Gather relay candidates only (`RTCIceTransportPolicy::Relay`), for the TURN test.
     pub relay_only: bool,
+    /// ICE over TCP only (`tcptype active` candidates, no UDP), for the ICE-TCP test.
+    pub tcp_only: bool,
     /// Use the `ice_servers` from the welcome (default true).
     pub use_ice_servers: bool,
     /// Trickle our ICE candidates with `ice_candidate` (default). Without, the offer/answer is
@@ -58,6 +60,7 @@ impl Default for ClientOptions {
         ClientOptions {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             relay_only: false,
+            tcp_only: false,
             use_ice_servers: true,
             trickle: true,
             publish_rtx: false,

@@ -73,6 +73,8 @@ pub(crate) struct Peer {
     gathered: watch::Receiver<bool>,
     outbox: Arc<Outbox>,
     trickle: bool,
+    /// ICE over TCP only (dials the server's `tcp passive` candidate itself).
+    tcp_only: bool,
 }
 
 impl Peer {
@@ -146,6 +148,9 @@ impl Peer {
             settings = settings
                 .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Server);
         }
+        if opts.tcp_only {
+            settings = settings.with_network_types(vec![rtc::ice::network_type::NetworkType::Tcp4]);
+        }
         let settings = settings.build();
 
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
@@ -160,15 +165,18 @@ impl Peer {
             trickle: opts.trickle,
             gathered: gathered_tx,
         });
-        let pc = PeerConnectionBuilder::new()
+        let builder = PeerConnectionBuilder::new()
             .with_configuration(config)
             .with_media_engine(media_engine)
             .with_setting_engine(settings)
             .with_interceptor_registry(registry)
-            .with_handler(handler)
-            .with_udp_addrs(vec![SocketAddr::new(opts.bind_ip, 0)])
-            .build()
-            .await?;
+            .with_handler(handler);
+        let builder = if opts.tcp_only {
+            builder.with_tcp_addrs(vec![SocketAddr::new(opts.bind_ip, 0).to_string()])
+        } else {
+            builder.with_udp_addrs(vec![SocketAddr::new(opts.bind_ip, 0).to_string()])
+        };
+        let pc = builder.build().await?;
         Ok(Arc::new(Peer {
             kind,
             pc: Arc::new(pc),
@@ -178,6 +186,7 @@ impl Peer {
             gathered: gathered_rx,
             outbox,
             trickle: opts.trickle,
+            tcp_only: opts.tcp_only,
         }))
     }
 
@@ -214,8 +223,40 @@ impl Peer {
     /// Sets the server's description and applies the candidates that came before it.
     pub async fn set_remote(&self, desc: RTCSessionDescription) -> Result<()> {
         let mut remote = self.remote.lock().await;
+        // The async crate dials a `tcp passive` candidate only when it is added with
+        // `add_ice_candidate`, not when it comes in the SDP (as the server's do): add them
+        // again, as a browser would use them.
+        let tcp_passive: Vec<RTCIceCandidateInit> = {
+            let mut mid = None;
+            let mut found = Vec::new();
+            for line in desc.sdp.lines() {
+                let line = line.trim_end_matches('\r');
+                if let Some(m) = line.strip_prefix("a=mid:") {
+                    mid = Some(m.to_owned());
+                } else if let Some(c) = line.strip_prefix("a=") {
+                    let fields: Vec<&str> = c.split_whitespace().collect();
+                    let tcp = fields.get(2).is_some_and(|p| p.eq_ignore_ascii_case("tcp"));
+                    if c.starts_with("candidate:") && tcp && c.ends_with("tcptype passive") {
+                        found.push(RTCIceCandidateInit {
+                            candidate: c.to_owned(),
+                            sdp_mid: mid.clone(),
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+            found
+        };
         self.pc.set_remote_description(desc).await?;
         remote.remote_set = true;
+        if self.tcp_only {
+            for c in tcp_passive.into_iter().take(1) {
+                if let Err(e) = self.pc.add_ice_candidate(c).await {
+                    self.outbox
+                        .note_error(format!("{:?} tcp candidate: {e}", self.kind));
+                }
+            }
+        }
         for c in std::mem::take(&mut remote.pending) {
             if let Err(e) = self.pc.add_ice_candidate(c).await {
                 self.outbox

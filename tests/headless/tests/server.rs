@@ -607,3 +607,49 @@ async fn a_screen_share_on_its_own_connection_fills_the_screen_slot_and_stops() 
     chair.close().await;
     let _ = server.stop.send(());
 }
+
+/// ICE-TCP: a delegate whose network allows no UDP (TCP-only candidates) reaches the SFU over
+/// the media port's TCP side and receives the room program; the room on UDP is undisturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_only_client_receives_the_program_over_ice_tcp() {
+    let server = start_with(|c| c.media.ice_tcp = true).await;
+    let room = publishing(
+        &server,
+        Role::Room,
+        "room",
+        PublishSpec {
+            audio: true,
+            video_layers: 1,
+            source_program: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let opts = ClientOptions {
+        tcp_only: true,
+        ..Default::default()
+    };
+    let d = Client::join_with(
+        &server.base,
+        &server.token(Role::Delegate, "behind-a-firewall"),
+        opts,
+    )
+    .await
+    .expect("join");
+    d.subscribe(false).await.expect("subscribe");
+    d.wait_subscribed(1).await.expect("offer");
+    let stats = d
+        .wait_stats(Duration::from_secs(20), |s| {
+            s.iter().filter(|t| program(t) && t.packets >= 100).count() == 2
+        })
+        .await
+        .expect("the program arrives over TCP");
+    for t in stats.iter().filter(|t| program(t)) {
+        assert_eq!(t.rtp.missing, 0, "TCP delivers everything: {t:?}");
+    }
+    assert!(d.errors().is_empty(), "{:?}", d.errors());
+    assert!(room.errors().is_empty(), "{:?}", room.errors());
+    d.close().await;
+    room.close().await;
+    let _ = server.stop.send(());
+}
