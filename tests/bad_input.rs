@@ -217,6 +217,7 @@ async fn every_command_from_every_role_is_checked() {
                     v["tracks"] = json!([]);
                 }
                 "unpublish" => v["pc"] = json!("screen"),
+                "remove" | "ask_reconnect" => v["participant"] = json!("nobody"),
                 "subscribe_answer" => v["sdp"] = json!("v=0"),
                 "ice_candidate" => {
                     v["pc"] = json!("publish");

@@ -185,6 +185,18 @@ pub enum Command {
         /// The tracks, by `mid`.
         tracks: Vec<PublishTrack>,
     },
+    /// Chair: removes a participant from the meeting: their connections are closed (`goodbye`
+    /// `removed`), their open requests cancelled or revoked.
+    Remove {
+        /// The participant id.
+        participant: String,
+    },
+    /// Chair: asks a participant's client to reconnect (`goodbye` `reconnect`): it comes back
+    /// at once with fresh media; its queue place and floor are kept.
+    AskReconnect {
+        /// The participant id.
+        participant: String,
+    },
     /// Closes one of the client's sending connections (`publish` or `screen`): its tracks
     /// leave every subscriber. Stopping a screen share, or going listen-only.
     Unpublish {
@@ -250,6 +262,8 @@ impl Command {
         "agenda_move",
         "agenda_jump",
         "timer_message",
+        "remove",
+        "ask_reconnect",
         "publish",
         "unpublish",
         "subscribe_answer",
@@ -285,6 +299,8 @@ impl Command {
             Command::AgendaMove { .. } => "agenda_move",
             Command::AgendaJump { .. } => "agenda_jump",
             Command::TimerMessage { .. } => "timer_message",
+            Command::Remove { .. } => "remove",
+            Command::AskReconnect { .. } => "ask_reconnect",
             Command::Publish { .. } => "publish",
             Command::Unpublish { .. } => "unpublish",
             Command::SubscribeAnswer { .. } => "subscribe_answer",
@@ -321,6 +337,8 @@ impl Command {
             | Command::AgendaMove { .. }
             | Command::AgendaJump { .. }
             | Command::TimerMessage { .. }
+            | Command::Remove { .. }
+            | Command::AskReconnect { .. }
             | Command::Publish { .. }
             | Command::Unpublish { .. }
             | Command::SubscribeAnswer { .. }

@@ -216,6 +216,8 @@ pub enum Presence {
     Left,
     /// The connection dropped without a goodbye.
     ConnectionLost,
+    /// The chair removed them (`remove`).
+    Removed,
 }
 
 /// Who a floor request is for.

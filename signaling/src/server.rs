@@ -126,7 +126,9 @@ pub enum ServerMessage {
     },
     /// The server is closing this connection.
     Goodbye {
-        /// Why: `shutdown`, `flood`, `replaced` (the same participant joined elsewhere).
+        /// Why: `shutdown`, `flood`, `replaced` (the same participant joined elsewhere),
+        /// `removed` (by the chair: do not reconnect), `reconnect` (the chair asks the client
+        /// to reconnect now).
         reason: String,
     },
 }

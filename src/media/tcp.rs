@@ -5,7 +5,7 @@
 //! (`tcptype active`) and ICE, DTLS and SRTP run over the stream, each packet framed with a
 //! 16-bit length.
 //!
-//! Threads: one acceptor (`roundtable-media-tcp`), and one reader per accepted stream that
+//! Threads: one acceptor (`rt-ice-tcp`), and one reader per accepted stream (`rt-ice-tcp-conn`) that
 //! decodes frames and hands each packet to the media thread as a command (followed by the
 //! wake datagram), so the media thread stays the only owner of every peer connection. The
 //! media thread writes framed packets itself, on a clone of the stream with a short send
@@ -74,7 +74,7 @@ pub fn start(
     let deliver = Arc::new(deliver);
     let open = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
-        .name("roundtable-media-tcp".to_owned())
+        .name("rt-ice-tcp".to_owned())
         .spawn(move || {
             for stream in listener.incoming() {
                 if stopped.load(Ordering::SeqCst) {
@@ -103,7 +103,7 @@ pub fn start(
                 open.fetch_add(1, Ordering::SeqCst);
                 let (deliver, open) = (deliver.clone(), open.clone());
                 let spawned = std::thread::Builder::new()
-                    .name("roundtable-media-tcp-conn".to_owned())
+                    .name("rt-ice-tcp-conn".to_owned())
                     .spawn(move || {
                         read_stream(stream, peer, &*deliver);
                         open.fetch_sub(1, Ordering::SeqCst);

@@ -47,6 +47,10 @@ pub const CLOSE_INTERNAL: u16 = 1011;
 /// Websocket close code (application range): the same participant joined on another
 /// connection.
 pub const CLOSE_REPLACED: u16 = 4000;
+/// Websocket close code: the chair removed the participant.
+pub const CLOSE_REMOVED: u16 = 4003;
+/// Websocket close code: the chair asked the client to reconnect.
+pub const CLOSE_RECONNECT: u16 = 4004;
 
 /// A connection's id, unique within the server.
 pub type ConnId = u64;
@@ -494,6 +498,131 @@ impl Meeting {
         self.deliver(out);
     }
 
+    /// Closes a participant's connections with a `goodbye` and ends their media. Returns
+    /// whether they had any.
+    async fn disconnect(&mut self, participant: &str, reason: &str, code: u16) -> bool {
+        let ids: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.who.id == participant)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            if let Some(c) = self.conns.remove(id) {
+                let bye = encode(&ServerMessage::Goodbye {
+                    reason: reason.into(),
+                });
+                let _ = c.out.try_send(Outbound::Close(bye, code));
+            }
+        }
+        if let Some(av) = self.av.as_mut() {
+            let mut out = Vec::new();
+            av.leave(participant, &mut out).await;
+            self.deliver(out);
+        }
+        !ids.is_empty()
+    }
+
+    /// `remove`: cancels or revokes the participant's open requests, closes their
+    /// connections (`goodbye` `removed`) and journals them as removed, in one batch.
+    async fn remove_participant(
+        &mut self,
+        chair: &Who,
+        participant: &str,
+    ) -> Result<Option<u64>, (ErrorCode, String)> {
+        if participant == chair.id {
+            return Err((
+                ErrorCode::InvalidValue,
+                "the chair cannot remove themselves".into(),
+            ));
+        }
+        if !self.participants.iter().any(|p| p.id == participant) {
+            return Err((
+                ErrorCode::NotFound,
+                format!("no participant {participant:?} in this meeting"),
+            ));
+        }
+        let now = self.clock.now();
+        let actor = floor::Actor {
+            id: chair.id.clone(),
+            name: chair.name.clone(),
+            delegation: chair.delegation.clone(),
+            chair: true,
+        };
+        let theirs: Vec<(floor::RequestId, bool)> = self
+            .engine
+            .requests()
+            .filter(|r| r.beneficiary.participant == participant)
+            .filter_map(|r| match r.state {
+                floor::State::Pending | floor::State::Accepted => Some((r.id, false)),
+                floor::State::Granted => Some((r.id, true)),
+                _ => None,
+            })
+            .collect();
+        let before = self.engine.clone();
+        let mut events: Vec<sig::Event> = Vec::new();
+        for (request, granted) in theirs {
+            let command = if granted {
+                floor::Command::Revoke(request)
+            } else {
+                floor::Command::Cancel(request)
+            };
+            match self.engine.handle(&actor, command, now) {
+                Ok(outcome) => events.extend(outcome.events.iter().map(wire::event_out)),
+                Err(e) => warn!(%participant, error = %e, "removing: a request stayed"),
+            }
+        }
+        events.push(sig::Event::ParticipantLeft {
+            participant: participant.to_owned(),
+            presence: Presence::Removed,
+        });
+        self.disconnect(participant, "removed", CLOSE_REMOVED).await;
+        match self.commit(events, now).await {
+            Ok(seq) => Ok(Some(seq)),
+            Err(e) => {
+                self.engine = before;
+                warn!(error = %e, "journal failed recording a removal");
+                Err((
+                    ErrorCode::JournalUnavailable,
+                    "the journal could not be written; they were disconnected but not recorded"
+                        .into(),
+                ))
+            }
+        }
+    }
+
+    /// `ask_reconnect`: closes the participant's connections with `goodbye` `reconnect`; their
+    /// client comes back at once. Journaled as a leave (the return is a join).
+    async fn ask_reconnect(
+        &mut self,
+        participant: &str,
+    ) -> Result<Option<u64>, (ErrorCode, String)> {
+        if !self
+            .disconnect(participant, "reconnect", CLOSE_RECONNECT)
+            .await
+        {
+            return Err((
+                ErrorCode::NotFound,
+                format!("{participant:?} is not connected"),
+            ));
+        }
+        let now = self.clock.now();
+        let event = sig::Event::ParticipantLeft {
+            participant: participant.to_owned(),
+            presence: Presence::Left,
+        };
+        match self.commit(vec![event], now).await {
+            Ok(seq) => Ok(Some(seq)),
+            Err(e) => {
+                warn!(error = %e, "journal failed recording a reconnect request");
+                Err((
+                    ErrorCode::JournalUnavailable,
+                    "the journal could not be written".into(),
+                ))
+            }
+        }
+    }
+
     /// Tells who may know that `speech.participant` started or stopped speaking: everyone
     /// when the floor gate passes their audio, else only them, the moderator and technicians.
     fn announce_speech(&mut self, speech: media::Speech) {
@@ -860,6 +989,29 @@ impl Meeting {
             self.send_to(conn, frame);
             return;
         }
+        if let Command::Remove { participant } | Command::AskReconnect { participant } =
+            &msg.command
+        {
+            let participant = participant.clone();
+            let result = if matches!(msg.command, Command::Remove { .. }) {
+                self.remove_participant(&who, &participant).await
+            } else {
+                self.ask_reconnect(&participant).await
+            };
+            let frame = match result {
+                Ok(seq) => encode(&ServerMessage::Ack {
+                    id,
+                    seq,
+                    request: None,
+                }),
+                Err((code, message)) => {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    error_frame(Some(id), code, message)
+                }
+            };
+            self.send_to(conn, frame);
+            return;
+        }
         let now = self.clock.now();
         let command = match self.to_engine(msg.command) {
             Ok(c) => c,
@@ -922,10 +1074,12 @@ impl Meeting {
             | Command::Unpublish { .. }
             | Command::SubscribeAnswer { .. }
             | Command::IceCandidate { .. }
-            | Command::MediaPreferences { .. } => {
+            | Command::MediaPreferences { .. }
+            | Command::Remove { .. }
+            | Command::AskReconnect { .. } => {
                 return Err((
                     ErrorCode::InvalidState,
-                    "media commands are handled by the media side".into(),
+                    "media and connection commands are not floor commands".into(),
                 ));
             }
             Command::RaiseHand { list } => F::RaiseHand {

@@ -38,6 +38,8 @@ pub fn allowed(role: Role, command: &Command) -> bool {
         | C::AgendaSkip { .. }
         | C::AgendaMove { .. }
         | C::AgendaJump { .. }
-        | C::TimerMessage { .. } => role == Role::Moderator,
+        | C::TimerMessage { .. }
+        | C::Remove { .. }
+        | C::AskReconnect { .. } => role == Role::Moderator,
     }
 }
