@@ -2082,8 +2082,10 @@ impl Engine {
             .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
             .with_srflx_acceptance_min_wait(Some(Duration::ZERO))
             .with_relay_acceptance_min_wait(Some(Duration::from_millis(200)))
-            // Check every 50 ms, up to 40 times (2 s) per pair, instead of 200 ms × 7.
-            .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(40))
+            // Check every 50 ms, up to 100 times (5 s) per pair, instead of 200 ms × 7: a pair
+            // that fails is never tried again, and with 60 connections coming up at once on a
+            // loaded machine 1.4 s was sometimes too short (the `baku` bench lost a subscriber).
+            .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(100))
             .build();
         let configuration = RTCConfigurationBuilder::new()
             .with_certificates(vec![self.certificate.clone()])
