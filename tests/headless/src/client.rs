@@ -877,6 +877,14 @@ impl Client {
         }
     }
 
+    /// Drops the subscribe connection without telling the server (a client that stops
+    /// reading: a crashed tab, a frozen laptop). The websocket stays.
+    pub async fn vanish_subscriber(&self) {
+        if let Some(p) = self.inner.subscribe.lock().await.take() {
+            p.close().await;
+        }
+    }
+
     /// How many subscribe offers were answered.
     pub fn subscribe_offers(&self) -> u64 {
         *self.inner.subscribe_count.borrow()

@@ -653,3 +653,65 @@ async fn a_tcp_only_client_receives_the_program_over_ice_tcp() {
     room.close().await;
     let _ = server.stop.send(());
 }
+
+/// A subscriber that stops reading (its subscribe connection gone without a word to the
+/// server) harms no one: the other delegate keeps receiving the program with nothing missing,
+/// and the server keeps its meeting and its other connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_harms_no_one() {
+    let server = start().await;
+    let room = publishing(
+        &server,
+        Role::Room,
+        "room",
+        PublishSpec {
+            audio: true,
+            video_layers: 1,
+            source_program: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let gone = server.join(Role::Delegate, "gone").await;
+    let stays = server.join(Role::Delegate, "stays").await;
+    for d in [&gone, &stays] {
+        d.subscribe(false).await.expect("subscribe");
+        d.wait_subscribed(1).await.expect("offer");
+    }
+    let flowing = |c: &Client, n: u64| {
+        let c = c.clone();
+        async move {
+            c.wait_stats(Duration::from_secs(15), |s| {
+                s.iter().filter(|t| program(t) && t.packets >= n).count() == 2
+            })
+            .await
+        }
+    };
+    flowing(&gone, 50).await.expect("both receive");
+    flowing(&stays, 50).await.expect("both receive");
+    gone.vanish_subscriber().await;
+    let before: u64 = stays
+        .stats()
+        .iter()
+        .filter(|t| program(t))
+        .map(|t| t.packets)
+        .sum();
+    let after = flowing(&stays, before / 2 + 200)
+        .await
+        .expect("the other goes on");
+    for t in after.iter().filter(|t| program(t)) {
+        assert_eq!(t.rtp.missing, 0, "{t:?}");
+    }
+    let pong = gone
+        .cmd(serde_json::json!({"type": "ping", "client_time": 0}))
+        .await
+        .expect("the vanished client's websocket still works");
+    assert_eq!(pong["type"], "pong");
+    for c in [&room, &stays] {
+        assert!(c.errors().is_empty(), "{:?}", c.errors());
+    }
+    gone.close().await;
+    stays.close().await;
+    room.close().await;
+    let _ = server.stop.send(());
+}
