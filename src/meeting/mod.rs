@@ -498,6 +498,28 @@ impl Meeting {
         self.deliver(out);
     }
 
+    /// Answers a command that is not a floor command: an ack (with the journal's `seq` if it
+    /// wrote one) or the error.
+    fn reply(
+        &mut self,
+        conn: ConnId,
+        id: String,
+        result: Result<Option<u64>, (ErrorCode, String)>,
+    ) {
+        let frame = match result {
+            Ok(seq) => encode(&ServerMessage::Ack {
+                id,
+                seq,
+                request: None,
+            }),
+            Err((code, message)) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                error_frame(Some(id), code, message)
+            }
+        };
+        self.send_to(conn, frame);
+    }
+
     /// Closes a participant's connections with a `goodbye` and ends their media. Returns
     /// whether they had any.
     async fn disconnect(&mut self, participant: &str, reason: &str, code: u16) -> bool {
@@ -975,18 +997,8 @@ impl Meeting {
                 | Command::IceCandidate { .. }
                 | Command::MediaPreferences { .. }
         ) {
-            let frame = match self.media_command(&who, msg.command).await {
-                Ok(()) => encode(&ServerMessage::Ack {
-                    id,
-                    seq: None,
-                    request: None,
-                }),
-                Err((code, message)) => {
-                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    error_frame(Some(id), code, message)
-                }
-            };
-            self.send_to(conn, frame);
+            let result = self.media_command(&who, msg.command).await.map(|()| None);
+            self.reply(conn, id, result);
             return;
         }
         if let Command::Remove { participant } | Command::AskReconnect { participant } =
@@ -998,18 +1010,7 @@ impl Meeting {
             } else {
                 self.ask_reconnect(&participant).await
             };
-            let frame = match result {
-                Ok(seq) => encode(&ServerMessage::Ack {
-                    id,
-                    seq,
-                    request: None,
-                }),
-                Err((code, message)) => {
-                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    error_frame(Some(id), code, message)
-                }
-            };
-            self.send_to(conn, frame);
+            self.reply(conn, id, result);
             return;
         }
         let now = self.clock.now();

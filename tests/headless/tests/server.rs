@@ -20,6 +20,22 @@ async fn publishing(server: &Server, role: Role, id: &str, spec: PublishSpec) ->
     c
 }
 
+/// The room publishing its program: audio and one video stream.
+async fn room_program(server: &Server) -> Client {
+    publishing(
+        server,
+        Role::Room,
+        "room",
+        PublishSpec {
+            audio: true,
+            video_layers: 1,
+            source_program: true,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 fn program(t: &TrackStats) -> bool {
     matches!(
         &t.slot,
@@ -219,18 +235,7 @@ async fn a_relay_only_client_reaches_the_sfu_through_coturn_with_minted_credenti
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let room = publishing(
-        &server,
-        Role::Room,
-        "room",
-        PublishSpec {
-            audio: true,
-            video_layers: 1,
-            source_program: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    let room = room_program(&server).await;
     // The delegate may only use relay candidates, with the credentials in its welcome.
     let opts = ClientOptions {
         relay_only: true,
@@ -613,18 +618,7 @@ async fn a_screen_share_on_its_own_connection_fills_the_screen_slot_and_stops() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tcp_only_client_receives_the_program_over_ice_tcp() {
     let server = start_with(|c| c.media.ice_tcp = true).await;
-    let room = publishing(
-        &server,
-        Role::Room,
-        "room",
-        PublishSpec {
-            audio: true,
-            video_layers: 1,
-            source_program: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    let room = room_program(&server).await;
     let opts = ClientOptions {
         tcp_only: true,
         ..Default::default()
@@ -660,18 +654,7 @@ async fn a_tcp_only_client_receives_the_program_over_ice_tcp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_harms_no_one() {
     let server = start().await;
-    let room = publishing(
-        &server,
-        Role::Room,
-        "room",
-        PublishSpec {
-            audio: true,
-            video_layers: 1,
-            source_program: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    let room = room_program(&server).await;
     let gone = server.join(Role::Delegate, "gone").await;
     let stays = server.join(Role::Delegate, "stays").await;
     for d in [&gone, &stays] {
