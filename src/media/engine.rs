@@ -1570,13 +1570,20 @@ impl Engine {
                         conn.state = state;
                         debug!(conn = %id, ?state, "connection state");
                         if state == ConnState::Connected {
-                            // A subscriber that just came up needs a keyframe on every video
-                            // slot: ask its routers (merged with everyone else's asks).
-                            for (&(c, _), &(room, peer, slot)) in &self.rooms.slots {
-                                if c == id {
-                                    if let Some(r) = self.rooms.routers.get_mut(&room) {
-                                        r.subscriber_wants_keyframe(peer, slot);
-                                    }
+                            // A subscriber that just came up starts every video slot at a
+                            // keyframe: tell its routers (requests merged with everyone's).
+                            let mut peers: Vec<(RoomId, PeerId)> = self
+                                .rooms
+                                .slots
+                                .iter()
+                                .filter(|((c, _), _)| *c == id)
+                                .map(|(_, &(room, peer, _))| (room, peer))
+                                .collect();
+                            peers.sort();
+                            peers.dedup();
+                            for (room, peer) in peers {
+                                if let Some(r) = self.rooms.routers.get_mut(&room) {
+                                    r.subscriber_connected(peer);
                                 }
                             }
                         }

@@ -591,6 +591,28 @@ impl Router {
             .map_or(wanted, |l| l as u8)
     }
 
+    /// A subscriber's connection has just come up: nothing it was "sent" before reached it (the
+    /// engine sends only on connected connections), so a video slot that switched to its
+    /// source at a keyframe before then would now feed it delta frames it cannot decode. Each
+    /// video slot waits for the next keyframe of its source again, and one is asked for
+    /// (merged and throttled like every request).
+    pub fn subscriber_connected(&mut self, peer: PeerId) {
+        let mut wanted = Vec::new();
+        for ((p, _), d) in self.downs.iter_mut() {
+            if *p != peer || d.kind != Kind::Video {
+                continue;
+            }
+            if d.target.is_none() {
+                d.target = d.current;
+            }
+            d.current = None;
+            wanted.extend(d.target);
+        }
+        for src in wanted {
+            self.keyframes.entry(src).or_insert(());
+        }
+    }
+
     /// A subscriber asked for a keyframe on a slot (PLI from the subscriber).
     pub fn subscriber_wants_keyframe(&mut self, peer: PeerId, slot: Slot) {
         if let Some(src) = self

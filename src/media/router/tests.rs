@@ -596,3 +596,35 @@ fn keyframe_requests_for_a_layer_nobody_wants_are_withdrawn() {
     );
     assert!(r.keyframe_pending(PROG_V, 0));
 }
+
+#[test]
+fn a_subscriber_that_comes_up_waits_for_a_keyframe_instead_of_taking_delta_frames() {
+    let mut r = meeting();
+    // The program's keyframe arrives while D1's connection is still coming up: the slot
+    // switches to it (the engine delivers nothing yet).
+    let kf = route(&mut r, 0, pkt(PROG_V, 2, 1, 0, true));
+    assert!(to(&kf, D1, Slot::Track(PROG_V)).is_some());
+    let mut asked = Vec::new();
+    r.poll_keyframe_requests(0, &mut asked);
+    // D1 connects: no delta frame until the next keyframe, and one is asked for.
+    r.subscriber_connected(D1);
+    assert!(r.keyframe_pending(PROG_V, 2));
+    let delta = route(&mut r, 10, pkt(PROG_V, 2, 2, 900, false));
+    assert!(
+        to(&delta, D1, Slot::Track(PROG_V)).is_none(),
+        "no delta frame"
+    );
+    assert!(
+        to(&delta, D2, Slot::Track(PROG_V)).is_some(),
+        "others unaffected"
+    );
+    let next = route(&mut r, 20, pkt(PROG_V, 2, 3, 1800, true));
+    let f = to(&next, D1, Slot::Track(PROG_V)).expect("from the keyframe on");
+    let first = to(&kf, D1, Slot::Track(PROG_V)).unwrap();
+    assert_eq!(f.ssrc, first.ssrc);
+    assert_eq!(
+        f.seq,
+        first.seq.wrapping_add(1),
+        "no gap in what it receives"
+    );
+}
