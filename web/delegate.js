@@ -41,8 +41,11 @@ function start(conn) {
 
   const media = new MediaSession(conn, {
     subscribe: true,
-    tracks: () => {
-      if (!joined || !local) return [];
+    tracks: async () => {
+      if (!joined) return [];
+      // A fresh start (the chair asked us to reconnect) with a device that went away: open again.
+      if (!local || local.getTracks().some((t) => t.readyState === 'ended')) await openDevices();
+      if (!local) return [];
       /** @type {import('./protocol.js').PublishTrackSpec[]} */
       const specs = [];
       const a = local.getAudioTracks()[0];
@@ -209,6 +212,19 @@ function start(conn) {
   }
 
   micSel.addEventListener('change', () => void openDevices());
+  // Removed by the chair: the page says so (ui.js) and the camera and microphone go off.
+  conn.on('state', (s, why) => {
+    if (s !== 'closed' || why !== 'removed') return;
+    media.close();
+    stopMeter?.();
+    for (const t of local?.getTracks() ?? []) t.stop();
+    joined = false;
+    try {
+      sessionStorage.removeItem(joinedKey);
+    } catch {
+      /* nothing remembered */
+    }
+  });
   camSel.addEventListener('change', () => void openDevices());
 
   const joinedKey = `roundtable-joined:${conn.token.slice(-24)}`;

@@ -21,7 +21,7 @@ export const PROTOCOL_VERSION = 1;
 // Wire types (docs/PROTOCOL.md, "Objects")
 
 /** @typedef {'moderator'|'delegate'|'room'|'technician'|'observer'|'assistant'} Role */
-/** @typedef {'joined'|'left'|'connection_lost'} Presence */
+/** @typedef {'joined'|'left'|'connection_lost'|'removed'} Presence */
 /** @typedef {'main'|'reply'} ListKind */
 /** @typedef {'pending'|'accepted'|'granted'} LiveState */
 
@@ -183,10 +183,34 @@ export const PROTOCOL_VERSION = 1;
  * Connection states shown to people.
  * - `connecting`: first attempt;
  * - `open`: joined (a `welcome` arrived);
- * - `reconnecting`: lost, trying again after a backoff;
+ * - `reconnecting`: lost, trying again after a backoff (or at once: `reconnect`);
  * - `closed`: given up or closed on purpose; `closeReason` says why.
  * @typedef {'idle'|'connecting'|'open'|'reconnecting'|'closed'} ConnState
  */
+
+/**
+ * Why the server said goodbye (docs/PROTOCOL.md, "Goodbye and closing"):
+ * - `shutdown` (close 1001): the server is stopping; reconnect with backoff;
+ * - `replaced` (4000): the same participant joined elsewhere; stop (unless `reconnectForever`);
+ * - `flood` (1008): too many refused frames;
+ * - `removed` (4003): the chair removed this participant; stop for good, whatever the options;
+ * - `reconnect` (4004): the chair asked this client to reconnect; reconnect at once (no
+ *   backoff) and start media afresh (queue place and floor are kept by the server).
+ * @typedef {'shutdown'|'replaced'|'flood'|'removed'|'reconnect'} GoodbyeReason
+ */
+
+/**
+ * `Connection.closeReason` (and the reason passed with `state`) is either one of these codes
+ * or a sentence for people:
+ * - `removed`: closed for good, the chair removed this participant;
+ * - `replaced`: closed, the invite was opened elsewhere;
+ * - `reconnect`: reconnecting at once, the chair asked for it;
+ * - `left`: closed by {@link Connection.close} with no reason given.
+ * @typedef {'removed'|'replaced'|'reconnect'|'left'|string} CloseReason
+ */
+
+/** Websocket close codes the server uses with a goodbye, by reason. */
+export const CLOSE_CODES = Object.freeze({ shutdown: 1001, flood: 1008, replaced: 4000, removed: 4003, reconnect: 4004 });
 
 // ---------------------------------------------------------------------------------------------
 // A tiny event emitter (no DOM EventTarget, so the library also runs in tests without a DOM)
@@ -437,7 +461,8 @@ export class MeetingStore extends Emitter {
  *   welcome: [Welcome],
  *   message: [any],
  *   command_error: [ProtocolError],
- *   goodbye: [string],
+ *   goodbye: [GoodbyeReason],
+ *   joined: [Welcome],
  *   publish_answer: [{type: 'publish_answer', sdp: string}],
  *   subscribe_offer: [{type: 'subscribe_offer', sdp: string, slots: SlotInfo[]}],
  *   ice_candidate: [{type: 'ice_candidate', pc: 'publish'|'subscribe', candidate: string,
@@ -465,8 +490,14 @@ export class Connection extends Emitter {
     this.reconnectForever = opts.reconnectForever ?? false;
     /** @type {ConnState} */
     this.state = 'idle';
-    /** Why the connection is closed or reconnecting (for people). */
+    /** @type {CloseReason} why the connection is closed or reconnecting */
     this.closeReason = '';
+    /** @type {GoodbyeReason | ''} the last goodbye received (cleared by a welcome) */
+    this.goodbye = '';
+    /** True once the chair removed this participant: closed for good. */
+    this.removed = false;
+    /** The next reconnect goes at once, with no backoff (`goodbye` `reconnect`). */
+    this._immediate = false;
     /** Consecutive failed attempts (reset by a welcome). */
     this.attempts = 0;
     /** How many times a welcome arrived (1 on the first join). */
@@ -487,6 +518,8 @@ export class Connection extends Emitter {
     this._stopped = false;
     /** @type {Record<string, number>} first time (performance.now()) each milestone was reached */
     this.marks = {};
+    /** @type {string | undefined} the reason of the last `state` emitted */
+    this._lastReason = undefined;
   }
 
   /**
@@ -499,9 +532,13 @@ export class Connection extends Emitter {
 
   /** Opens the connection (and keeps it open until {@link close}). */
   connect() {
+    if (this.removed) return;
     this._stopped = false;
     if (this._ws) return;
-    this._setState(this.joins === 0 && this.attempts === 0 ? 'connecting' : 'reconnecting', this.closeReason);
+    this.mark('ws_created');
+    const first = this.joins === 0 && this.attempts === 0;
+    // A retry keeps the reason it was scheduled with (the banner says why it reconnects).
+    this._setState(first ? 'connecting' : 'reconnecting', this.state === 'reconnecting' ? (this._lastReason ?? '') : this.closeReason);
     const ws = new WebSocket(this.url);
     this._ws = ws;
     let opened = false;
@@ -526,6 +563,9 @@ export class Connection extends Emitter {
       this._ws = null;
       this._stopPings();
       this._failPending('disconnected');
+      // The close code alone says it too, should the goodbye have been lost.
+      if (ev.code === CLOSE_CODES.removed && !this.removed) this._onGoodbye('removed');
+      else if (ev.code === CLOSE_CODES.reconnect && this.closeReason !== 'reconnect') this._onGoodbye('reconnect');
       if (this._stopped) {
         this._setState('closed', this.closeReason || 'closed');
         return;
@@ -653,7 +693,9 @@ export class Connection extends Emitter {
   /** @param {string} why */
   _scheduleRetry(why) {
     if (this._stopped) return;
-    const n = this.attempts++;
+    const immediate = this._immediate;
+    this._immediate = false;
+    const n = immediate ? 0 : this.attempts++;
     const base = Math.min(this.maxBackoffMs, this.minBackoffMs * 2 ** Math.min(n, 10));
     const delay = n === 0 ? 0 : base / 2 + Math.random() * (base / 2);
     this._setState(this.joins === 0 && n === 0 ? 'connecting' : 'reconnecting', why);
@@ -695,6 +737,33 @@ export class Connection extends Emitter {
     this._pings.clear();
   }
 
+  /**
+   * What a goodbye means for reconnecting.
+   * @param {GoodbyeReason} reason
+   */
+  _onGoodbye(reason) {
+    this.goodbye = reason;
+    if (reason === 'removed') {
+      // The chair removed us: never reconnect, whatever the options (a reload tries again).
+      this.removed = true;
+      this._stopped = true;
+      this.closeReason = 'removed';
+      if (this._retryTimer) clearTimeout(this._retryTimer);
+      this._retryTimer = null;
+    } else if (reason === 'reconnect') {
+      // The chair asked for a fresh start: reconnect at once, media restarts on the welcome.
+      this._immediate = true;
+      this.closeReason = 'reconnect';
+    } else if (reason === 'replaced' && !this.reconnectForever) {
+      // Someone opened this invite elsewhere: do not fight over it.
+      this._stopped = true;
+      this.closeReason = 'replaced';
+    } else {
+      this.closeReason = reason === 'shutdown' ? 'the server is restarting' : reason;
+    }
+    this.emit('goodbye', reason);
+  }
+
   /** @param {string} code */
   _failPending(code) {
     for (const [id, p] of this._pending) {
@@ -714,9 +783,14 @@ export class Connection extends Emitter {
         this.mark('welcome');
         this.attempts = 0;
         this.joins++;
+        this.goodbye = '';
         this.clock.rough(m.server_time, Date.now());
-        this.store.applyWelcome(m);
+        // Media first (`joined`: the subscription is asked for before any page renders),
+        // then the store and the pages.
+        this.store.iceServers = m.ice_servers ?? [];
         this._setState('open', '');
+        this.emit('joined', m);
+        this.store.applyWelcome(m);
         this._startPings();
         this.emit('welcome', m);
         break;
@@ -757,14 +831,7 @@ export class Connection extends Emitter {
         break;
       }
       case 'goodbye':
-        this.emit('goodbye', m.reason);
-        if (m.reason === 'replaced' && !this.reconnectForever) {
-          // Someone opened this invite elsewhere: do not fight over it.
-          this._stopped = true;
-          this.closeReason = 'replaced';
-        } else {
-          this.closeReason = m.reason === 'shutdown' ? 'the server is restarting' : m.reason;
-        }
+        this._onGoodbye(m.reason);
         break;
       case 'publish_answer':
         this.mark('publish_answer');
@@ -996,7 +1063,10 @@ export class Subscriber extends Emitter {
    */
   async start(prefs = {}) {
     this.thumbnails = prefs.thumbnails ?? false;
-    await this.conn.send('media_preferences', { thumbnails: this.thumbnails });
+    // Sent synchronously (before the first await): nothing else goes out before it.
+    const acked = this.conn.send('media_preferences', { thumbnails: this.thumbnails });
+    this.conn.mark('media_preferences_sent');
+    await acked;
   }
 
   /**
@@ -1036,14 +1106,19 @@ export class Subscriber extends Emitter {
           fresh = true;
         }
       }
-      // Before the answer: the first packets forwarded are already the low layer's.
-      if (fresh) await this._sendRender();
+      // Before the answer, and not waited for: the websocket keeps the order, so the server
+      // applies the heights before the answer, and the answer does not wait a round trip.
+      if (fresh) void this._sendRender();
+    } else if ([...this.render.keys()].some((mid) => slots.some((sl) => sl.mid === mid))) {
+      void this._sendRender();
     }
     await this.pc.setRemoteDescription({ type: 'offer', sdp });
     await this.trickle.drain();
     const answer = await this.pc.createAnswer();
     await this.pc.setLocalDescription(answer);
-    await this.conn.send('subscribe_answer', { sdp: this.pc.localDescription?.sdp ?? answer.sdp });
+    const acked = this.conn.send('subscribe_answer', { sdp: this.pc.localDescription?.sdp ?? answer.sdp });
+    this.conn.mark('subscribe_answer_sent');
+    await acked;
     this.conn.mark('subscribe_answered');
     this.trickle.flush();
   }
@@ -1165,9 +1240,21 @@ export class Subscriber extends Emitter {
  * @property {boolean} [subscribe] open the subscribe connection (default true)
  * @property {boolean} [thumbnails]
  * @property {number} [connectTimeoutMs] a connection not up by then counts as failed (default 15000)
- * @property {boolean} [layerFallback] step a stalled video down a simulcast layer (default true;
- *   see {@link Subscriber.watchLayers})
+ * @property {boolean} [layerFallback] the client-side layer control of
+ *   {@link Subscriber.watchLayers} (start low, step up, step down on a stall); default
+ *   {@link MEDIA_DEFAULTS}`.layerFallback` (off: the server falls back by itself now)
  */
+
+/**
+ * Defaults of every {@link MediaSession}. `globalThis.__rtMediaDefaults` (set before the page's
+ * modules run, e.g. by a test's init script) overrides them: a diagnostic knob for comparing
+ * the layer strategies, not a setting.
+ * @type {{layerFallback: boolean}}
+ */
+export const MEDIA_DEFAULTS = {
+  layerFallback: false,
+  .../** @type {any} */ (globalThis).__rtMediaDefaults,
+};
 
 /**
  * @typedef {{
@@ -1203,7 +1290,8 @@ export class MediaSession extends Emitter {
     this._gen = 0;
     /** @type {ReturnType<typeof setTimeout> | null} */
     this._timer = null;
-    this._offWelcome = conn.on('welcome', () => void this.restart());
+    // `joined` comes before the pages render the welcome: the subscription goes out first.
+    this._offWelcome = conn.on('joined', () => void this.restart());
     this._offState = conn.on('state', (s) => {
       if (s === 'reconnecting' || s === 'closed') this._teardown(s === 'closed' ? 'closed' : 'idle');
     });
@@ -1228,38 +1316,47 @@ export class MediaSession extends Emitter {
     if (this.state !== to) this._set(to);
   }
 
-  /** Closes both connections and opens them again. */
+  /**
+   * Closes both connections and opens them again: the subscription first (its
+   * `media_preferences` leaves before anything else), the publish side beside it, neither
+   * waiting for the other.
+   */
   async restart() {
     this._teardown('idle');
     const gen = this._gen;
     this._set('connecting');
+    /** @type {Promise<void>[]} */
+    const jobs = [];
+    if (this.opts.subscribe !== false) jobs.push(this._subscribe(gen));
+    jobs.push(this._publish(gen));
     try {
-      if (this.opts.subscribe !== false) {
-        const sub = new Subscriber(this.conn, this._config());
-        this.subscriber = sub;
-        sub.on('track', (t) => this.emit('track', t));
-        sub.on('slots', (s) => this.emit('slots', s));
-        this._watch(sub.pc, gen);
-        await sub.start({ thumbnails: this.opts.thumbnails });
-        if (this.opts.layerFallback !== false) {
-          const stop = sub.watchLayers();
-          sub.pc.addEventListener('connectionstatechange', () => {
-            if (sub.pc.connectionState === 'closed') stop();
-          });
-          const close = sub.close.bind(sub);
-          sub.close = () => {
-            stop();
-            close();
-          };
-        }
-      }
-      if (gen !== this._gen) return;
-      await this._publish(gen);
+      await Promise.all(jobs);
     } catch (e) {
       this._fail(gen, e);
       return;
     }
     this._arm(gen);
+  }
+
+  /** @param {number} gen */
+  async _subscribe(gen) {
+    const sub = new Subscriber(this.conn, this._config());
+    this.subscriber = sub;
+    sub.on('track', (t) => this.emit('track', t));
+    sub.on('slots', (s) => this.emit('slots', s));
+    this._watch(sub.pc, gen);
+    const layers = this.opts.layerFallback ?? MEDIA_DEFAULTS.layerFallback;
+    if (layers) sub.startLow = true;
+    const started = sub.start({ thumbnails: this.opts.thumbnails });
+    if (layers) {
+      const stop = sub.watchLayers();
+      const close = sub.close.bind(sub);
+      sub.close = () => {
+        stop();
+        close();
+      };
+    }
+    await started;
   }
 
   /**
