@@ -502,6 +502,7 @@ function start(conn) {
       };
     },
     join: () => joinBtn.click(),
+    devices: () => (local?.getTracks() ?? []).map((t) => t.readyState),
   });
   void toast;
 }

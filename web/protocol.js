@@ -445,6 +445,35 @@ export class MeetingStore extends Emitter {
 // The connection
 
 /**
+ * The websocket a page's inline script opened before its modules loaded
+ * (`window.__rtEarlyWs`, see web/delegate.html), if it is for `url` and not closing; taken
+ * once (a reconnect opens its own).
+ * @param {string} url
+ * @returns {WebSocket | null}
+ */
+function takeEarlySocket(url) {
+  /** @type {any} */
+  const g = globalThis;
+  const ws = g.__rtEarlyWs;
+  if (!ws) return null;
+  g.__rtEarlyWs = undefined;
+  if (typeof WebSocket === 'undefined' || !(ws instanceof WebSocket)) return null;
+  let same = false;
+  try {
+    same = new URL(url, typeof location !== 'undefined' ? location.href : undefined).href === ws.url;
+  } catch {
+    same = false;
+  }
+  if (same && (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN)) return ws;
+  try {
+    ws.close();
+  } catch {
+    /* already closed */
+  }
+  return null;
+}
+
+/**
  * @typedef {object} ConnectionOptions
  * @property {string} token the invite token
  * @property {string} [url] websocket URL (default: `/ws` on this page's host)
@@ -520,14 +549,16 @@ export class Connection extends Emitter {
     this.marks = {};
     /** @type {string | undefined} the reason of the last `state` emitted */
     this._lastReason = undefined;
+    this.mark('boot');
   }
 
   /**
    * Records the first time a milestone is reached (join-time measurements).
    * @param {string} name
+   * @param {number} [at] when (`performance.now()`; default now)
    */
-  mark(name) {
-    if (!(name in this.marks) && typeof performance !== 'undefined') this.marks[name] = Math.round(performance.now());
+  mark(name, at = typeof performance !== 'undefined' ? performance.now() : undefined) {
+    if (!(name in this.marks) && at !== undefined) this.marks[name] = Math.round(at);
   }
 
   /** Opens the connection (and keeps it open until {@link close}). */
@@ -535,18 +566,21 @@ export class Connection extends Emitter {
     if (this.removed) return;
     this._stopped = false;
     if (this._ws) return;
-    this.mark('ws_created');
+    const early = takeEarlySocket(this.url);
+    this.mark('ws_created', early ? /** @type {any} */ (globalThis).__rtEarlyWsAt : undefined);
     const first = this.joins === 0 && this.attempts === 0;
     // A retry keeps the reason it was scheduled with (the banner says why it reconnects).
     this._setState(first ? 'connecting' : 'reconnecting', this.state === 'reconnecting' ? (this._lastReason ?? '') : this.closeReason);
-    const ws = new WebSocket(this.url);
+    const ws = early ?? new WebSocket(this.url);
     this._ws = ws;
     let opened = false;
     ws.onopen = () => {
       opened = true;
-      this.mark('ws_open');
+      this.mark('ws_open', early ? /** @type {any} */ (globalThis).__rtEarlyWsOpenAt : undefined);
       this._sendRaw({ id: this._id('h'), type: 'hello', protocol: PROTOCOL_VERSION });
     };
+    // The page's early socket may be open already (the server says nothing before `hello`).
+    if (ws.readyState === WebSocket.OPEN) queueMicrotask(() => ws.onopen?.(new Event('open')));
     ws.onmessage = (ev) => {
       if (typeof ev.data !== 'string') return;
       /** @type {any} */
