@@ -445,18 +445,30 @@ export class MeetingStore extends Emitter {
 // The connection
 
 /**
- * The websocket a page's inline script opened before its modules loaded
- * (`window.__rtEarlyWs`, see web/delegate.html), if it is for `url` and not closing; taken
- * once (a reconnect opens its own).
+ * @typedef {object} EarlySocket
+ * @property {WebSocket} ws
+ * @property {number} protocol the version its hello said
+ * @property {number} at when it was created (`performance.now()`)
+ * @property {number} [openAt] when it opened
+ * @property {number} [helloAt] when its `hello` went out (id `h0`)
+ * @property {string[]} queue what the server sent before protocol.js took it over
+ */
+
+/**
+ * The websocket a page's inline script opened (and said hello on) before the modules loaded
+ * (`window.__rtEarly`, see web/delegate.html), if it is for `url`, speaks this protocol version
+ * and is not closing; taken once (a reconnect opens its own).
  * @param {string} url
- * @returns {WebSocket | null}
+ * @returns {EarlySocket | null}
  */
 function takeEarlySocket(url) {
   /** @type {any} */
   const g = globalThis;
-  const ws = g.__rtEarlyWs;
-  if (!ws) return null;
-  g.__rtEarlyWs = undefined;
+  /** @type {EarlySocket | undefined} */
+  const early = g.__rtEarly;
+  if (!early) return null;
+  g.__rtEarly = undefined;
+  const ws = early.ws;
   if (typeof WebSocket === 'undefined' || !(ws instanceof WebSocket)) return null;
   let same = false;
   try {
@@ -464,7 +476,7 @@ function takeEarlySocket(url) {
   } catch {
     same = false;
   }
-  if (same && (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN)) return ws;
+  if (same && early.protocol === PROTOCOL_VERSION && (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN)) return early;
   try {
     ws.close();
   } catch {
@@ -567,31 +579,43 @@ export class Connection extends Emitter {
     this._stopped = false;
     if (this._ws) return;
     const early = takeEarlySocket(this.url);
-    this.mark('ws_created', early ? /** @type {any} */ (globalThis).__rtEarlyWsAt : undefined);
+    this.mark('ws_created', early?.at);
     const first = this.joins === 0 && this.attempts === 0;
     // A retry keeps the reason it was scheduled with (the banner says why it reconnects).
     this._setState(first ? 'connecting' : 'reconnecting', this.state === 'reconnecting' ? (this._lastReason ?? '') : this.closeReason);
-    const ws = early ?? new WebSocket(this.url);
+    const ws = early?.ws ?? new WebSocket(this.url);
     this._ws = ws;
     let opened = false;
     ws.onopen = () => {
       opened = true;
-      this.mark('ws_open', early ? /** @type {any} */ (globalThis).__rtEarlyWsOpenAt : undefined);
+      this.mark('ws_open');
       this._sendRaw({ id: this._id('h'), type: 'hello', protocol: PROTOCOL_VERSION });
+      this.mark('hello_sent');
     };
-    // The page's early socket may be open already (the server says nothing before `hello`).
-    if (ws.readyState === WebSocket.OPEN) queueMicrotask(() => ws.onopen?.(new Event('open')));
-    ws.onmessage = (ev) => {
-      if (typeof ev.data !== 'string') return;
+    /** @param {unknown} data */
+    const onData = (data) => {
+      if (typeof data !== 'string') return;
       /** @type {any} */
       let m;
       try {
-        m = JSON.parse(ev.data);
+        m = JSON.parse(data);
       } catch {
         return;
       }
       this._onMessage(ws, m);
     };
+    ws.onmessage = (ev) => onData(ev.data);
+    if (early && ws.readyState === WebSocket.OPEN) {
+      // The page's inline script said hello already: replay what came since, in order. In a
+      // microtask: after the page's own set-up (it calls connect() and then subscribes to the
+      // events), before anything newer (that arrives in later tasks).
+      opened = true;
+      this.mark('ws_open', early.openAt);
+      this.mark('hello_sent', early.helloAt);
+      queueMicrotask(() => {
+        for (const data of early.queue.splice(0)) onData(data);
+      });
+    }
     ws.onclose = (ev) => {
       if (this._ws !== ws) return;
       this._ws = null;
@@ -815,6 +839,9 @@ export class Connection extends Emitter {
     switch (m.type) {
       case 'welcome':
         this.mark('welcome');
+        // When the server wrote it, on this page's clock (meaningful when both share a clock:
+        // tests on one machine): tells the server's time from the page's own delays.
+        if (typeof performance !== 'undefined') this.mark('welcome_server_time', performance.now() - (Date.now() - m.server_time));
         this.attempts = 0;
         this.joins++;
         this.goodbye = '';

@@ -75,6 +75,29 @@ for (let i = 0; i < RUNS; i++) {
   const ctx = await browser.newContext();
   await ctx.addInitScript(hooks, process.env.JOIN_LAYERS === 'client');
   const page = await ctx.newPage();
+  // The room's outbound video per layer, sampled every 25 ms during the join (epoch ms).
+  await room.evaluate(() => {
+    /** @type {any} */
+    const w = window;
+    w.__tl = [];
+    w.__tlOn = true;
+    const last = new Map();
+    const tick = async () => {
+      if (!w.__tlOn) return;
+      const r = await w.__rt.media.publisher.pc.getStats();
+      const at = Math.round(performance.timeOrigin + performance.now());
+      r.forEach((st) => {
+        if (st.type !== 'outbound-rtp' || st.kind !== 'video') return;
+        const v = `${st.pliCount}/${st.keyFramesEncoded}/${st.frameHeight ?? '-'}`;
+        if (last.get(st.rid) !== v) {
+          last.set(st.rid, v);
+          w.__tl.push([at, `room ${st.rid}: pli ${st.pliCount} kf ${st.keyFramesEncoded} h ${st.frameHeight ?? '-'} q ${st.qualityLimitationReason}`]);
+        }
+      });
+      setTimeout(tick, 25);
+    };
+    void tick();
+  });
   const t0 = Date.now();
   await page.goto(srv.invite('delegate', `J ${i}`, 'x', 'dlg'), { waitUntil: 'commit' });
   const first = await page.waitForFunction(() => {
@@ -86,6 +109,13 @@ for (let i = 0; i < RUNS; i++) {
       const poll = async () => {
         const s = await w.__rt.stats().catch(() => null);
         const v = s?.inbound.find((x) => x.kind === 'video' && x.slot?.slot === 'track' && x.slot.source === 'program');
+        if (v) {
+          const line = `sub: pk ${v.packetsReceived} fd ${v.framesDecoded}`;
+          if (line !== w.__ff.last) {
+            w.__ff.last = line;
+            (w.__ff.tl ??= []).push([Math.round(performance.now()), line]);
+          }
+        }
         if (v && v.framesDecoded > 0) w.__ff.at = Math.round(performance.now());
         else setTimeout(poll, 10);
       };
@@ -94,6 +124,13 @@ for (let i = 0; i < RUNS; i++) {
     return w.__ff.at || false;
   }, null, { timeout: 20000, polling: 50 });
   const total = Date.now() - t0;
+  await new Promise((r) => setTimeout(r, 200));
+  const roomTl = await room.evaluate(() => {
+    /** @type {any} */
+    const w = window;
+    w.__tlOn = false;
+    return w.__tl;
+  });
   const info = await page.evaluate(() => {
     /** @type {any} */
     const w = window;
@@ -105,6 +142,9 @@ for (let i = 0; i < RUNS; i++) {
       probe: { new_websocket: w.__probe.ws[0], new_rtcpeerconnection: w.__probe.pc[0], getusermedia_called: w.__probe.gum[0], getusermedia_done: w.__probe.gumDone[0] },
       long: w.__probe.long,
       first_frame: w.__ff.at,
+      tl: w.__ff.tl ?? [],
+      origin: performance.timeOrigin,
+      marksList: Object.entries(w.__rt.conn.marks),
       current: [...(w.__rt.media.subscriber?.current ?? [])],
     };
   });
@@ -114,6 +154,14 @@ for (let i = 0; i < RUNS; i++) {
   const row = { total_ms: total, ...info.probe, ...info.nav, ...info.marks, first_frame: info.first_frame };
   joins.push({ row, long: info.long, current: info.current, sub, pub });
   console.log(`join ${i}: ${total} ms`, JSON.stringify(row));
+  if (process.env.JOIN_TIMELINE) {
+    const tl = [
+      ...roomTl.map(([at, what]) => [Math.round(at - info.origin), what]),
+      ...info.tl,
+      ...info.marksList.filter(([k]) => /subscribe|media_pref|welcome$|track_video/.test(k)).map(([k, v]) => [v, `mark ${k}`]),
+    ].filter(([t]) => t >= 0).sort((a, b) => a[0] - b[0]);
+    console.log(tl.map(([t, what]) => `   ${String(t).padStart(6)} ${what}`).join('\n'));
+  }
   console.log(`   long tasks [start, ms]: ${JSON.stringify(info.long)}`);
   console.log(`   sub ${JSON.stringify(sub)} room ${JSON.stringify(pub)} current ${JSON.stringify(info.current)}`);
   await ctx.close();
