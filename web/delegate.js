@@ -36,6 +36,7 @@ if (conn) start(conn);
 
 /** @param {import('./protocol.js').Connection} conn */
 function start(conn) {
+  conn.mark('page_start');
   const store = conn.store;
   announceQueue(store);
 
@@ -505,4 +506,5 @@ function start(conn) {
     devices: () => (local?.getTracks() ?? []).map((t) => t.readyState),
   });
   void toast;
+  conn.mark('page_ready');
 }

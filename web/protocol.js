@@ -925,6 +925,14 @@ export const SIMULCAST = [
 ];
 
 /**
+ * Whether a slot carries video (a participant's video track, the speaker or the screen slot).
+ * @param {SlotInfo} sl
+ */
+function isVideo(sl) {
+  return sl.slot === 'speaker' || sl.slot === 'screen' || (sl.slot === 'track' && sl.kind === 'video');
+}
+
+/**
  * Sends trickled candidates of one peer connection; queues the server's until the remote
  * description is set.
  */
@@ -1089,6 +1097,8 @@ export class Subscriber extends Emitter {
     this.current = new Map();
     /** Start new video mids on a lower layer ({@link watchLayers}). */
     this.startLow = false;
+    /** @type {Set<string>} mids a render height was ever sent for */
+    this._sentRender = new Set();
     /**
      * The height new video mids start at: the middle layer. (The low layer would be the
      * surest, but the server's keyframe requests for it do not reach Chrome: its `pliCount`
@@ -1182,6 +1192,90 @@ export class Subscriber extends Emitter {
     await acked;
     this.conn.mark('subscribe_answered');
     this.trickle.flush();
+  }
+
+  /**
+   * The first frame, fast: for every video mid of the first offer, the layer whose keyframe
+   * comes soonest is asked for the moment this connection is up, and the mid goes back to the
+   * page's height (or the slot's default) once its first frame is decoded.
+   *
+   * Why (measured, tests/e2e/README.md): the server asks the publisher for a keyframe when a
+   * slot's layer changes. Asked before this connection is up (at the offer, or by a render
+   * height sent with the answer), the keyframe arrives before DTLS and is lost, and the next
+   * request waits out the server's 1 s throttle; the slot's default, the high layer, is often
+   * paused by a bandwidth-limited publisher, whose keyframe requests it then ignores. So nothing
+   * is asked before the answer; at `connected`, each mid still without a frame is asked for
+   * `height` (default 360, the middle layer, or the page's height if smaller): a change of layer
+   * made now gets a keyframe request that is not lost, and Chrome answers it within ~50 ms.
+   * Afterwards the server's own fallback (from a paused layer) takes over.
+   * @param {{height?: number, everyMs?: number, giveUpMs?: number}} [opts]
+   * @returns {() => void} stops
+   */
+  kickstart(opts = {}) {
+    const height = opts.height ?? 360;
+    const everyMs = opts.everyMs ?? 50;
+    const giveUpMs = opts.giveUpMs ?? 10000;
+    /** @type {Set<string>} video mids of the first offer still without a frame */
+    const waiting = new Set();
+    let offered = false;
+    let started = 0;
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    let timer = null;
+    let stopped = false;
+    const offOffer = this.on('slots', (slots) => {
+      if (offered) return;
+      offered = true;
+      for (const sl of slots) if (isVideo(sl)) waiting.add(sl.mid);
+    });
+    const done = () => {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      timer = null;
+      offOffer();
+      this.pc.removeEventListener('connectionstatechange', onState);
+    };
+    /** Back to the page's height (or the slot's default) for these mids. @param {string[]} mids */
+    const release = (mids) => {
+      if (!mids.length) return;
+      for (const mid of mids) {
+        waiting.delete(mid);
+        this.current.delete(mid);
+      }
+      void this._sendRender();
+    };
+    const tick = async () => {
+      timer = null;
+      if (stopped || this.pc.connectionState === 'closed') return;
+      const report = await this.pc.getStats().catch(() => null);
+      if (stopped) return;
+      /** @type {string[]} */
+      const decoded = [];
+      report?.forEach((st) => {
+        if (st.type === 'inbound-rtp' && st.kind === 'video' && st.mid && waiting.has(st.mid) && (st.framesDecoded ?? 0) > 0) decoded.push(st.mid);
+      });
+      if (decoded.length) this.conn.mark('first_frame');
+      release(decoded);
+      if (Date.now() - started > giveUpMs) release([...waiting]);
+      if (waiting.size === 0) done();
+      else timer = setTimeout(() => void tick(), everyMs);
+    };
+    const onState = () => {
+      if (this.pc.connectionState !== 'connected' || started) return;
+      started = Date.now();
+      let changed = false;
+      for (const mid of waiting) {
+        const own = this.render.get(mid);
+        const h = own !== undefined && own > 0 ? Math.min(own, height) : height;
+        if (this.current.get(mid) !== h) {
+          this.current.set(mid, h);
+          changed = true;
+        }
+      }
+      if (changed) void this._sendRender();
+      void tick();
+    };
+    this.pc.addEventListener('connectionstatechange', onState);
+    return done;
   }
 
   /**
@@ -1280,10 +1374,13 @@ export class Subscriber extends Emitter {
   async _sendRender() {
     /** @type {{mid: string, height: number}[]} */
     const render = [];
-    for (const mid of this.slots.keys()) {
+    for (const [mid, slot] of this.slots) {
       const hgt = this.current.get(mid) ?? this.render.get(mid);
       if (hgt !== undefined) render.push({ mid, height: hgt });
+      // A mid that had a height and has none now goes back to the slot's default (0).
+      else if (this._sentRender.has(mid) && isVideo(slot)) render.push({ mid, height: 0 });
     }
+    for (const r of render) this._sentRender.add(r.mid);
     await this.conn.send('media_preferences', { thumbnails: this.thumbnails, render }).catch(() => {});
   }
 
@@ -1304,16 +1401,20 @@ export class Subscriber extends Emitter {
  * @property {boolean} [layerFallback] the client-side layer control of
  *   {@link Subscriber.watchLayers} (start low, step up, step down on a stall); default
  *   {@link MEDIA_DEFAULTS}`.layerFallback` (off: the server falls back by itself now)
+ * @property {boolean} [fastStart] {@link Subscriber.kickstart}: the middle layer asked for at
+ *   `connected` until the first frame (default {@link MEDIA_DEFAULTS}`.fastStart`, on; not
+ *   with `layerFallback`)
  */
 
 /**
  * Defaults of every {@link MediaSession}. `globalThis.__rtMediaDefaults` (set before the page's
  * modules run, e.g. by a test's init script) overrides them: a diagnostic knob for comparing
  * the layer strategies, not a setting.
- * @type {{layerFallback: boolean}}
+ * @type {{layerFallback: boolean, fastStart: boolean}}
  */
 export const MEDIA_DEFAULTS = {
   layerFallback: false,
+  fastStart: true,
   .../** @type {any} */ (globalThis).__rtMediaDefaults,
 };
 
@@ -1407,17 +1508,16 @@ export class MediaSession extends Emitter {
     sub.on('slots', (s) => this.emit('slots', s));
     this._watch(sub.pc, gen);
     const layers = this.opts.layerFallback ?? MEDIA_DEFAULTS.layerFallback;
+    const fast = !layers && (this.opts.fastStart ?? MEDIA_DEFAULTS.fastStart);
     if (layers) sub.startLow = true;
-    const started = sub.start({ thumbnails: this.opts.thumbnails });
-    if (layers) {
-      const stop = sub.watchLayers();
-      const close = sub.close.bind(sub);
-      sub.close = () => {
-        stop();
-        close();
-      };
-    }
-    await started;
+    // Listening before the offer can come.
+    const stop = layers ? sub.watchLayers() : fast ? sub.kickstart() : () => {};
+    const close = sub.close.bind(sub);
+    sub.close = () => {
+      stop();
+      close();
+    };
+    await sub.start({ thumbnails: this.opts.thumbnails });
   }
 
   /**

@@ -14,7 +14,10 @@
 //
 //   ROUNDTABLE_BIN=target/release/roundtable [ROUNDTABLE_WEB_DIR=web] node tests/e2e/join-probe.mjs
 //   JOIN_RUNS=7                     how many joins (default 5)
-//   JOIN_LAYERS=client              the old client-side layer control (watchLayers) on
+//   JOIN_LAYERS=fast (default)      the pages' default: Subscriber.kickstart (middle layer at
+//                                   `connected` until the first frame, then the slot's default)
+//   JOIN_LAYERS=client              the old client-side layer control (watchLayers) instead
+//   JOIN_LAYERS=server              neither: the slot's default layer from the start
 //   JOIN_OUT=target/e2e-artifacts/join-probe.json
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -36,10 +39,11 @@ await room.goto(srv.links.dlg.room);
 await until('room publishing', () => room.evaluate(() => window.__rt?.media?.state === 'connected'), 20000);
 await new Promise((r) => setTimeout(r, 3000));
 
-function hooks(layers) {
+function hooks(mode) {
   /** @type {any} */
   const w = window;
-  if (layers) w.__rtMediaDefaults = { layerFallback: true };
+  if (mode === 'client') w.__rtMediaDefaults = { layerFallback: true };
+  if (mode === 'server') w.__rtMediaDefaults = { layerFallback: false, fastStart: false };
   w.__probe = { ws: [], pc: [], gum: [], gumDone: [], long: [] };
   try {
     new PerformanceObserver((l) => {
@@ -73,7 +77,7 @@ function hooks(layers) {
 const joins = [];
 for (let i = 0; i < RUNS; i++) {
   const ctx = await browser.newContext();
-  await ctx.addInitScript(hooks, process.env.JOIN_LAYERS === 'client');
+  await ctx.addInitScript(hooks, process.env.JOIN_LAYERS ?? 'fast');
   const page = await ctx.newPage();
   // The room's outbound video per layer, sampled every 25 ms during the join (epoch ms).
   await room.evaluate(() => {
@@ -178,7 +182,7 @@ const median = Object.fromEntries(
 );
 console.log('median (ms since navigation):', JSON.stringify(median));
 mkdirSync(dirname(OUT), { recursive: true });
-writeFileSync(OUT, JSON.stringify({ runs: RUNS, layers: process.env.JOIN_LAYERS ?? 'server', median, joins }, null, 2));
+writeFileSync(OUT, JSON.stringify({ runs: RUNS, layers: process.env.JOIN_LAYERS ?? 'fast', median, joins }, null, 2));
 await browser.close();
 srv.saveLog();
 await srv.stop();
