@@ -1502,7 +1502,13 @@ export class MediaSession extends Emitter {
 
   /** @param {number} gen */
   async _subscribe(gen) {
+    // The request first: the server prepares its offer while this page builds the peer
+    // connection (the offer cannot arrive before this task ends, so nothing is missed).
+    const thumbnails = this.opts.thumbnails ?? false;
+    const asked = this.conn.send('media_preferences', { thumbnails });
+    this.conn.mark('media_preferences_sent');
     const sub = new Subscriber(this.conn, this._config());
+    sub.thumbnails = thumbnails;
     this.subscriber = sub;
     sub.on('track', (t) => this.emit('track', t));
     sub.on('slots', (s) => this.emit('slots', s));
@@ -1517,7 +1523,7 @@ export class MediaSession extends Emitter {
       stop();
       close();
     };
-    await sub.start({ thumbnails: this.opts.thumbnails });
+    await asked;
   }
 
   /**
