@@ -1069,7 +1069,7 @@ export class Publisher {
  * @property {MediaStream} stream
  */
 
-/** @typedef {{track: [ReceivedTrack], slots: [SlotInfo[]]}} SubscriberEvents */
+/** @typedef {{track: [ReceivedTrack], slots: [SlotInfo[]], first_frame: [string]}} SubscriberEvents */
 
 /**
  * The subscribe connection: the server offers (first after `media_preferences`, again when
@@ -1254,6 +1254,7 @@ export class Subscriber extends Emitter {
         if (st.type === 'inbound-rtp' && st.kind === 'video' && st.mid && waiting.has(st.mid) && (st.framesDecoded ?? 0) > 0) decoded.push(st.mid);
       });
       if (decoded.length) this.conn.mark('first_frame');
+      for (const mid of decoded) this.emit('first_frame', mid);
       release(decoded);
       if (Date.now() - started > giveUpMs) release([...waiting]);
       if (waiting.size === 0) done();
@@ -1424,6 +1425,7 @@ export const MEDIA_DEFAULTS = {
  *   slots: [SlotInfo[]],
  *   state: ['idle'|'connecting'|'connected'|'failed'|'closed', string],
  *   failed: [string],
+ *   first_frame: [string],
  * }} MediaSessionEvents
  */
 
@@ -1512,6 +1514,7 @@ export class MediaSession extends Emitter {
     this.subscriber = sub;
     sub.on('track', (t) => this.emit('track', t));
     sub.on('slots', (s) => this.emit('slots', s));
+    sub.on('first_frame', (mid) => this.emit('first_frame', mid));
     this._watch(sub.pc, gen);
     const layers = this.opts.layerFallback ?? MEDIA_DEFAULTS.layerFallback;
     const fast = !layers && (this.opts.fastStart ?? MEDIA_DEFAULTS.fastStart);

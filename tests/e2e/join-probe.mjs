@@ -18,6 +18,9 @@
 //                                   `connected` until the first frame, then the slot's default)
 //   JOIN_LAYERS=client              the old client-side layer control (watchLayers) instead
 //   JOIN_LAYERS=server              neither: the slot's default layer from the start
+//   JOIN_EXTRA=2                    two publishing delegates beside the room (as in run.mjs)
+//   JOIN_TIMELINE=1                 print each join's timeline: the room's PLIs and keyframes
+//                                   per layer, the joiner's packets and frames, its marks
 //   JOIN_OUT=target/e2e-artifacts/join-probe.json
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -37,6 +40,15 @@ const browser = await launch();
 const room = await (await browser.newContext()).newPage();
 await room.goto(srv.links.dlg.room);
 await until('room publishing', () => room.evaluate(() => window.__rt?.media?.state === 'connected'), 20000);
+// JOIN_EXTRA=n: n delegates joined (publishing their cameras) beside the room, as in run.mjs.
+for (let i = 0; i < Number(process.env.JOIN_EXTRA ?? 0); i++) {
+  const p = await (await browser.newContext()).newPage();
+  await p.goto(srv.invite('delegate', `Extra ${i}`, 'x', 'dlg'));
+  await p.waitForSelector('#join');
+  await until('device check', () => p.evaluate(() => !!document.querySelector('#preview')?.srcObject), 10000);
+  await p.click('#join');
+  await until('extra publishing', () => p.evaluate(() => window.__rt.media.state === 'connected' && !!window.__rt.media.publisher), 15000);
+}
 await new Promise((r) => setTimeout(r, 3000));
 
 function hooks(mode) {
