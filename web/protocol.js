@@ -1107,6 +1107,8 @@ export class Subscriber extends Emitter {
     this.startHeight = 360;
     /** @type {Promise<void>} offers are handled one at a time */
     this._chain = Promise.resolve();
+    /** @type {ReceivedTrack[] | null} tracks waiting for the answer to go out */
+    this._held = null;
     /** @type {(() => void)[]} */
     this._off = [];
     this.pc.ontrack = (ev) => {
@@ -1116,7 +1118,10 @@ export class Subscriber extends Emitter {
       const slot = this.slots.get(mid) ?? { slot: 'speaker', mid };
       const rt = { mid, slot, track: ev.track, stream };
       this.tracks.set(mid, rt);
-      this.emit('track', rt);
+      // While an answer is being made, the page hears of the track once it is sent (its
+      // handlers build elements: not on the way to the answer).
+      if (this._held) this._held.push(rt);
+      else this.emit('track', rt);
     };
     this._off.push(conn.on('subscribe_offer', (m) => {
       this._chain = this._chain.then(() => this._onOffer(m.sdp, m.slots)).catch((e) => {
@@ -1183,12 +1188,21 @@ export class Subscriber extends Emitter {
     } else if ([...this.render.keys()].some((mid) => slots.some((sl) => sl.mid === mid))) {
       void this._sendRender();
     }
-    await this.pc.setRemoteDescription({ type: 'offer', sdp });
-    await this.trickle.drain();
-    const answer = await this.pc.createAnswer();
-    await this.pc.setLocalDescription(answer);
-    const acked = this.conn.send('subscribe_answer', { sdp: this.pc.localDescription?.sdp ?? answer.sdp });
-    this.conn.mark('subscribe_answer_sent');
+    this._held = [];
+    /** @type {Promise<Ack> | null} */
+    let acked = null;
+    try {
+      await this.pc.setRemoteDescription({ type: 'offer', sdp });
+      await this.trickle.drain();
+      const answer = await this.pc.createAnswer();
+      await this.pc.setLocalDescription(answer);
+      acked = this.conn.send('subscribe_answer', { sdp: this.pc.localDescription?.sdp ?? answer.sdp });
+      this.conn.mark('subscribe_answer_sent');
+    } finally {
+      const held = this._held ?? [];
+      this._held = null;
+      for (const rt of held) this.emit('track', rt);
+    }
     await acked;
     this.conn.mark('subscribe_answered');
     this.trickle.flush();
