@@ -488,7 +488,7 @@ try {
       const v = marks.map((m) => m[k]).filter((x) => x !== undefined).sort((a, b) => a - b);
       return v[Math.floor(v.length / 2)];
     };
-    const breakdown = Object.fromEntries(['ws_created', 'ws_open', 'welcome', 'media_preferences_sent', 'subscribe_offer', 'subscribe_answer_sent', 'subscribe_answered', 'subscribe_connected', 'first_frame_seen'].map((k) => [k, med(k)]));
+    const breakdown = Object.fromEntries(['ws_created', 'ws_open', 'welcome', 'media_preferences_sent', 'subscribe_offer', 'subscribe_answer_sent', 'subscribe_answered', 'subscribe_connected', 'first_frame', 'first_frame_seen'].map((k) => [k, med(k)]));
     writeFileSync(
       join(ARTIFACTS, 'join-time.json'),
       JSON.stringify({ runs_ms: runs, p50_ms: p50, target_ms: target, median_milestones_ms_since_navigation: breakdown, marks, what: 'delegate link opened → first room program frame decoded (getStats framesDecoded > 0), loopback, headless Chromium' }, null, 2),
