@@ -476,10 +476,27 @@ try {
       const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
       const page = await ctx.newPage();
       const t0 = Date.now();
-      await page.goto(url);
-      await until('first frame', async () => (programVideo(await stats(page))?.framesDecoded ?? 0) > 0, 15000, 20);
-      runs.push(Date.now() - t0);
-      marks.push(await page.evaluate(() => ({ ...window.__rt.conn.marks, first_frame_seen: Math.round(performance.now()) })));
+      await page.goto(url, { waitUntil: 'commit' });
+      // Watched from inside the page (getStats every 10 ms, ms since navigation): polling from
+      // here through the debugging protocol would add its own round trips to the number.
+      const at = await page.waitForFunction(() => {
+        const w = /** @type {any} */ (window);
+        if (!w.__rt?.stats) return false;
+        if (!w.__ff) {
+          w.__ff = { at: 0 };
+          const poll = async () => {
+            const s = await w.__rt.stats().catch(() => null);
+            const v = s?.inbound.find((x) => x.kind === 'video' && x.slot?.slot === 'track' && x.slot.source === 'program');
+            if (v && v.framesDecoded > 0) w.__ff.at = Math.round(performance.now());
+            else setTimeout(poll, 10);
+          };
+          void poll();
+        }
+        return w.__ff.at || false;
+      }, null, { timeout: 15000, polling: 50 });
+      runs.push(await at.jsonValue());
+      marks.push(await page.evaluate(() => ({ ...window.__rt.conn.marks, first_frame_seen: Math.round(performance.now()), test_ms: 0 })));
+      marks[marks.length - 1].test_ms = Date.now() - t0;
       await ctx.close();
     }
     const sorted = [...runs].sort((a, b) => a - b);
@@ -488,10 +505,10 @@ try {
       const v = marks.map((m) => m[k]).filter((x) => x !== undefined).sort((a, b) => a - b);
       return v[Math.floor(v.length / 2)];
     };
-    const breakdown = Object.fromEntries(['ws_created', 'ws_open', 'welcome', 'media_preferences_sent', 'subscribe_offer', 'subscribe_answer_sent', 'subscribe_answered', 'subscribe_connected', 'first_frame', 'first_frame_seen'].map((k) => [k, med(k)]));
+    const breakdown = Object.fromEntries(['ws_created', 'ws_open', 'welcome', 'media_preferences_sent', 'subscribe_offer', 'subscribe_answer_sent', 'subscribe_answered', 'subscribe_connected', 'first_frame', 'test_ms'].map((k) => [k, med(k)]));
     writeFileSync(
       join(ARTIFACTS, 'join-time.json'),
-      JSON.stringify({ runs_ms: runs, p50_ms: p50, target_ms: target, median_milestones_ms_since_navigation: breakdown, marks, what: 'delegate link opened → first room program frame decoded (getStats framesDecoded > 0), loopback, headless Chromium' }, null, 2),
+      JSON.stringify({ runs_ms: runs, p50_ms: p50, target_ms: target, median_milestones_ms_since_navigation: breakdown, marks, what: 'delegate link opened (navigation start) → first room program frame decoded (getStats framesDecoded > 0, polled in the page every 10 ms), loopback, headless Chromium; test_ms: the same seen from the test' }, null, 2),
     );
     const where = Object.entries(breakdown).map(([k, v]) => `${k} ${v}`).join(', ');
     assert(p50 <= target, `p50 ${p50} ms is over the ${target} ms target (runs ${runs.join(', ')}; median milestones since navigation: ${where})`);
