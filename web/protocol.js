@@ -5,7 +5,10 @@
  *
  * - {@link Connection}: one websocket with automatic reconnect (exponential backoff with
  *   jitter), `hello`/`welcome`, clock sync by `ping`/`pong`, commands that resolve on `ack`
- *   and reject on `error`, and a {@link MeetingStore} that applies every event.
+ *   and reject on `error`, and a {@link MeetingStore} that applies every event. It adopts the
+ *   socket a page's inline script opened before the modules loaded (`window.__rtEarly`). A
+ *   `goodbye` `removed` closes it for good (`removed`, `closeReason` `removed`); `reconnect`
+ *   reconnects at once, and the media restart on the new welcome.
  * - {@link Publisher}: the publish peer connection (the client offers; simulcast camera).
  * - {@link Subscriber}: the subscribe peer connection (the server offers, with slots).
  * - {@link MediaSession}: both, restarted afresh after every `welcome` (the server closes a
