@@ -36,13 +36,17 @@ if (conn) start(conn);
 
 /** @param {import('./protocol.js').Connection} conn */
 function start(conn) {
+  conn.mark('page_start');
   const store = conn.store;
   announceQueue(store);
 
   const media = new MediaSession(conn, {
     subscribe: true,
-    tracks: () => {
-      if (!joined || !local) return [];
+    tracks: async () => {
+      if (!joined) return [];
+      // A fresh start (the chair asked us to reconnect) with a device that went away: open again.
+      if (!local || local.getTracks().some((t) => t.readyState === 'ended')) await openDevices();
+      if (!local) return [];
       /** @type {import('./protocol.js').PublishTrackSpec[]} */
       const specs = [];
       const a = local.getAudioTracks()[0];
@@ -209,6 +213,19 @@ function start(conn) {
   }
 
   micSel.addEventListener('change', () => void openDevices());
+  // Removed by the chair: the page says so (ui.js) and the camera and microphone go off.
+  conn.on('state', (s, why) => {
+    if (s !== 'closed' || why !== 'removed') return;
+    media.close();
+    stopMeter?.();
+    for (const t of local?.getTracks() ?? []) t.stop();
+    joined = false;
+    try {
+      sessionStorage.removeItem(joinedKey);
+    } catch {
+      /* nothing remembered */
+    }
+  });
   camSel.addEventListener('change', () => void openDevices());
 
   const joinedKey = `roundtable-joined:${conn.token.slice(-24)}`;
@@ -239,6 +256,16 @@ function start(conn) {
     remembered = null;
   }
   void (async () => {
+    // The room first: the camera, the microphone and the level meter start once the room's
+    // picture is decoded (or after 2 s), so they do not compete with joining (measured:
+    // tests/e2e/README.md, join time).
+    await new Promise((resolve) => {
+      const off = media.on('first_frame', () => resolve(undefined));
+      setTimeout(() => {
+        off();
+        resolve(undefined);
+      }, 2000);
+    });
     if (remembered) {
       // Select the remembered devices (the options exist once permission is granted).
       await openDevices();
@@ -486,6 +513,8 @@ function start(conn) {
       };
     },
     join: () => joinBtn.click(),
+    devices: () => (local?.getTracks() ?? []).map((t) => t.readyState),
   });
   void toast;
+  conn.mark('page_ready');
 }

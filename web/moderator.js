@@ -8,16 +8,19 @@
  * The assistant may `request_for`, `cancel` the requests they made, and raise their own hand;
  * everything else is the chair's (docs/SECURITY.md).
  *
- * Not here, because the protocol has no such commands: removing a participant, asking one to
- * reconnect (see strings `mod.noRemoveCommand`).
+ * The participants panel lists who is connected; the chair can give one the floor, ask one to
+ * reconnect (`ask_reconnect`: their page reconnects at once and restarts its media, keeping
+ * its place) or remove one (`remove`, after an inline confirmation: their page closes for
+ * good and their requests end).
  */
 
 import { countdownOf } from './protocol.js';
 import { S, ordinal } from './strings.js';
-import { h, fill, $, boot, announceQueue, fmtDuration, fmtClock, phaseOf, every, who, toast, keepFocus } from './ui.js';
+import { h, fill, $, boot, announce, announceQueue, fmtDuration, fmtClock, phaseOf, every, who, toast, keepFocus } from './ui.js';
 
 /** @typedef {import('./protocol.js').RequestInfo} RequestInfo */
 /** @typedef {import('./protocol.js').ItemInfo} ItemInfo */
+/** @typedef {import('./protocol.js').Participant} Participant */
 
 const app = $('app');
 const conn = (() => {
@@ -383,28 +386,108 @@ function start(conn) {
     );
   }
 
+  /** The participant whose removal waits for the chair's confirmation. @type {string | null} */
+  let confirming = null;
+
+  /** @param {string} id */
+  const byId = (id) => document.getElementById(id);
+
+  /** Shows the inline confirmation for removing `p` and puts the focus on its "yes". @param {Participant} p */
+  function askRemove(p) {
+    confirming = p.id;
+    renderSide();
+    byId(`remove-yes-${p.id}`)?.focus();
+  }
+  /** Closes the inline confirmation, the focus back on "Remove". @param {Participant} p */
+  function keepParticipant(p) {
+    confirming = null;
+    renderSide();
+    byId(`remove-${p.id}`)?.focus();
+  }
+  /** @param {Participant} p */
+  async function removeParticipant(p) {
+    const ok = await cmd('remove', { participant: p.id });
+    confirming = null;
+    keepFocus(partsPanel, renderSide);
+    if (ok) {
+      toast(S.mod.removed(p.name), 'info');
+      announce(S.mod.removed(p.name));
+    }
+  }
+  /** @param {Participant} p */
+  async function askReconnect(p) {
+    const ok = await cmd('ask_reconnect', { participant: p.id });
+    if (ok) {
+      toast(S.mod.askedReconnect(p.name), 'info');
+      announce(S.mod.askedReconnect(p.name));
+    }
+  }
+
+  /** @param {Participant} p */
+  function nameOf(p) {
+    return h('span', { class: 'pname' }, p.name, p.delegation ? h('span', { class: 'who-del' }, ` · ${p.delegation}`) : null, h('span', { class: 'tag' }, S.role[p.role]));
+  }
+
+  /** A connected participant, with the chair's actions. @param {Participant} p */
+  function onlineRow(p) {
+    const canFloor = isChair && (p.role === 'delegate' || p.role === 'moderator');
+    /** @type {HTMLElement | null} */
+    let actions = null;
+    if (isChair && confirming === p.id) {
+      actions = h(
+        'div',
+        { class: 'confirm-box', role: 'group', 'aria-labelledby': `remove-q-${p.id}`, id: `remove-confirm-${p.id}` },
+        h('span', { id: `remove-q-${p.id}` }, S.mod.removeConfirm(p.name)),
+        h('button', { type: 'button', class: 'small bad', id: `remove-yes-${p.id}`, 'data-act': 'remove-yes', onclick: () => void removeParticipant(p) }, S.mod.removeYes),
+        h('button', { type: 'button', class: 'small', id: `remove-no-${p.id}`, 'data-act': 'remove-no', onclick: () => keepParticipant(p) }, S.mod.removeNo),
+      );
+      actions.addEventListener('keydown', (ev) => {
+        if (ev.key === 'Escape') {
+          ev.preventDefault();
+          keepParticipant(p);
+        }
+      });
+    } else if (isChair) {
+      actions = h(
+        'span',
+        { class: 'actions' },
+        canFloor ? h('button', { type: 'button', class: 'small', id: `floor-${p.id}`, 'data-act': 'give-floor', onclick: () => void cmd('give_floor', { participant: p.id }) }, S.mod.giveFloor) : null,
+        h('button', { type: 'button', class: 'small', id: `reconnect-${p.id}`, 'data-act': 'reconnect', 'aria-label': S.mod.askReconnectLabel(p.name), onclick: () => void askReconnect(p) }, S.mod.askReconnect),
+        h('button', { type: 'button', class: 'small bad', id: `remove-${p.id}`, 'data-act': 'remove', 'aria-label': S.mod.removeLabel(p.name), onclick: () => askRemove(p) }, S.mod.remove),
+      );
+    }
+    return h(
+      'li',
+      { 'data-participant': p.id, class: confirming === p.id ? 'confirming' : '' },
+      h('div', { class: 'part-line' }, nameOf(p), h('span', { class: 'presence', 'data-p': p.presence }, S.mod.presence[p.presence])),
+      actions,
+    );
+  }
+
   function renderSide() {
     const you = store.you;
-    const parts = [...store.participants.values()].filter((p) => p.role !== 'room' || true);
+    const others = [...store.participants.values()].filter((p) => p.id !== you?.id);
+    const online = others.filter((p) => p.presence === 'joined');
+    // Removed participants are gone from the console; the others who left are kept apart.
+    const away = others.filter((p) => p.presence === 'left' || p.presence === 'connection_lost');
+    if (confirming && !online.some((p) => p.id === confirming)) confirming = null;
+    const awayBox = byId('part-away');
+    const awayOpen = awayBox instanceof HTMLDetailsElement && awayBox.open;
     fill(
       partsPanel,
-      h('h2', {}, S.mod.participants),
-      h(
-        'ul',
-        { class: 'part-list' },
-        parts.map((p) =>
-          h(
-            'li',
-            {},
-            h('span', { class: 'pname' }, p.name, p.delegation ? h('span', { class: 'who-del' }, ` · ${p.delegation}`) : null, h('span', { class: 'tag' }, S.role[p.role])),
-            h('span', { class: 'presence', 'data-p': p.presence }, S.mod.presence[p.presence]),
-            isChair && (p.role === 'delegate' || p.role === 'moderator') && p.id !== you?.id
-              ? h('button', { type: 'button', class: 'small', onclick: () => void cmd('give_floor', { participant: p.id }) }, S.mod.giveFloor)
-              : null,
-          ),
-        ),
-      ),
-      isChair ? h('p', { class: 'muted' }, S.mod.noRemoveCommand) : null,
+      h('h2', { id: 'participants-title' }, S.mod.participants),
+      h('h3', {}, S.mod.connectedNow),
+      online.length
+        ? h('ul', { class: 'part-list', id: 'part-list', 'aria-labelledby': 'participants-title' }, online.map(onlineRow))
+        : h('p', { class: 'empty', id: 'part-list' }, S.mod.nobodyConnected),
+      away.length
+        ? h(
+            'details',
+            { id: 'part-away', open: awayOpen },
+            h('summary', {}, S.mod.notConnected(away.length)),
+            h('ul', { class: 'part-list' }, away.map((p) => h('li', { 'data-participant': p.id }, h('div', { class: 'part-line' }, nameOf(p), h('span', { class: 'presence', 'data-p': p.presence }, S.mod.presence[p.presence]))))),
+          )
+        : null,
     );
     msgNow.textContent = store.timerMessage ? `“${store.timerMessage}”` : '';
   }

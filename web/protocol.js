@@ -5,7 +5,10 @@
  *
  * - {@link Connection}: one websocket with automatic reconnect (exponential backoff with
  *   jitter), `hello`/`welcome`, clock sync by `ping`/`pong`, commands that resolve on `ack`
- *   and reject on `error`, and a {@link MeetingStore} that applies every event.
+ *   and reject on `error`, and a {@link MeetingStore} that applies every event. It adopts the
+ *   socket a page's inline script opened before the modules loaded (`window.__rtEarly`). A
+ *   `goodbye` `removed` closes it for good (`removed`, `closeReason` `removed`); `reconnect`
+ *   reconnects at once, and the media restart on the new welcome.
  * - {@link Publisher}: the publish peer connection (the client offers; simulcast camera).
  * - {@link Subscriber}: the subscribe peer connection (the server offers, with slots).
  * - {@link MediaSession}: both, restarted afresh after every `welcome` (the server closes a
@@ -21,7 +24,7 @@ export const PROTOCOL_VERSION = 1;
 // Wire types (docs/PROTOCOL.md, "Objects")
 
 /** @typedef {'moderator'|'delegate'|'room'|'technician'|'observer'|'assistant'} Role */
-/** @typedef {'joined'|'left'|'connection_lost'} Presence */
+/** @typedef {'joined'|'left'|'connection_lost'|'removed'} Presence */
 /** @typedef {'main'|'reply'} ListKind */
 /** @typedef {'pending'|'accepted'|'granted'} LiveState */
 
@@ -183,10 +186,34 @@ export const PROTOCOL_VERSION = 1;
  * Connection states shown to people.
  * - `connecting`: first attempt;
  * - `open`: joined (a `welcome` arrived);
- * - `reconnecting`: lost, trying again after a backoff;
+ * - `reconnecting`: lost, trying again after a backoff (or at once: `reconnect`);
  * - `closed`: given up or closed on purpose; `closeReason` says why.
  * @typedef {'idle'|'connecting'|'open'|'reconnecting'|'closed'} ConnState
  */
+
+/**
+ * Why the server said goodbye (docs/PROTOCOL.md, "Goodbye and closing"):
+ * - `shutdown` (close 1001): the server is stopping; reconnect with backoff;
+ * - `replaced` (4000): the same participant joined elsewhere; stop (unless `reconnectForever`);
+ * - `flood` (1008): too many refused frames;
+ * - `removed` (4003): the chair removed this participant; stop for good, whatever the options;
+ * - `reconnect` (4004): the chair asked this client to reconnect; reconnect at once (no
+ *   backoff) and start media afresh (queue place and floor are kept by the server).
+ * @typedef {'shutdown'|'replaced'|'flood'|'removed'|'reconnect'} GoodbyeReason
+ */
+
+/**
+ * `Connection.closeReason` (and the reason passed with `state`) is either one of these codes
+ * or a sentence for people:
+ * - `removed`: closed for good, the chair removed this participant;
+ * - `replaced`: closed, the invite was opened elsewhere;
+ * - `reconnect`: reconnecting at once, the chair asked for it;
+ * - `left`: closed by {@link Connection.close} with no reason given.
+ * @typedef {'removed'|'replaced'|'reconnect'|'left'|string} CloseReason
+ */
+
+/** Websocket close codes the server uses with a goodbye, by reason. */
+export const CLOSE_CODES = Object.freeze({ shutdown: 1001, flood: 1008, replaced: 4000, removed: 4003, reconnect: 4004 });
 
 // ---------------------------------------------------------------------------------------------
 // A tiny event emitter (no DOM EventTarget, so the library also runs in tests without a DOM)
@@ -421,6 +448,47 @@ export class MeetingStore extends Emitter {
 // The connection
 
 /**
+ * @typedef {object} EarlySocket
+ * @property {WebSocket} ws
+ * @property {number} protocol the version its hello said
+ * @property {number} at when it was created (`performance.now()`)
+ * @property {number} [openAt] when it opened
+ * @property {number} [helloAt] when its `hello` went out (id `h0`)
+ * @property {string[]} queue what the server sent before protocol.js took it over
+ */
+
+/**
+ * The websocket a page's inline script opened (and said hello on) before the modules loaded
+ * (`window.__rtEarly`, see web/delegate.html), if it is for `url`, speaks this protocol version
+ * and is not closing; taken once (a reconnect opens its own).
+ * @param {string} url
+ * @returns {EarlySocket | null}
+ */
+function takeEarlySocket(url) {
+  /** @type {any} */
+  const g = globalThis;
+  /** @type {EarlySocket | undefined} */
+  const early = g.__rtEarly;
+  if (!early) return null;
+  g.__rtEarly = undefined;
+  const ws = early.ws;
+  if (typeof WebSocket === 'undefined' || !(ws instanceof WebSocket)) return null;
+  let same = false;
+  try {
+    same = new URL(url, typeof location !== 'undefined' ? location.href : undefined).href === ws.url;
+  } catch {
+    same = false;
+  }
+  if (same && early.protocol === PROTOCOL_VERSION && (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN)) return early;
+  try {
+    ws.close();
+  } catch {
+    /* already closed */
+  }
+  return null;
+}
+
+/**
  * @typedef {object} ConnectionOptions
  * @property {string} token the invite token
  * @property {string} [url] websocket URL (default: `/ws` on this page's host)
@@ -437,7 +505,8 @@ export class MeetingStore extends Emitter {
  *   welcome: [Welcome],
  *   message: [any],
  *   command_error: [ProtocolError],
- *   goodbye: [string],
+ *   goodbye: [GoodbyeReason],
+ *   joined: [Welcome],
  *   publish_answer: [{type: 'publish_answer', sdp: string}],
  *   subscribe_offer: [{type: 'subscribe_offer', sdp: string, slots: SlotInfo[]}],
  *   ice_candidate: [{type: 'ice_candidate', pc: 'publish'|'subscribe', candidate: string,
@@ -465,8 +534,14 @@ export class Connection extends Emitter {
     this.reconnectForever = opts.reconnectForever ?? false;
     /** @type {ConnState} */
     this.state = 'idle';
-    /** Why the connection is closed or reconnecting (for people). */
+    /** @type {CloseReason} why the connection is closed or reconnecting */
     this.closeReason = '';
+    /** @type {GoodbyeReason | ''} the last goodbye received (cleared by a welcome) */
+    this.goodbye = '';
+    /** True once the chair removed this participant: closed for good. */
+    this.removed = false;
+    /** The next reconnect goes at once, with no backoff (`goodbye` `reconnect`). */
+    this._immediate = false;
     /** Consecutive failed attempts (reset by a welcome). */
     this.attempts = 0;
     /** How many times a welcome arrived (1 on the first join). */
@@ -487,45 +562,71 @@ export class Connection extends Emitter {
     this._stopped = false;
     /** @type {Record<string, number>} first time (performance.now()) each milestone was reached */
     this.marks = {};
+    /** @type {string | undefined} the reason of the last `state` emitted */
+    this._lastReason = undefined;
+    this.mark('boot');
   }
 
   /**
    * Records the first time a milestone is reached (join-time measurements).
    * @param {string} name
+   * @param {number} [at] when (`performance.now()`; default now)
    */
-  mark(name) {
-    if (!(name in this.marks) && typeof performance !== 'undefined') this.marks[name] = Math.round(performance.now());
+  mark(name, at = typeof performance !== 'undefined' ? performance.now() : undefined) {
+    if (!(name in this.marks) && at !== undefined) this.marks[name] = Math.round(at);
   }
 
   /** Opens the connection (and keeps it open until {@link close}). */
   connect() {
+    if (this.removed) return;
     this._stopped = false;
     if (this._ws) return;
-    this._setState(this.joins === 0 && this.attempts === 0 ? 'connecting' : 'reconnecting', this.closeReason);
-    const ws = new WebSocket(this.url);
+    const early = takeEarlySocket(this.url);
+    this.mark('ws_created', early?.at);
+    const first = this.joins === 0 && this.attempts === 0;
+    // A retry keeps the reason it was scheduled with (the banner says why it reconnects).
+    this._setState(first ? 'connecting' : 'reconnecting', this.state === 'reconnecting' ? (this._lastReason ?? '') : this.closeReason);
+    const ws = early?.ws ?? new WebSocket(this.url);
     this._ws = ws;
     let opened = false;
     ws.onopen = () => {
       opened = true;
       this.mark('ws_open');
       this._sendRaw({ id: this._id('h'), type: 'hello', protocol: PROTOCOL_VERSION });
+      this.mark('hello_sent');
     };
-    ws.onmessage = (ev) => {
-      if (typeof ev.data !== 'string') return;
+    /** @param {unknown} data */
+    const onData = (data) => {
+      if (typeof data !== 'string') return;
       /** @type {any} */
       let m;
       try {
-        m = JSON.parse(ev.data);
+        m = JSON.parse(data);
       } catch {
         return;
       }
       this._onMessage(ws, m);
     };
+    ws.onmessage = (ev) => onData(ev.data);
+    if (early && ws.readyState === WebSocket.OPEN) {
+      // The page's inline script said hello already: replay what came since, in order. In a
+      // microtask: after the page's own set-up (it calls connect() and then subscribes to the
+      // events), before anything newer (that arrives in later tasks).
+      opened = true;
+      this.mark('ws_open', early.openAt);
+      this.mark('hello_sent', early.helloAt);
+      queueMicrotask(() => {
+        for (const data of early.queue.splice(0)) onData(data);
+      });
+    }
     ws.onclose = (ev) => {
       if (this._ws !== ws) return;
       this._ws = null;
       this._stopPings();
       this._failPending('disconnected');
+      // The close code alone says it too, should the goodbye have been lost.
+      if (ev.code === CLOSE_CODES.removed && !this.removed) this._onGoodbye('removed');
+      else if (ev.code === CLOSE_CODES.reconnect && this.closeReason !== 'reconnect') this._onGoodbye('reconnect');
       if (this._stopped) {
         this._setState('closed', this.closeReason || 'closed');
         return;
@@ -653,7 +754,9 @@ export class Connection extends Emitter {
   /** @param {string} why */
   _scheduleRetry(why) {
     if (this._stopped) return;
-    const n = this.attempts++;
+    const immediate = this._immediate;
+    this._immediate = false;
+    const n = immediate ? 0 : this.attempts++;
     const base = Math.min(this.maxBackoffMs, this.minBackoffMs * 2 ** Math.min(n, 10));
     const delay = n === 0 ? 0 : base / 2 + Math.random() * (base / 2);
     this._setState(this.joins === 0 && n === 0 ? 'connecting' : 'reconnecting', why);
@@ -695,6 +798,33 @@ export class Connection extends Emitter {
     this._pings.clear();
   }
 
+  /**
+   * What a goodbye means for reconnecting.
+   * @param {GoodbyeReason} reason
+   */
+  _onGoodbye(reason) {
+    this.goodbye = reason;
+    if (reason === 'removed') {
+      // The chair removed us: never reconnect, whatever the options (a reload tries again).
+      this.removed = true;
+      this._stopped = true;
+      this.closeReason = 'removed';
+      if (this._retryTimer) clearTimeout(this._retryTimer);
+      this._retryTimer = null;
+    } else if (reason === 'reconnect') {
+      // The chair asked for a fresh start: reconnect at once, media restarts on the welcome.
+      this._immediate = true;
+      this.closeReason = 'reconnect';
+    } else if (reason === 'replaced' && !this.reconnectForever) {
+      // Someone opened this invite elsewhere: do not fight over it.
+      this._stopped = true;
+      this.closeReason = 'replaced';
+    } else {
+      this.closeReason = reason === 'shutdown' ? 'the server is restarting' : reason;
+    }
+    this.emit('goodbye', reason);
+  }
+
   /** @param {string} code */
   _failPending(code) {
     for (const [id, p] of this._pending) {
@@ -712,11 +842,19 @@ export class Connection extends Emitter {
     switch (m.type) {
       case 'welcome':
         this.mark('welcome');
+        // When the server wrote it, on this page's clock (meaningful when both share a clock:
+        // tests on one machine): tells the server's time from the page's own delays.
+        if (typeof performance !== 'undefined') this.mark('welcome_server_time', performance.now() - (Date.now() - m.server_time));
         this.attempts = 0;
         this.joins++;
+        this.goodbye = '';
         this.clock.rough(m.server_time, Date.now());
-        this.store.applyWelcome(m);
+        // Media first (`joined`: the subscription is asked for before any page renders),
+        // then the store and the pages.
+        this.store.iceServers = m.ice_servers ?? [];
         this._setState('open', '');
+        this.emit('joined', m);
+        this.store.applyWelcome(m);
         this._startPings();
         this.emit('welcome', m);
         break;
@@ -757,14 +895,7 @@ export class Connection extends Emitter {
         break;
       }
       case 'goodbye':
-        this.emit('goodbye', m.reason);
-        if (m.reason === 'replaced' && !this.reconnectForever) {
-          // Someone opened this invite elsewhere: do not fight over it.
-          this._stopped = true;
-          this.closeReason = 'replaced';
-        } else {
-          this.closeReason = m.reason === 'shutdown' ? 'the server is restarting' : m.reason;
-        }
+        this._onGoodbye(m.reason);
         break;
       case 'publish_answer':
         this.mark('publish_answer');
@@ -795,6 +926,14 @@ export const SIMULCAST = [
   { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
+
+/**
+ * Whether a slot carries video (a participant's video track, the speaker or the screen slot).
+ * @param {SlotInfo} sl
+ */
+function isVideo(sl) {
+  return sl.slot === 'speaker' || sl.slot === 'screen' || (sl.slot === 'track' && sl.kind === 'video');
+}
 
 /**
  * Sends trickled candidates of one peer connection; queues the server's until the remote
@@ -933,7 +1072,7 @@ export class Publisher {
  * @property {MediaStream} stream
  */
 
-/** @typedef {{track: [ReceivedTrack], slots: [SlotInfo[]]}} SubscriberEvents */
+/** @typedef {{track: [ReceivedTrack], slots: [SlotInfo[]], first_frame: [string]}} SubscriberEvents */
 
 /**
  * The subscribe connection: the server offers (first after `media_preferences`, again when
@@ -961,6 +1100,8 @@ export class Subscriber extends Emitter {
     this.current = new Map();
     /** Start new video mids on a lower layer ({@link watchLayers}). */
     this.startLow = false;
+    /** @type {Set<string>} mids a render height was ever sent for */
+    this._sentRender = new Set();
     /**
      * The height new video mids start at: the middle layer. (The low layer would be the
      * surest, but the server's keyframe requests for it do not reach Chrome: its `pliCount`
@@ -969,6 +1110,8 @@ export class Subscriber extends Emitter {
     this.startHeight = 360;
     /** @type {Promise<void>} offers are handled one at a time */
     this._chain = Promise.resolve();
+    /** @type {ReceivedTrack[] | null} tracks waiting for the answer to go out */
+    this._held = null;
     /** @type {(() => void)[]} */
     this._off = [];
     this.pc.ontrack = (ev) => {
@@ -978,7 +1121,10 @@ export class Subscriber extends Emitter {
       const slot = this.slots.get(mid) ?? { slot: 'speaker', mid };
       const rt = { mid, slot, track: ev.track, stream };
       this.tracks.set(mid, rt);
-      this.emit('track', rt);
+      // While an answer is being made, the page hears of the track once it is sent (its
+      // handlers build elements: not on the way to the answer).
+      if (this._held) this._held.push(rt);
+      else this.emit('track', rt);
     };
     this._off.push(conn.on('subscribe_offer', (m) => {
       this._chain = this._chain.then(() => this._onOffer(m.sdp, m.slots)).catch((e) => {
@@ -996,7 +1142,10 @@ export class Subscriber extends Emitter {
    */
   async start(prefs = {}) {
     this.thumbnails = prefs.thumbnails ?? false;
-    await this.conn.send('media_preferences', { thumbnails: this.thumbnails });
+    // Sent synchronously (before the first await): nothing else goes out before it.
+    const acked = this.conn.send('media_preferences', { thumbnails: this.thumbnails });
+    this.conn.mark('media_preferences_sent');
+    await acked;
   }
 
   /**
@@ -1036,16 +1185,115 @@ export class Subscriber extends Emitter {
           fresh = true;
         }
       }
-      // Before the answer: the first packets forwarded are already the low layer's.
-      if (fresh) await this._sendRender();
+      // Before the answer, and not waited for: the websocket keeps the order, so the server
+      // applies the heights before the answer, and the answer does not wait a round trip.
+      if (fresh) void this._sendRender();
+    } else if ([...this.render.keys()].some((mid) => slots.some((sl) => sl.mid === mid))) {
+      void this._sendRender();
     }
-    await this.pc.setRemoteDescription({ type: 'offer', sdp });
-    await this.trickle.drain();
-    const answer = await this.pc.createAnswer();
-    await this.pc.setLocalDescription(answer);
-    await this.conn.send('subscribe_answer', { sdp: this.pc.localDescription?.sdp ?? answer.sdp });
+    this._held = [];
+    /** @type {Promise<Ack> | null} */
+    let acked = null;
+    try {
+      await this.pc.setRemoteDescription({ type: 'offer', sdp });
+      await this.trickle.drain();
+      const answer = await this.pc.createAnswer();
+      await this.pc.setLocalDescription(answer);
+      acked = this.conn.send('subscribe_answer', { sdp: this.pc.localDescription?.sdp ?? answer.sdp });
+      this.conn.mark('subscribe_answer_sent');
+    } finally {
+      const held = this._held ?? [];
+      this._held = null;
+      for (const rt of held) this.emit('track', rt);
+    }
+    await acked;
     this.conn.mark('subscribe_answered');
     this.trickle.flush();
+  }
+
+  /**
+   * The first frame, fast: for every video mid of the first offer, the layer whose keyframe
+   * comes soonest is asked for the moment this connection is up, and the mid goes back to the
+   * page's height (or the slot's default) once its first frame is decoded.
+   *
+   * Why (measured, tests/e2e/README.md): the server asks the publisher for a keyframe when a
+   * slot's layer changes. Asked before this connection is up (at the offer, or by a render
+   * height sent with the answer), the keyframe arrives before DTLS and is lost, and the next
+   * request waits out the server's 1 s throttle; the slot's default, the high layer, is often
+   * paused by a bandwidth-limited publisher, whose keyframe requests it then ignores. So nothing
+   * is asked before the answer; at `connected`, each mid still without a frame is asked for
+   * `height` (default 360, the middle layer, or the page's height if smaller): a change of layer
+   * made now gets a keyframe request that is not lost, and Chrome answers it within ~50 ms.
+   * Afterwards the server's own fallback (from a paused layer) takes over.
+   * @param {{height?: number, everyMs?: number, giveUpMs?: number}} [opts]
+   * @returns {() => void} stops
+   */
+  kickstart(opts = {}) {
+    const height = opts.height ?? 360;
+    const everyMs = opts.everyMs ?? 50;
+    const giveUpMs = opts.giveUpMs ?? 10000;
+    /** @type {Set<string>} video mids of the first offer still without a frame */
+    const waiting = new Set();
+    let offered = false;
+    let started = 0;
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    let timer = null;
+    let stopped = false;
+    const offOffer = this.on('slots', (slots) => {
+      if (offered) return;
+      offered = true;
+      for (const sl of slots) if (isVideo(sl)) waiting.add(sl.mid);
+    });
+    const done = () => {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      timer = null;
+      offOffer();
+      this.pc.removeEventListener('connectionstatechange', onState);
+    };
+    /** Back to the page's height (or the slot's default) for these mids. @param {string[]} mids */
+    const release = (mids) => {
+      if (!mids.length) return;
+      for (const mid of mids) {
+        waiting.delete(mid);
+        this.current.delete(mid);
+      }
+      void this._sendRender();
+    };
+    const tick = async () => {
+      timer = null;
+      if (stopped || this.pc.connectionState === 'closed') return;
+      const report = await this.pc.getStats().catch(() => null);
+      if (stopped) return;
+      /** @type {string[]} */
+      const decoded = [];
+      report?.forEach((st) => {
+        if (st.type === 'inbound-rtp' && st.kind === 'video' && st.mid && waiting.has(st.mid) && (st.framesDecoded ?? 0) > 0) decoded.push(st.mid);
+      });
+      if (decoded.length) this.conn.mark('first_frame');
+      for (const mid of decoded) this.emit('first_frame', mid);
+      release(decoded);
+      if (Date.now() - started > giveUpMs) release([...waiting]);
+      if (waiting.size === 0) done();
+      else timer = setTimeout(() => void tick(), everyMs);
+    };
+    const onState = () => {
+      if (this.pc.connectionState !== 'connected' || started) return;
+      started = Date.now();
+      let changed = false;
+      for (const mid of waiting) {
+        const own = this.render.get(mid);
+        const h = own !== undefined && own > 0 ? Math.min(own, height) : height;
+        if (this.current.get(mid) !== h) {
+          this.current.set(mid, h);
+          changed = true;
+        }
+      }
+      if (changed) void this._sendRender();
+      void tick();
+    };
+    this.pc.addEventListener('connectionstatechange', onState);
+    return done;
   }
 
   /**
@@ -1144,10 +1392,13 @@ export class Subscriber extends Emitter {
   async _sendRender() {
     /** @type {{mid: string, height: number}[]} */
     const render = [];
-    for (const mid of this.slots.keys()) {
+    for (const [mid, slot] of this.slots) {
       const hgt = this.current.get(mid) ?? this.render.get(mid);
       if (hgt !== undefined) render.push({ mid, height: hgt });
+      // A mid that had a height and has none now goes back to the slot's default (0).
+      else if (this._sentRender.has(mid) && isVideo(slot)) render.push({ mid, height: 0 });
     }
+    for (const r of render) this._sentRender.add(r.mid);
     await this.conn.send('media_preferences', { thumbnails: this.thumbnails, render }).catch(() => {});
   }
 
@@ -1165,9 +1416,25 @@ export class Subscriber extends Emitter {
  * @property {boolean} [subscribe] open the subscribe connection (default true)
  * @property {boolean} [thumbnails]
  * @property {number} [connectTimeoutMs] a connection not up by then counts as failed (default 15000)
- * @property {boolean} [layerFallback] step a stalled video down a simulcast layer (default true;
- *   see {@link Subscriber.watchLayers})
+ * @property {boolean} [layerFallback] the client-side layer control of
+ *   {@link Subscriber.watchLayers} (start low, step up, step down on a stall); default
+ *   {@link MEDIA_DEFAULTS}`.layerFallback` (off: the server falls back by itself now)
+ * @property {boolean} [fastStart] {@link Subscriber.kickstart}: the middle layer asked for at
+ *   `connected` until the first frame (default {@link MEDIA_DEFAULTS}`.fastStart`, on; not
+ *   with `layerFallback`)
  */
+
+/**
+ * Defaults of every {@link MediaSession}. `globalThis.__rtMediaDefaults` (set before the page's
+ * modules run, e.g. by a test's init script) overrides them: a diagnostic knob for comparing
+ * the layer strategies, not a setting.
+ * @type {{layerFallback: boolean, fastStart: boolean}}
+ */
+export const MEDIA_DEFAULTS = {
+  layerFallback: false,
+  fastStart: true,
+  .../** @type {any} */ (globalThis).__rtMediaDefaults,
+};
 
 /**
  * @typedef {{
@@ -1175,6 +1442,7 @@ export class Subscriber extends Emitter {
  *   slots: [SlotInfo[]],
  *   state: ['idle'|'connecting'|'connected'|'failed'|'closed', string],
  *   failed: [string],
+ *   first_frame: [string],
  * }} MediaSessionEvents
  */
 
@@ -1203,7 +1471,8 @@ export class MediaSession extends Emitter {
     this._gen = 0;
     /** @type {ReturnType<typeof setTimeout> | null} */
     this._timer = null;
-    this._offWelcome = conn.on('welcome', () => void this.restart());
+    // `joined` comes before the pages render the welcome: the subscription goes out first.
+    this._offWelcome = conn.on('joined', () => void this.restart());
     this._offState = conn.on('state', (s) => {
       if (s === 'reconnecting' || s === 'closed') this._teardown(s === 'closed' ? 'closed' : 'idle');
     });
@@ -1228,38 +1497,53 @@ export class MediaSession extends Emitter {
     if (this.state !== to) this._set(to);
   }
 
-  /** Closes both connections and opens them again. */
+  /**
+   * Closes both connections and opens them again: the subscription first (its
+   * `media_preferences` leaves before anything else), the publish side beside it, neither
+   * waiting for the other.
+   */
   async restart() {
     this._teardown('idle');
     const gen = this._gen;
     this._set('connecting');
+    /** @type {Promise<void>[]} */
+    const jobs = [];
+    if (this.opts.subscribe !== false) jobs.push(this._subscribe(gen));
+    jobs.push(this._publish(gen));
     try {
-      if (this.opts.subscribe !== false) {
-        const sub = new Subscriber(this.conn, this._config());
-        this.subscriber = sub;
-        sub.on('track', (t) => this.emit('track', t));
-        sub.on('slots', (s) => this.emit('slots', s));
-        this._watch(sub.pc, gen);
-        await sub.start({ thumbnails: this.opts.thumbnails });
-        if (this.opts.layerFallback !== false) {
-          const stop = sub.watchLayers();
-          sub.pc.addEventListener('connectionstatechange', () => {
-            if (sub.pc.connectionState === 'closed') stop();
-          });
-          const close = sub.close.bind(sub);
-          sub.close = () => {
-            stop();
-            close();
-          };
-        }
-      }
-      if (gen !== this._gen) return;
-      await this._publish(gen);
+      await Promise.all(jobs);
     } catch (e) {
       this._fail(gen, e);
       return;
     }
     this._arm(gen);
+  }
+
+  /** @param {number} gen */
+  async _subscribe(gen) {
+    // The request first: the server prepares its offer while this page builds the peer
+    // connection (the offer cannot arrive before this task ends, so nothing is missed).
+    const thumbnails = this.opts.thumbnails ?? false;
+    const asked = this.conn.send('media_preferences', { thumbnails });
+    this.conn.mark('media_preferences_sent');
+    const sub = new Subscriber(this.conn, this._config());
+    sub.thumbnails = thumbnails;
+    this.subscriber = sub;
+    sub.on('track', (t) => this.emit('track', t));
+    sub.on('slots', (s) => this.emit('slots', s));
+    sub.on('first_frame', (mid) => this.emit('first_frame', mid));
+    this._watch(sub.pc, gen);
+    const layers = this.opts.layerFallback ?? MEDIA_DEFAULTS.layerFallback;
+    const fast = !layers && (this.opts.fastStart ?? MEDIA_DEFAULTS.fastStart);
+    if (layers) sub.startLow = true;
+    // Listening before the offer can come.
+    const stop = layers ? sub.watchLayers() : fast ? sub.kickstart() : () => {};
+    const close = sub.close.bind(sub);
+    sub.close = () => {
+      stop();
+      close();
+    };
+    await asked;
   }
 
   /**

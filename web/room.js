@@ -93,6 +93,12 @@ function start(conn) {
     setTimeout(() => conn.restart('media failed'), delay);
   });
   // A closed connection (e.g. replaced) still comes back: reconnectForever; the welcome restarts media.
+  // Removed by the chair is the exception: the page says so (ui.js) and the devices go off.
+  conn.on('state', (s, why) => {
+    if (s !== 'closed' || why !== 'removed') return;
+    media.close();
+    for (const t of local?.getTracks() ?? []) t.stop();
+  });
 
   // ------------------------------------------------------------------ layout
   const itemEl = h('div', { class: 'item', id: 'room-item' });

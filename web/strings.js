@@ -26,6 +26,10 @@ export const S = {
     closedBecause: (why) => `Disconnected: ${why}`,
     replaced: 'This invitation was opened in another window or device. This window is no longer connected.',
     left: 'You left the meeting.',
+    removed: 'The chair removed you from the meeting',
+    removedHelp: 'This page is no longer connected and will not reconnect. If you think this is a mistake, contact the organisers.',
+    reconnectAsked: 'The chair asked this page to reconnect. Reconnecting…',
+    reconnected: 'Reconnected',
     noToken: 'This page needs an invitation link (…?token=…). Ask the organisers for yours.',
     rejoin: 'Rejoin',
   },
@@ -232,13 +236,30 @@ export const S = {
       ['?', 'show this list'],
     ],
     dragHint: 'Drag to reorder, or focus a row and press Alt+↑ / Alt+↓.',
-    presence: { joined: 'online', left: 'left', connection_lost: 'connection lost' },
+    presence: { joined: 'online', left: 'left', connection_lost: 'connection lost', removed: 'removed' },
     holders: 'Speaking now',
     /** @param {string} name */
     moved: (name) => `${name} moved`,
     myRequests: 'Requests I made',
     timerLink: 'Open the lectern timer',
-    noRemoveCommand: 'Removing a participant or asking them to reconnect is not in the protocol yet.',
+    connectedNow: 'Connected now',
+    nobodyConnected: 'Nobody else is connected',
+    /** @param {number} n */
+    notConnected: (n) => `Not connected (${n})`,
+    askReconnect: 'Ask to reconnect',
+    /** @param {string} name */
+    askReconnectLabel: (name) => `Ask ${name} to reconnect`,
+    /** @param {string} name */
+    askedReconnect: (name) => `${name} was asked to reconnect`,
+    remove: 'Remove',
+    /** @param {string} name */
+    removeLabel: (name) => `Remove ${name} from the meeting`,
+    /** @param {string} name */
+    removeConfirm: (name) => `Remove ${name} from the meeting? Their page closes and their requests are cancelled.`,
+    removeYes: 'Yes, remove',
+    removeNo: 'Keep',
+    /** @param {string} name */
+    removed: (name) => `${name} was removed from the meeting`,
   },
 
   observer: {

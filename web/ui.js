@@ -188,27 +188,81 @@ export function boot(opts = {}) {
     throw new Error('no token');
   }
   const conn = new Connection({ token, reconnectForever: opts.reconnectForever });
+  /** Every state the banner showed, for tests: `[state, reason, ms since navigation]`. @type {[string, string, number][]} */
+  const states = [];
+  /** @type {ReturnType<typeof setTimeout> | null} */
+  let holdTimer = null;
+  /** When the banner started saying "reconnecting at the chair's request". */
+  let askedAt = 0;
   conn.on('state', (s, why) => {
-    banner.dataset.state = s;
-    let text = S.conn[s];
-    if (s === 'closed' && why === 'replaced') text = S.conn.replaced;
-    else if (s === 'closed' && why === 'left') text = S.conn.left;
-    else if ((s === 'closed' || s === 'reconnecting') && why) text = `${text} (${why})`;
-    banner.textContent = text;
-    document.body.dataset.conn = s;
-    if (s !== 'open') announce(text);
+    states.push([s, why, Math.round(performance.now())]);
+    if (holdTimer) clearTimeout(holdTimer);
+    holdTimer = null;
+    const show = () => {
+      banner.dataset.state = s;
+      document.body.dataset.conn = s;
+      banner.dataset.reason = why === 'removed' || why === 'reconnect' || why === 'replaced' ? why : '';
+      let text = S.conn[s];
+      if (s === 'closed' && why === 'removed') text = S.conn.removed;
+      else if (s === 'closed' && why === 'replaced') text = S.conn.replaced;
+      else if (s === 'closed' && why === 'left') text = S.conn.left;
+      else if (s === 'reconnecting' && why === 'reconnect') text = S.conn.reconnectAsked;
+      else if ((s === 'closed' || s === 'reconnecting') && why) text = `${text} (${why})`;
+      banner.textContent = text;
+      if (s !== 'open') announce(text);
+      return text;
+    };
+    if (s === 'reconnecting' && why === 'reconnect') askedAt = Date.now();
+    if (s === 'open' && askedAt) {
+      // Asked to reconnect: back within a blink. Leave "reconnecting" up a moment, so people
+      // see what happened, then say so.
+      const wait = Math.max(0, askedAt + 800 - Date.now());
+      askedAt = 0;
+      holdTimer = setTimeout(() => {
+        holdTimer = null;
+        show();
+        banner.textContent = S.conn.reconnected;
+      }, wait);
+      return;
+    }
+    show();
+    if (s === 'closed' && why === 'removed') showRemoved();
   });
   conn.on('command_error', (e) => {
     if (e.code === 'disconnected') {
+      // Said by the banner already when the server closed on purpose (removed, reconnect).
+      if (conn.goodbye || conn.state === 'closed') return;
       toast(S.conn.reconnecting);
       return;
     }
     toast(S.error.refused(e.code, e.message));
   });
   // Expose for tests and for the curious (the test hook: window.__rt).
-  /** @type {any} */ (window).__rt = Object.assign(/** @type {any} */ (window).__rt ?? {}, { conn, store: conn.store });
+  /** @type {any} */ (window).__rt = Object.assign(/** @type {any} */ (window).__rt ?? {}, { conn, store: conn.store, states });
   conn.connect();
   return conn;
+}
+
+/**
+ * The whole page says that the chair removed this participant (the connection is closed for
+ * good; a reload would try again). Every page gets it through {@link boot}.
+ */
+export function showRemoved() {
+  const app = document.getElementById('app') ?? document.body;
+  const box = h(
+    'section',
+    { class: 'check panel removed', id: 'removed', role: 'alert', 'aria-live': 'assertive' },
+    h('h1', { id: 'removed-title' }, S.conn.removed),
+    h('p', {}, S.conn.removedHelp),
+  );
+  fill(app, box);
+  document.body.dataset.removed = 'true';
+  for (const el of document.querySelectorAll('video, audio')) {
+    const m = /** @type {HTMLMediaElement} */ (el);
+    m.pause();
+    m.srcObject = null;
+  }
+  document.title = `roundtable · ${S.conn.removed}`;
 }
 
 /**

@@ -306,6 +306,134 @@ try {
     return 'Alt+↓ moved A to 2nd; N granted B; R revoked B';
   });
 
+  // ------------------------------------------------------------------------ 9
+  await test('9. the chair asks a delegate to reconnect: back at once, same place, media again', async () => {
+    const notes = [];
+    const st0 = await standingText(delA.page);
+    const req0 = await delA.page.evaluate(() => window.__rt.store.requestOf()?.id);
+    assert(req0 !== undefined, `A has a request before (${st0})`);
+    const joins0 = await delA.page.evaluate(() => window.__rt.conn.joins);
+    const states0 = await delA.page.evaluate(() => window.__rt.states.length);
+    await mod.page.click(`#reconnect-${idA}`);
+    const t0 = Date.now();
+    // The page shows it is reconnecting (the banner keeps it up a moment), then is back.
+    const shown = await until('A shows reconnecting', async () => {
+      const x = await delA.page.evaluate(() => ({ state: document.getElementById('conn')?.dataset.state, text: document.getElementById('conn')?.textContent }));
+      return x.state === 'reconnecting' && x;
+    }, 5000, 20);
+    notes.push(`banner "${shown.text}"`);
+    await delA.page.screenshot({ path: join(ARTIFACTS, 'delegate-reconnecting.png') });
+    await until('A joined again', () => delA.page.evaluate((j) => window.__rt.conn.joins > j && window.__rt.conn.state === 'open', joins0), 5000, 20);
+    const back = Date.now() - t0;
+    const states = await delA.page.evaluate((n) => window.__rt.states.slice(n), states0);
+    assert(states.some(([s, why]) => s === 'reconnecting' && why === 'reconnect'), `states ${JSON.stringify(states)}`);
+    assert(states[states.length - 1][0] === 'open', `ends open: ${JSON.stringify(states)}`);
+    const gap = states[states.length - 1][2] - states.find(([s]) => s === 'reconnecting')[2];
+    notes.push(`rejoined in ${gap} ms (no backoff); states ${states.map(([s, w]) => `${s}${w ? `:${w}` : ''}`).join(' → ')}`);
+    // Same place in the queue, same request.
+    const req1 = await until('A keeps the request', () => delA.page.evaluate(() => window.__rt.store.requestOf()?.id), 5000);
+    assert(req1 === req0, `same request (${req0} → ${req1})`);
+    const st1 = await until('A still in line', async () => {
+      const t = await standingText(delA.page);
+      return t.split('\n')[0] === st0.split('\n')[0] && t;
+    }, 5000);
+    notes.push(`request ${req1}: "${st1.split('\n')[0]}"`);
+    // Media afresh: a new subscribe connection decoding the room, frames growing; publishing again.
+    const f1 = await until('A decodes room video again', async () => {
+      const v = programVideo(await stats(delA.page));
+      return v && v.framesDecoded > 0 && v.framesDecoded;
+    }, 15000, 50);
+    await sleep(1000);
+    const f2 = programVideo(await stats(delA.page))?.framesDecoded ?? 0;
+    assert(f2 > f1, `frames grow (${f1} → ${f2})`);
+    const out = await until('A publishes again', async () => {
+      const o = (await stats(delA.page)).outbound.filter((x) => x.bytesSent > 0);
+      return o.length && o;
+    }, 10000);
+    notes.push(`media back ${Date.now() - t0} ms after the click; frames ${f1} → ${f2} in 1 s; sends ${out.map((o) => `${o.kind}${o.rid ? ':' + o.rid : ''}`).join(' ')}`);
+    const info = await until('the console confirms', () => mod.page.evaluate(() => [...document.querySelectorAll('.toast-info')].map((t) => t.textContent).find((t) => /reconnect/.test(t ?? ''))), 3000);
+    notes.push(`console: "${info.replace(/^ℹ\s*/, '').replace(/×$/, '').trim()}"; websocket back in ${back} ms`);
+    return notes.join('; ');
+  });
+
+  // ------------------------------------------------------------------------ 10
+  await test('10. the chair removes a delegate (inline confirmation by keyboard): removed page, no reconnect, gone from the list', async () => {
+    const notes = [];
+    const idC = 'delegate-rm';
+    const nameC = 'Kurmanbek Osmonov';
+    const delC = await open(srv.invite('delegate', nameC, 'Kyrgyz Republic', 'dlg', idC), 'delegateC');
+    try {
+      await joinDelegate(delC.page);
+      await delC.page.click('#raise');
+      await until('C in line', async () => /in line|You are next/.test(await standingText(delC.page)), 5000);
+      const reqC = await delC.page.evaluate(() => window.__rt.store.requestOf()?.id);
+      await mod.page.waitForSelector(`#part-list [data-participant="${idC}"]`);
+      // Remove, then Escape: nothing happens, the focus is back on "Remove".
+      await mod.page.click(`#remove-${idC}`);
+      await mod.page.waitForSelector(`#remove-confirm-${idC}`);
+      let focus = await mod.page.evaluate(() => document.activeElement?.id);
+      assert(focus === `remove-yes-${idC}`, `focus on the confirm button (${focus})`);
+      await mod.page.keyboard.press('Escape');
+      await until('confirmation closed', () => mod.page.evaluate((id) => !document.getElementById(`remove-confirm-${id}`), idC), 2000);
+      focus = await mod.page.evaluate(() => document.activeElement?.id);
+      assert(focus === `remove-${idC}`, `focus back on Remove (${focus})`);
+      assert(await delC.page.evaluate(() => window.__rt.conn.state === 'open'), 'C still connected after Escape');
+      // By keyboard: Enter on "Remove", Enter on "Yes, remove".
+      await mod.page.keyboard.press('Enter');
+      await mod.page.waitForSelector(`#remove-confirm-${idC}`);
+      const question = await mod.page.innerText(`#remove-confirm-${idC}`);
+      await mod.page.screenshot({ path: join(ARTIFACTS, 'moderator-remove-confirm.png') });
+      await mod.page.keyboard.press('Enter');
+      const msg = await until('C shows the removed message', async () => {
+        const t = await delC.page.evaluate(() => document.getElementById('removed')?.innerText ?? '');
+        return /The chair removed you from the meeting/.test(t) && t;
+      }, 5000, 20);
+      await delC.page.screenshot({ path: join(ARTIFACTS, 'delegate-removed.png') });
+      const c = await delC.page.evaluate(() => ({ state: window.__rt.conn.state, reason: window.__rt.conn.closeReason, joins: window.__rt.conn.joins, banner: document.getElementById('conn')?.textContent }));
+      assert(c.state === 'closed' && c.reason === 'removed', `C closed: ${JSON.stringify(c)}`);
+      // And stays so: no reconnect attempt.
+      await sleep(3000);
+      const later = await delC.page.evaluate(() => ({ state: window.__rt.conn.state, joins: window.__rt.conn.joins, states: window.__rt.states.map(([s, w]) => `${s}${w ? ':' + w : ''}`) }));
+      assert(later.state === 'closed' && later.joins === c.joins, `still closed 3 s later: ${JSON.stringify(later)}`);
+      assert(later.states[later.states.length - 1] === 'closed:removed' && !later.states.slice(later.states.indexOf('closed:removed')).some((x) => /connecting/.test(x)), `no reconnect: ${later.states.join(' → ')}`);
+      const devices = await delC.page.evaluate(() => window.__rt.devices());
+      assert(devices.length > 0 && devices.every((x) => x === 'ended'), `camera and microphone off: ${devices}`);
+      // The console: gone from the list, presence "removed" in the store, request ended.
+      await until('C gone from the participant list', () => mod.page.evaluate((id) => !document.querySelector(`#participants [data-participant="${id}"]`), idC), 5000);
+      const m = await mod.page.evaluate((a) => ({ presence: window.__rt.store.participants.get(a.id)?.presence, live: window.__rt.store.allRequests().some((r) => r.id === a.req) }), { id: idC, req: reqC });
+      assert(m.presence === 'removed', `presence ${m.presence}`);
+      assert(!m.live, `C's request ${reqC} ended`);
+      notes.push(`confirm "${question.split('\n')[0]}"; C: "${msg.split('\n')[0]}", banner "${c.banner}", ${later.states.join(' → ')}, devices ${devices.join('/')}; console: presence ${m.presence}, request ${reqC} ended, not listed`);
+      return notes.join('; ');
+    } finally {
+      await delC.ctx.close();
+    }
+  });
+
+  // ------------------------------------------------------------------------ 11
+  await test('11. remove / ask_reconnect refused: a delegate (forbidden), the chair removing themselves (invalid_value), nobody (not_found)', async () => {
+    const notes = [];
+    for (const type of ['remove', 'ask_reconnect']) {
+      const code = await delB.page.evaluate((t) => window.__rt.conn.send(t, { participant: 'delegate-1' }).then(() => 'acked', (e) => e.code), type);
+      assert(code === 'forbidden', `delegate ${type}: ${code}`);
+      notes.push(`delegate ${type}: ${code}`);
+    }
+    const self = await mod.page.evaluate(() => window.__rt.conn.send('remove', { participant: window.__rt.store.you.id }).then(() => 'acked', (e) => e.code));
+    assert(self === 'invalid_value', `chair removing themselves: ${self}`);
+    const none = await mod.page.evaluate(() => window.__rt.conn.send('remove', { participant: 'nobody-here' }).then(() => 'acked', (e) => e.code));
+    assert(none === 'not_found', `removing nobody: ${none}`);
+    const none2 = await mod.page.evaluate(() => window.__rt.conn.send('ask_reconnect', { participant: 'nobody-here' }).then(() => 'acked', (e) => e.code));
+    assert(none2 === 'not_found', `asking nobody: ${none2}`);
+    notes.push(`chair self-remove: ${self}; unknown: ${none}/${none2}`);
+    const toast = await until('the console shows the error', () => mod.page.evaluate(() => [...document.querySelectorAll('.toast-error')].map((t) => t.textContent).find((t) => /not_found|invalid_value/.test(t ?? ''))), 3000);
+    notes.push(`toast: ${toast.replace(/×$/, '').trim()}`);
+    // Everyone is still connected.
+    for (const [label, d] of [['A', delA], ['B', delB]]) {
+      assert(await d.page.evaluate(() => window.__rt.conn.state === 'open'), `${label} still connected`);
+    }
+    return notes.join('; ');
+  });
+
   // ------------------------------------------------------------------------ 5
   await test('5. minutes from the console list the interventions', async () => {
     // An in-room speaker too, through the form.
@@ -348,10 +476,27 @@ try {
       const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
       const page = await ctx.newPage();
       const t0 = Date.now();
-      await page.goto(url);
-      await until('first frame', async () => (programVideo(await stats(page))?.framesDecoded ?? 0) > 0, 15000, 20);
-      runs.push(Date.now() - t0);
-      marks.push(await page.evaluate(() => ({ ...window.__rt.conn.marks, first_frame_seen: Math.round(performance.now()) })));
+      await page.goto(url, { waitUntil: 'commit' });
+      // Watched from inside the page (getStats every 10 ms, ms since navigation): polling from
+      // here through the debugging protocol would add its own round trips to the number.
+      const at = await page.waitForFunction(() => {
+        const w = /** @type {any} */ (window);
+        if (!w.__rt?.stats) return false;
+        if (!w.__ff) {
+          w.__ff = { at: 0 };
+          const poll = async () => {
+            const s = await w.__rt.stats().catch(() => null);
+            const v = s?.inbound.find((x) => x.kind === 'video' && x.slot?.slot === 'track' && x.slot.source === 'program');
+            if (v && v.framesDecoded > 0) w.__ff.at = Math.round(performance.now());
+            else setTimeout(poll, 10);
+          };
+          void poll();
+        }
+        return w.__ff.at || false;
+      }, null, { timeout: 15000, polling: 50 });
+      runs.push(await at.jsonValue());
+      marks.push(await page.evaluate(() => ({ ...window.__rt.conn.marks, first_frame_seen: Math.round(performance.now()), test_ms: 0 })));
+      marks[marks.length - 1].test_ms = Date.now() - t0;
       await ctx.close();
     }
     const sorted = [...runs].sort((a, b) => a - b);
@@ -360,10 +505,10 @@ try {
       const v = marks.map((m) => m[k]).filter((x) => x !== undefined).sort((a, b) => a - b);
       return v[Math.floor(v.length / 2)];
     };
-    const breakdown = Object.fromEntries(['ws_open', 'welcome', 'subscribe_offer', 'subscribe_answered', 'subscribe_connected', 'first_frame_seen'].map((k) => [k, med(k)]));
+    const breakdown = Object.fromEntries(['ws_created', 'ws_open', 'welcome', 'media_preferences_sent', 'subscribe_offer', 'subscribe_answer_sent', 'subscribe_answered', 'subscribe_connected', 'first_frame', 'test_ms'].map((k) => [k, med(k)]));
     writeFileSync(
       join(ARTIFACTS, 'join-time.json'),
-      JSON.stringify({ runs_ms: runs, p50_ms: p50, target_ms: target, median_milestones_ms_since_navigation: breakdown, marks, what: 'delegate link opened → first room program frame decoded (getStats framesDecoded > 0), loopback, headless Chromium' }, null, 2),
+      JSON.stringify({ runs_ms: runs, p50_ms: p50, target_ms: target, median_milestones_ms_since_navigation: breakdown, marks, what: 'delegate link opened (navigation start) → first room program frame decoded (getStats framesDecoded > 0, polled in the page every 10 ms), loopback, headless Chromium; test_ms: the same seen from the test' }, null, 2),
     );
     const where = Object.entries(breakdown).map(([k, v]) => `${k} ${v}`).join(', ');
     assert(p50 <= target, `p50 ${p50} ms is over the ${target} ms target (runs ${runs.join(', ')}; median milestones since navigation: ${where})`);
