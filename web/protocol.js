@@ -509,6 +509,7 @@ function takeEarlySocket(url) {
  *   joined: [Welcome],
  *   publish_answer: [{type: 'publish_answer', sdp: string}],
  *   subscribe_offer: [{type: 'subscribe_offer', sdp: string, slots: SlotInfo[]}],
+ *   subscribe_slots: [{type: 'subscribe_slots', slots: SlotInfo[]}],
  *   ice_candidate: [{type: 'ice_candidate', pc: 'publish'|'subscribe', candidate: string,
  *     sdp_mid?: string, sdp_m_line_index?: number}],
  *   clock: [Clock],
@@ -905,6 +906,9 @@ export class Connection extends Emitter {
         this.mark('subscribe_offer');
         this.emit('subscribe_offer', m);
         break;
+      case 'subscribe_slots':
+        this.emit('subscribe_slots', m);
+        break;
       case 'ice_candidate':
         this.emit('ice_candidate', m);
         break;
@@ -1131,6 +1135,10 @@ export class Subscriber extends Emitter {
         console.error('roundtable: subscribe offer failed', e);
       });
     }));
+    // A quiet m-line handed to a newcomer's track: relabel, no renegotiation.
+    this._off.push(conn.on('subscribe_slots', (m) => {
+      this._chain = this._chain.then(() => this._relabel(m.slots));
+    }));
     this._off.push(conn.on('ice_candidate', (m) => {
       if (m.pc === 'subscribe') void this.trickle.remote(m);
     }));
@@ -1162,6 +1170,20 @@ export class Subscriber extends Emitter {
       if (!this.startLow || cur === undefined || v < cur) this.current.set(mid, v);
     }
     await this._sendRender();
+  }
+
+  /**
+   * What every live m-line carries now (`subscribe_slots`).
+   * @param {SlotInfo[]} slots
+   */
+  _relabel(slots) {
+    this.slots.clear();
+    for (const s of slots) this.slots.set(s.mid, s);
+    for (const [mid, rt] of this.tracks) {
+      const s = this.slots.get(mid);
+      if (s) rt.slot = s;
+    }
+    this.emit('slots', slots);
   }
 
   /**

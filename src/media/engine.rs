@@ -1689,6 +1689,11 @@ impl Engine {
         mut packet: rtc::rtp::Packet,
         now: Instant,
     ) {
+        // Padding only (a browser probing bandwidth on a layer's own stream, as no RTX is
+        // negotiated): nothing to forward, and it must not make a paused layer look flowing.
+        if packet.payload.is_empty() {
+            return;
+        }
         let Self {
             rooms,
             conns,
