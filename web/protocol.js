@@ -1247,13 +1247,22 @@ export class Subscriber extends Emitter {
    * `height` (default 360, the middle layer, or the page's height if smaller): a change of layer
    * made now gets a keyframe request that is not lost, and Chrome answers it within ~50 ms.
    * Afterwards the server's own fallback (from a paused layer) takes over.
-   * @param {{height?: number, everyMs?: number, giveUpMs?: number}} [opts]
+   * If no frame has come `retryMs` (250 ms) after asking, the other layer (180, or 360) is
+   * asked, and so on in turn: the publisher's Chrome ignores keyframe requests within ~300 ms
+   * of its last keyframe (often the one the server asked for before this connection was up),
+   * and the server repeats a request only after 1 s; a request for another layer goes out at once.
+   * @param {{height?: number, everyMs?: number, giveUpMs?: number, retryMs?: number}} [opts]
    * @returns {() => void} stops
    */
   kickstart(opts = {}) {
     const height = opts.height ?? 360;
     const everyMs = opts.everyMs ?? 50;
     const giveUpMs = opts.giveUpMs ?? 10000;
+    const retryMs = opts.retryMs ?? 250;
+    /** The layer asked for when the first one brings no frame in `retryMs`. */
+    const other = height > 180 ? 180 : 360;
+    let flip = false;
+    let askedAt = 0;
     /** @type {Set<string>} video mids of the first offer still without a frame */
     const waiting = new Set();
     let offered = false;
@@ -1296,22 +1305,34 @@ export class Subscriber extends Emitter {
       for (const mid of decoded) this.emit('first_frame', mid);
       release(decoded);
       if (Date.now() - started > giveUpMs) release([...waiting]);
+      else if (waiting.size && Date.now() - askedAt >= retryMs) {
+        // No frame yet: the publisher ignored the request (Chrome drops keyframe requests that
+        // come within ~300 ms of its last keyframe, and the server repeats only after 1 s).
+        // Asking the other layer makes the server send a new request at once.
+        flip = !flip;
+        ask(flip ? other : height);
+      }
       if (waiting.size === 0) done();
       else timer = setTimeout(() => void tick(), everyMs);
     };
-    const onState = () => {
-      if (this.pc.connectionState !== 'connected' || started) return;
-      started = Date.now();
+    /** Asks every waiting mid for `hgt` (or the page's height if smaller). @param {number} hgt */
+    const ask = (hgt) => {
+      askedAt = Date.now();
       let changed = false;
       for (const mid of waiting) {
         const own = this.render.get(mid);
-        const h = own !== undefined && own > 0 ? Math.min(own, height) : height;
+        const h = own !== undefined && own > 0 ? Math.min(own, hgt) : hgt;
         if (this.current.get(mid) !== h) {
           this.current.set(mid, h);
           changed = true;
         }
       }
       if (changed) void this._sendRender();
+    };
+    const onState = () => {
+      if (this.pc.connectionState !== 'connected' || started) return;
+      started = Date.now();
+      ask(height);
       void tick();
     };
     this.pc.addEventListener('connectionstatechange', onState);
@@ -1450,11 +1471,12 @@ export class Subscriber extends Emitter {
  * Defaults of every {@link MediaSession}. `globalThis.__rtMediaDefaults` (set before the page's
  * modules run, e.g. by a test's init script) overrides them: a diagnostic knob for comparing
  * the layer strategies, not a setting.
- * @type {{layerFallback: boolean, fastStart: boolean}}
+ * @type {{layerFallback: boolean, fastStart: boolean, firstFrameHeight: number}}
  */
 export const MEDIA_DEFAULTS = {
   layerFallback: false,
   fastStart: true,
+  firstFrameHeight: 360,
   .../** @type {any} */ (globalThis).__rtMediaDefaults,
 };
 
@@ -1559,7 +1581,7 @@ export class MediaSession extends Emitter {
     const fast = !layers && (this.opts.fastStart ?? MEDIA_DEFAULTS.fastStart);
     if (layers) sub.startLow = true;
     // Listening before the offer can come.
-    const stop = layers ? sub.watchLayers() : fast ? sub.kickstart() : () => {};
+    const stop = layers ? sub.watchLayers() : fast ? sub.kickstart({ height: MEDIA_DEFAULTS.firstFrameHeight }) : () => {};
     const close = sub.close.bind(sub);
     sub.close = () => {
       stop();

@@ -16,6 +16,7 @@
 //   JOIN_RUNS=7                     how many joins (default 5)
 //   JOIN_LAYERS=fast (default)      the pages' default: Subscriber.kickstart (middle layer at
 //                                   `connected` until the first frame, then the slot's default)
+//   JOIN_LAYERS=fast180             kickstart with another height (here 180)
 //   JOIN_LAYERS=client              the old client-side layer control (watchLayers) instead
 //   JOIN_LAYERS=server              neither: the slot's default layer from the start
 //   JOIN_EXTRA=2                    two publishing delegates beside the room (as in run.mjs)
@@ -56,6 +57,7 @@ function hooks(mode) {
   const w = window;
   if (mode === 'client') w.__rtMediaDefaults = { layerFallback: true };
   if (mode === 'server') w.__rtMediaDefaults = { layerFallback: false, fastStart: false };
+  if (/^fast\d+$/.test(mode)) w.__rtMediaDefaults = { firstFrameHeight: Number(mode.slice(4)) };
   w.__probe = { ws: [], pc: [], gum: [], gumDone: [], long: [] };
   try {
     new PerformanceObserver((l) => {
