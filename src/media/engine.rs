@@ -1213,15 +1213,7 @@ impl Engine {
             self.set_read_timeout(wait);
             match self.socket.recv_from(&mut buf) {
                 Ok((n, from)) => {
-                    self.stats.datagrams_in += 1;
-                    let read_at = Instant::now();
-                    let forwarded = self.stats.rtp_forwarded;
-                    self.datagram(&buf[..n], from, read_at);
-                    self.flush_dirty();
-                    if self.stats.rtp_forwarded != forwarded {
-                        let us = read_at.elapsed().as_micros() as u64;
-                        self.stats.forward_latency.record(us);
-                    }
+                    self.receive(&buf[..n], from, TransportProtocol::UDP, Instant::now());
                 }
                 Err(err)
                     if matches!(
@@ -1269,8 +1261,23 @@ impl Engine {
 
     // --- input ---------------------------------------------------------------------------
 
-    fn datagram(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
-        self.input(data, from, TransportProtocol::UDP, now);
+    /// One packet read off the socket or a TCP stream at `read_at`: handled, its output sent,
+    /// and, if it was forwarded, the time to the last copy recorded in `forward_latency`.
+    fn receive(
+        &mut self,
+        data: &[u8],
+        from: SocketAddr,
+        proto: TransportProtocol,
+        read_at: Instant,
+    ) {
+        self.stats.datagrams_in += 1;
+        let forwarded = self.stats.rtp_forwarded;
+        self.input(data, from, proto, read_at);
+        self.flush_dirty();
+        if self.stats.rtp_forwarded != forwarded {
+            let us = read_at.elapsed().as_micros() as u64;
+            self.stats.forward_latency.record(us);
+        }
     }
 
     /// What the TCP threads report.
@@ -1280,15 +1287,7 @@ impl Engine {
                 self.tcp_streams.insert(peer, stream);
             }
             TcpInput::Packet(peer, data) => {
-                self.stats.datagrams_in += 1;
-                let now = Instant::now();
-                let forwarded = self.stats.rtp_forwarded;
-                self.input(&data, peer, TransportProtocol::TCP, now);
-                self.flush_dirty();
-                if self.stats.rtp_forwarded != forwarded {
-                    let us = now.elapsed().as_micros() as u64;
-                    self.stats.forward_latency.record(us);
-                }
+                self.receive(&data, peer, TransportProtocol::TCP, Instant::now());
             }
             TcpInput::Closed(peer) => self.close_tcp(peer),
         }
@@ -1493,14 +1492,7 @@ impl Engine {
             any = true;
             let to = out.transport.peer_addr;
             if out.transport.transport_protocol == TransportProtocol::TCP {
-                let sent = match (
-                    self.tcp_streams.get_mut(&to),
-                    frame_packet_to(&out.message, &mut self.tcp_buf),
-                ) {
-                    (Some(stream), Some(n)) => stream.write_all(&self.tcp_buf[..n]).is_ok(),
-                    _ => false,
-                };
-                if sent {
+                if write_framed(&mut self.tcp_streams, &mut self.tcp_buf, to, &out.message) {
                     self.stats.datagrams_out += 1;
                 } else {
                     self.stats.send_errors += 1;
@@ -1672,8 +1664,10 @@ impl Engine {
     fn forward(&mut self, from: ConnId, packet: rtc::rtp::Packet, now: Instant) {
         if let Some(&ingress) = self.rooms.ingress.get(&(from, packet.header.ssrc)) {
             self.route(from, ingress, packet, now);
-            for event in std::mem::take(&mut self.rooms.speech) {
-                self.emit(event);
+            if !self.rooms.speech.is_empty() {
+                for event in std::mem::take(&mut self.rooms.speech) {
+                    self.emit(event);
+                }
             }
         } else {
             self.forward_by_table(from, packet, now);
@@ -2402,12 +2396,7 @@ impl Engine {
         while let Some(out) = conn.pc.poll_write() {
             let to = out.transport.peer_addr;
             if out.transport.transport_protocol == TransportProtocol::TCP {
-                if let (Some(stream), Some(n)) = (
-                    self.tcp_streams.get_mut(&to),
-                    frame_packet_to(&out.message, &mut self.tcp_buf),
-                ) {
-                    let _ = stream.write_all(&self.tcp_buf[..n]);
-                }
+                write_framed(&mut self.tcp_streams, &mut self.tcp_buf, to, &out.message);
             } else {
                 let _ = self.socket.send_to(&out.message, to);
             }
@@ -2514,6 +2503,20 @@ fn host_candidate(addr: SocketAddr, tcp: bool) -> Result<RTCIceCandidateInit, Me
     }
     .new_candidate_host()?;
     Ok(RTCIceCandidate::from(&candidate).to_json()?)
+}
+
+/// Writes one packet framed (RFC 4571) on the TCP stream to `to`: false if there is no such
+/// stream, the packet is too large to frame, or the write fails (or times out).
+fn write_framed(
+    streams: &mut HashMap<SocketAddr, TcpStream>,
+    buf: &mut [u8],
+    to: SocketAddr,
+    packet: &[u8],
+) -> bool {
+    match (streams.get_mut(&to), frame_packet_to(packet, buf)) {
+        (Some(stream), Some(n)) => stream.write_all(&buf[..n]).is_ok(),
+        _ => false,
+    }
 }
 
 /// Our `tcp passive` host candidate (ICE-TCP).
