@@ -33,8 +33,9 @@ ulimit -n 4096 2>/dev/null || true
 cargo run --quiet -p roundtable-headless --example rt-media-bench -- baku --delegates 4 --secs 5 --out target/bench-smoke/baku.json
 echo "== browser tests (web/ type check, then real Chromium against the release binary)"
 cargo build --release --quiet --bin roundtable
-# Join time is reported (target 1 s, docs/PERFORMANCE.md), not asserted tightly: a loaded CI
-# machine must not turn a measurement into a failure. The bound only says "it joins at all".
-E2E_JOIN_TARGET_MS="${E2E_JOIN_TARGET_MS:-30000}" ROUNDTABLE_BIN=target/release/roundtable \
+# Join time: the target is 1 s (docs/PERFORMANCE.md; p50 ~650 ms here on 2 cores). The bound
+# here is 2 s so that a noisy CI machine does not turn a measurement into a failure, while a
+# real regression (a lost keyframe request costs a second) still fails.
+E2E_JOIN_TARGET_MS="${E2E_JOIN_TARGET_MS:-2000}" ROUNDTABLE_BIN=target/release/roundtable \
   bash tests/e2e/check.sh
 echo "== all tests passed"

@@ -96,6 +96,7 @@ export const PROTOCOL_VERSION = 1;
  * @property {number} planned_ms
  * @property {number} extended_ms
  * @property {number} [intervention_ms]
+ * @property {number} [warning_ms] wrap-up phase: `item_warning` this long before the deadline
  * @property {'planned'|'running'|'paused'|'ended'|'skipped'} state
  * @property {number} [started_at]
  * @property {number} [deadline]

@@ -362,8 +362,8 @@ const warnedItems = new WeakMap();
 
 /**
  * The countdown that matters on a shared screen: the first speaker's (other than the chair),
- * else the current item's. Wrap-up for an item comes from the server's `item_warning` (the
- * item's warning threshold is not in the agenda view).
+ * else the current item's. An item's wrap-up starts `warning_ms` before its deadline (so a
+ * page opened during it shows it at once), or at the server's `item_warning`.
  * @param {import('./protocol.js').MeetingStore} store
  * @param {import('./protocol.js').Clock} clock
  * @returns {MainClock}
@@ -395,7 +395,8 @@ export function mainClock(store, clock) {
       const remaining = clock.remaining(item.deadline);
       let phase = phaseOf(remaining, undefined);
       if (phase === 'danger' && remaining > 10000) phase = 'normal';
-      if (phase === 'normal' && warned.has(item.id)) phase = 'wrapup';
+      const inWrapup = item.warning_ms !== undefined && remaining <= item.warning_ms;
+      if (phase === 'normal' && (warned.has(item.id) || inWrapup)) phase = 'wrapup';
       return { request: null, item, remaining, phase };
     }
     if (item.remaining_ms !== undefined) return { request: null, item, remaining: item.remaining_ms, phase: 'paused' };

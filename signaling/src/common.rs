@@ -307,6 +307,9 @@ pub struct ItemInfo {
     /// Per-intervention limit in a dialogue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intervention_ms: Option<i64>,
+    /// The wrap-up phase: `item_warning` comes this long before the deadline (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning_ms: Option<i64>,
     /// State.
     pub state: ItemState,
     /// When it started.

@@ -114,6 +114,11 @@ impl Engine {
     pub fn requests(&self) -> impl Iterator<Item = &Request> {
         self.requests.values()
     }
+    /// How long before an item's deadline its wrap-up phase starts (`item_warning`); None: no
+    /// wrap-up phase.
+    pub fn item_warning_ms(&self) -> Option<i64> {
+        (self.item_warning_ms > 0).then_some(self.item_warning_ms)
+    }
     /// Agenda items in order.
     pub fn items(&self) -> &[Item] {
         &self.items

@@ -2026,8 +2026,14 @@ impl Engine {
             Command::BindEgress { at, to, reply } => {
                 let result = match self.conns.get(&to.0) {
                     Some(c) if c.out_tracks.contains_key(&to.1) => {
+                        let up = c.state == ConnState::Connected;
                         self.rooms.egress.insert(at, to);
                         self.rooms.slots.insert(to, at);
+                        // Bound on a connection already up (it connected before its first
+                        // slot was bound): its slots may ask for keyframes now.
+                        if up && let Some(r) = self.rooms.routers.get_mut(&at.0) {
+                            r.subscriber_up(at.1);
+                        }
                         Ok(())
                     }
                     Some(_) => Err(MediaError::UnknownTrack(to.0)),

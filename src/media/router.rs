@@ -26,7 +26,9 @@
 //! - Thumbnails: a subscriber that asks gets every other delegate's camera on the low layer.
 //! - A video slot switches layer (or source) only at a keyframe of the target; until then the
 //!   old source keeps flowing. Keyframe requests are merged per (track, layer), sent at most
-//!   once per [`KEYFRAME_INTERVAL_MS`], and repeated until a keyframe arrives.
+//!   once per [`KEYFRAME_INTERVAL_MS`], and repeated until a keyframe arrives; requests to one
+//!   track are spaced by [`KEYFRAME_SPACING_MS`] (a browser drops closer ones). A subscriber
+//!   asks for nothing until its connection is up ([`Router::subscriber_connected`]).
 
 use std::collections::HashMap;
 
@@ -114,6 +116,14 @@ fn fit(height: Option<&u32>, layers: u8, default: u8) -> u8 {
 
 /// Minimum time between keyframe requests for one (track, layer).
 pub const KEYFRAME_INTERVAL_MS: Millis = 1_000;
+
+/// Minimum time between keyframe requests to one track, whatever the layer. A browser's
+/// encoder drops a request that comes within 300 ms of the last one it acted on (libwebrtc's
+/// minimum keyframe send interval, per sending stream, all layers at once), so a second
+/// request sooner is wasted and its slot waits for the next repeat; spacing them a little
+/// wider than that makes every request count. Chrome answers one with a keyframe on every
+/// layer, so the request that goes first usually serves the one that waits.
+pub const KEYFRAME_SPACING_MS: Millis = 350;
 
 /// A simulcast layer that sent nothing for this long is paused (a browser drops its upper
 /// layers when its bandwidth estimate falls): slots that want it fall back to the best layer
@@ -233,6 +243,10 @@ struct Peer {
     render: HashMap<Slot, u32>,
     /// Dropped audio packets (floor gate).
     gate_dropped: u64,
+    /// Its subscribing connection has come up ([`Router::subscriber_connected`]): until
+    /// then nothing reaches it, so its slots ask for no keyframe (a keyframe made for a
+    /// connection still coming up is lost, and would hold back the one it needs).
+    up: bool,
 }
 
 #[derive(Debug)]
@@ -288,6 +302,10 @@ pub struct Router {
     /// When a keyframe of (track, layer) was last asked for: the throttle outlives the request,
     /// so subscribers arriving one after another still cause at most one request a second.
     last_asked: HashMap<(TrackId, u8), Millis>,
+    /// When any layer of a track was last asked for a keyframe ([`KEYFRAME_SPACING_MS`]).
+    last_asked_track: HashMap<TrackId, Millis>,
+    /// Scratch for [`Router::poll_keyframe_requests`] (kept to avoid allocating per poll).
+    due: Vec<(TrackId, u8)>,
     next_ssrc: u32,
     forwarded: u64,
 }
@@ -311,6 +329,7 @@ impl Router {
                 thumbnails: false,
                 render: HashMap::new(),
                 gate_dropped: 0,
+                up: false,
             },
         );
         self.recompute();
@@ -537,15 +556,25 @@ impl Router {
 
     /// Keyframe requests to send now: merged per (track, layer), at most one per
     /// [`KEYFRAME_INTERVAL_MS`], repeated until a keyframe arrives.
+    /// Requests to one track are spaced by [`KEYFRAME_SPACING_MS`] (highest layer first).
     pub fn poll_keyframe_requests(&mut self, now: Millis, out: &mut Vec<(TrackId, u8)>) {
         self.expire_layers(now);
-        for key in self.keyframes.keys() {
-            let last = self.last_asked.get(key).copied();
-            if last.is_none_or(|l| now - l >= KEYFRAME_INTERVAL_MS) {
-                self.last_asked.insert(*key, now);
-                out.push(*key);
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        due.extend(self.keyframes.keys().copied());
+        due.sort_unstable_by_key(|&(t, l)| (t, std::cmp::Reverse(l)));
+        for &key in &due {
+            let last = self.last_asked.get(&key).copied();
+            let track_last = self.last_asked_track.get(&key.0).copied();
+            if last.is_none_or(|l| now - l >= KEYFRAME_INTERVAL_MS)
+                && track_last.is_none_or(|l| now - l >= KEYFRAME_SPACING_MS)
+            {
+                self.last_asked.insert(key, now);
+                self.last_asked_track.insert(key.0, now);
+                out.push(key);
             }
         }
+        self.due = due;
     }
 
     /// Marks layers that stopped sending as paused, and moves the slots that wanted them.
@@ -597,6 +626,9 @@ impl Router {
     /// video slot waits for the next keyframe of its source again, and one is asked for
     /// (merged and throttled like every request).
     pub fn subscriber_connected(&mut self, peer: PeerId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.up = true;
+        }
         let mut wanted = Vec::new();
         for ((p, _), d) in self.downs.iter_mut() {
             if *p != peer || d.kind != Kind::Video {
@@ -610,6 +642,14 @@ impl Router {
         }
         for src in wanted {
             self.keyframes.entry(src).or_insert(());
+        }
+    }
+
+    /// A subscriber's connection is known to be up (a slot bound on it after it connected):
+    /// [`Router::subscriber_connected`] if the router did not know yet, else nothing.
+    pub fn subscriber_up(&mut self, peer: PeerId) {
+        if self.peers.get(&peer).is_some_and(|p| !p.up) {
+            self.subscriber_connected(peer);
         }
     }
 
@@ -773,10 +813,13 @@ impl Router {
         // A slot whose target differs from what it shows needs a keyframe of the target;
         // one whose target is gone shows nothing.
         let mut need = Vec::new();
-        for down in self.downs.values_mut() {
+        for ((peer, _), down) in self.downs.iter_mut() {
+            let up = self.peers.get(peer).is_some_and(|p| p.up);
             match down.target {
                 None => down.current = None,
-                Some(t) if down.current != Some(t) && down.kind == Kind::Video => need.push(t),
+                Some(t) if down.current != Some(t) && down.kind == Kind::Video && up => {
+                    need.push(t)
+                }
                 _ => {}
             }
         }
@@ -792,6 +835,8 @@ impl Router {
         });
         self.last_asked
             .retain(|(t, _), _| self.tracks.contains_key(t));
+        self.last_asked_track
+            .retain(|t, _| self.tracks.contains_key(t));
         self.fanout.clear();
         for (&key, down) in &self.downs {
             for src in [down.current, down.target].into_iter().flatten() {

@@ -377,6 +377,7 @@ pub fn agenda_view(engine: &Engine, now: i64) -> sig::AgendaView {
                 planned_ms: i.plan.planned_ms,
                 extended_ms: i.extended_ms,
                 intervention_ms: i.plan.intervention_ms,
+                warning_ms: engine.item_warning_ms(),
                 state: item_state_out(i.state),
                 started_at: i.started_at,
                 deadline: i.deadline,

@@ -148,6 +148,16 @@ try {
     assert(/wrap up/i.test(shown), `phase label shows "${shown}"`);
     steps.push(`wrap-up at ${Math.round((Date.now() - t0) / 1000)} s (${t.text}, "${shown}")`);
     await timerPage.page.screenshot({ path: join(ARTIFACTS, 'timer-wrapup.png') });
+    // A timer screen opened during the wrap-up shows it at once (the agenda's `warning_ms`),
+    // although it never saw the `item_warning` event.
+    const late = await open(srv.links.slots.timer, 'timer-late', { viewport: { width: 1280, height: 720 } });
+    const lateT = await until('a timer opened late shows the wrap-up', async () => {
+      const x = await late.page.evaluate(() => window.__rt.timer ?? {});
+      return x.remaining !== undefined && x;
+    }, 10000);
+    assert(lateT.phase === 'wrapup', `a timer opened during the wrap-up shows "${lateT.phase}" (${lateT.text})`);
+    await late.ctx.close();
+    steps.push(`a timer opened late: ${lateT.phase}`);
     // The chair's message reaches the lectern.
     await modSlots.page.fill('#timer-text', 'Please conclude');
     await modSlots.page.click('#timer-send');
@@ -467,10 +477,14 @@ try {
   });
 
   // ------------------------------------------------------------------------ 6
-  await test('6. join time: link opened → first room video frame decoded (p50 of 5)', async () => {
+  // The issue's 1 s target is checked by join-probe.mjs (check.sh), a newcomer beside the room
+  // only. Here the same join runs with this suite's other pages open (the room, three
+  // delegates, the console, the timer: seven pages encoding and decoding video on the same
+  // cores), so its bound (E2E_JOIN_LOAD_TARGET_MS) only says the join stays quick under load.
+  await test('6. join time under load: link opened → first room video frame decoded (p50 of 5)', async () => {
     const runs = [];
     const marks = [];
-    const target = Number(process.env.E2E_JOIN_TARGET_MS ?? 1000);
+    const target = Number(process.env.E2E_JOIN_LOAD_TARGET_MS ?? 5000);
     for (let i = 0; i < 5; i++) {
       const url = srv.invite('delegate', `Join timer ${i + 1}`, 'Test delegation', 'dlg');
       const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
@@ -508,7 +522,7 @@ try {
     const breakdown = Object.fromEntries(['ws_created', 'ws_open', 'welcome', 'media_preferences_sent', 'subscribe_offer', 'subscribe_answer_sent', 'subscribe_answered', 'subscribe_connected', 'first_frame', 'test_ms'].map((k) => [k, med(k)]));
     writeFileSync(
       join(ARTIFACTS, 'join-time.json'),
-      JSON.stringify({ runs_ms: runs, p50_ms: p50, target_ms: target, median_milestones_ms_since_navigation: breakdown, marks, what: 'delegate link opened (navigation start) → first room program frame decoded (getStats framesDecoded > 0, polled in the page every 10 ms), loopback, headless Chromium; test_ms: the same seen from the test' }, null, 2),
+      JSON.stringify({ runs_ms: runs, p50_ms: p50, bound_ms: target, load: 'seven other pages of this suite open',  median_milestones_ms_since_navigation: breakdown, marks, what: 'delegate link opened (navigation start) → first room program frame decoded (getStats framesDecoded > 0, polled in the page every 10 ms), loopback, headless Chromium; test_ms: the same seen from the test' }, null, 2),
     );
     const where = Object.entries(breakdown).map(([k, v]) => `${k} ${v}`).join(', ');
     assert(p50 <= target, `p50 ${p50} ms is over the ${target} ms target (runs ${runs.join(', ')}; median milestones since navigation: ${where})`);

@@ -23,6 +23,10 @@ fn meeting() -> Router {
     r.add_peer(CHAIR, MediaRole::Moderator);
     r.add_peer(D1, MediaRole::Delegate);
     r.add_peer(D2, MediaRole::Delegate);
+    // Their subscribing connections are up (see the tests of connections coming up).
+    for p in [ROOM, CHAIR, D1, D2] {
+        r.subscriber_up(p);
+    }
     r.publish(ROOM, PROG_V, Kind::Video, Source::Program, 3)
         .unwrap();
     r.publish(ROOM, PROG_A, Kind::Audio, Source::Program, 1)
@@ -261,6 +265,7 @@ fn thumbnails_use_the_low_layer_and_switch_to_high_when_the_delegate_takes_the_f
 fn a_render_size_switches_the_layer_at_a_keyframe_without_a_gap() {
     let mut r = meeting();
     r.add_peer(D3, MediaRole::Delegate);
+    r.subscriber_up(D3);
     r.set_thumbnails(D3, true).unwrap();
     let slot = Slot::Track(D1_CAM);
     let a = to(&route(&mut r, 0, pkt(D1_CAM, 0, 10, 900, true)), D3, slot).unwrap();
@@ -335,6 +340,7 @@ fn keyframe_requests_are_merged_and_throttled_and_repeat_until_a_keyframe() {
     // Ten delegates join at once: all want the program's high layer.
     for i in 0..10 {
         r.add_peer(PeerId(100 + i), MediaRole::Delegate);
+        r.subscriber_up(PeerId(100 + i));
     }
     let mut out = Vec::new();
     r.poll_keyframe_requests(0, &mut out);
@@ -627,4 +633,84 @@ fn a_subscriber_that_comes_up_waits_for_a_keyframe_instead_of_taking_delta_frame
         first.seq.wrapping_add(1),
         "no gap in what it receives"
     );
+}
+
+#[test]
+fn a_subscriber_asks_for_no_keyframe_until_its_connection_is_up() {
+    let mut r = meeting();
+    let mut out = Vec::new();
+    r.poll_keyframe_requests(0, &mut out);
+    route(&mut r, 10, pkt(PROG_V, 2, 1, 0, true));
+    out.clear();
+    r.poll_keyframe_requests(5000, &mut out);
+    assert!(out.is_empty());
+    // A newcomer renders the program small: its slot wants the low layer, but its
+    // connection is still coming up, so nothing is asked (a keyframe now would be lost and
+    // would hold back the one it needs).
+    let late = PeerId(50);
+    r.add_peer(late, MediaRole::Delegate);
+    r.set_render_height(late, Slot::Track(PROG_V), Some(100))
+        .unwrap();
+    r.poll_keyframe_requests(5100, &mut out);
+    assert!(!r.keyframe_pending(PROG_V, 0));
+    assert!(out.is_empty(), "nothing for a connection not up: {out:?}");
+    // It comes up: one request, at once.
+    r.subscriber_connected(late);
+    r.poll_keyframe_requests(5200, &mut out);
+    assert_eq!(out, vec![(PROG_V, 0)]);
+    // `subscriber_up` on a peer already up changes nothing (no slot waits again).
+    route(&mut r, 5250, pkt(PROG_V, 0, 1, 0, true));
+    r.subscriber_up(late);
+    assert!(!r.keyframe_pending(PROG_V, 0));
+    let delta = route(&mut r, 5260, pkt(PROG_V, 0, 2, 900, false));
+    assert!(to(&delta, late, Slot::Track(PROG_V)).is_some());
+}
+
+#[test]
+fn keyframe_requests_to_one_track_are_spaced_so_none_falls_in_the_senders_throttle() {
+    let mut r = meeting();
+    let mut out = Vec::new();
+    r.poll_keyframe_requests(0, &mut out);
+    route(&mut r, 10, pkt(PROG_V, 2, 1, 0, true));
+    // Two newcomers at once, one small, one middle: two layers of one track are wanted.
+    for (p, h) in [(PeerId(60), 100), (PeerId(61), 300)] {
+        r.add_peer(p, MediaRole::Delegate);
+        r.set_render_height(p, Slot::Track(PROG_V), Some(h))
+            .unwrap();
+        r.subscriber_connected(p);
+    }
+    out.clear();
+    r.poll_keyframe_requests(2000, &mut out);
+    assert_eq!(
+        out,
+        vec![(PROG_V, 1)],
+        "one request to the track, highest first"
+    );
+    out.clear();
+    r.poll_keyframe_requests(2000 + KEYFRAME_SPACING_MS - 1, &mut out);
+    assert!(out.is_empty(), "spaced");
+    r.poll_keyframe_requests(2000 + KEYFRAME_SPACING_MS, &mut out);
+    assert_eq!(out, vec![(PROG_V, 0)]);
+    // Usually the first request's keyframe (on every layer) serves both: then the second is
+    // never sent.
+    r.add_peer(PeerId(62), MediaRole::Delegate);
+    r.set_render_height(PeerId(62), Slot::Track(PROG_V), Some(100))
+        .unwrap();
+    r.subscriber_connected(PeerId(62));
+    r.subscriber_wants_keyframe(PeerId(61), Slot::Track(PROG_V));
+    out.clear();
+    r.poll_keyframe_requests(4000, &mut out);
+    assert_eq!(out.len(), 1);
+    route(&mut r, 4050, pkt(PROG_V, 1, 2, 900, true));
+    route(&mut r, 4050, pkt(PROG_V, 0, 2, 900, true));
+    out.clear();
+    r.poll_keyframe_requests(4400, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    // Another track is not held back by this one.
+    r.subscriber_wants_keyframe(PeerId(61), Slot::Track(PROG_V));
+    r.set_thumbnails(D2, true).unwrap();
+    out.clear();
+    r.poll_keyframe_requests(5100, &mut out);
+    out.sort();
+    assert_eq!(out, vec![(PROG_V, 1), (D1_CAM, 0)]);
 }
