@@ -24,6 +24,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod floor;
+pub mod health;
 pub mod http;
 pub mod media;
 pub mod meeting;

@@ -224,6 +224,12 @@ async fn every_command_from_every_role_is_checked() {
                     v["candidate"] = json!("");
                 }
                 "media_preferences" => v["thumbnails"] = json!(true),
+                "ack_alert" => v["alert"] = json!(424242),
+                "request_keyframe" => v["participant"] = json!("nobody"),
+                "force_layer" => {
+                    v["participant"] = json!("nobody");
+                    v["layer"] = json!("low");
+                }
                 _ => {}
             }
             v

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{
     ListKind, Millis, PeerConnectionKind, Policy, PublishTrack, RenderSize, WhenFull,
 };
+use crate::health::{CandidateType, ClientDown, ClientUp, ForceLayer};
 
 /// A client command with its id. On the wire the command's fields sit beside `id` and `type`:
 /// `{"id": "7", "type": "raise_hand", "list": "main"}`.
@@ -232,6 +233,37 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         render: Vec<RenderSize>,
     },
+    /// The client's summary of its own streams (getStats), every 2 s; at most one a second is
+    /// taken. Not acked on success beyond the usual `ack`.
+    ClientStats {
+        /// Its sending side.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        up: Option<ClientUp>,
+        /// Its receiving side.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        down: Option<ClientDown>,
+        /// The local candidate type of its selected ICE pair.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        candidate: Option<CandidateType>,
+    },
+    /// Technician or chair: acknowledge an alert.
+    AckAlert {
+        /// Alert id.
+        alert: u64,
+    },
+    /// Technician: ask a participant's camera (and screen) for a keyframe now.
+    RequestKeyframe {
+        /// Participant id.
+        participant: String,
+    },
+    /// Technician: force what a participant receives (lowest layer, audio only, or back to
+    /// automatic).
+    ForceLayer {
+        /// Participant id.
+        participant: String,
+        /// The override.
+        layer: ForceLayer,
+    },
 }
 
 impl Command {
@@ -269,6 +301,10 @@ impl Command {
         "subscribe_answer",
         "ice_candidate",
         "media_preferences",
+        "client_stats",
+        "ack_alert",
+        "request_keyframe",
+        "force_layer",
     ];
 
     /// This command's wire `type`.
@@ -306,6 +342,10 @@ impl Command {
             Command::SubscribeAnswer { .. } => "subscribe_answer",
             Command::IceCandidate { .. } => "ice_candidate",
             Command::MediaPreferences { .. } => "media_preferences",
+            Command::ClientStats { .. } => "client_stats",
+            Command::AckAlert { .. } => "ack_alert",
+            Command::RequestKeyframe { .. } => "request_keyframe",
+            Command::ForceLayer { .. } => "force_layer",
         }
     }
 
@@ -343,7 +383,11 @@ impl Command {
             | Command::Unpublish { .. }
             | Command::SubscribeAnswer { .. }
             | Command::IceCandidate { .. }
-            | Command::MediaPreferences { .. } => true,
+            | Command::MediaPreferences { .. }
+            | Command::ClientStats { .. }
+            | Command::AckAlert { .. }
+            | Command::RequestKeyframe { .. }
+            | Command::ForceLayer { .. } => true,
         }
     }
 }

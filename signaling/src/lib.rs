@@ -19,10 +19,12 @@
 
 mod client;
 mod common;
+mod health;
 mod server;
 
 pub use client::*;
 pub use common::*;
+pub use health::*;
 pub use server::*;
 
 /// The protocol version this crate speaks. A client announces it in `hello`.

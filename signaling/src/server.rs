@@ -6,6 +6,7 @@ use crate::common::{
     AgendaView, FloorView, IceServer, ListKind, Millis, ParticipantInfo, PeerConnectionKind,
     Policy, Presence, RequestInfo, RevokeReason, SlotInfo, Snapshot, WhenFull,
 };
+use crate::health::{AlertInfo, ParticipantHealth};
 
 /// Every message the server sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,6 +111,23 @@ pub enum ServerMessage {
         level: u8,
         /// Whether the floor gate passes their audio now.
         heard: bool,
+    },
+    /// Stream health of every participant, every 2 s, to technicians. Not journaled.
+    Health {
+        /// When it was computed.
+        at: Millis,
+        /// One row per participant with media.
+        participants: Vec<ParticipantHealth>,
+        /// Alerts still on or not yet acknowledged, oldest first.
+        alerts: Vec<AlertInfo>,
+        /// The server process's CPU use over the last period, percent of one core.
+        cpu_pct: f64,
+    },
+    /// An alert was raised, cleared or acknowledged: to technicians, and for a floor alert to
+    /// the chair. Not journaled (the history keeps it).
+    Alert {
+        /// The alert as it is now.
+        alert: AlertInfo,
     },
     /// A trickled ICE candidate of the server (empty `candidate`: end of candidates).
     IceCandidate {

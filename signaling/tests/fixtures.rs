@@ -90,6 +90,8 @@ const SERVER_TYPES: &[&str] = &[
     "speaking",
     "ice_candidate",
     "goodbye",
+    "health",
+    "alert",
 ];
 
 fn server_type(message: &ServerMessage) -> &'static str {
@@ -105,6 +107,8 @@ fn server_type(message: &ServerMessage) -> &'static str {
         ServerMessage::Speaking { .. } => "speaking",
         ServerMessage::IceCandidate { .. } => "ice_candidate",
         ServerMessage::Goodbye { .. } => "goodbye",
+        ServerMessage::Health { .. } => "health",
+        ServerMessage::Alert { .. } => "alert",
     }
 }
 

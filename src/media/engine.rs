@@ -69,6 +69,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::levels::VoiceActivity;
+use super::meter::{LinkSample, ReceiverSample, SAMPLE_PERIOD_MS, StreamMeter, StreamSample};
 use super::router::{
     self, Forward, Incoming, MediaRole, PeerId, Router, RouterError, SlotChange, TrackId,
 };
@@ -98,6 +99,7 @@ use rtc::peer_connection::transport::{
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -187,6 +189,8 @@ pub enum RouterOp {
     },
     /// Thumbnails on or off for a subscriber.
     SetThumbnails(PeerId, bool),
+    /// A technician's override of what a subscriber receives.
+    SetForce(PeerId, router::Force),
     /// The height a subscriber renders a slot at (picks the simulcast layer).
     SetRenderHeight(PeerId, router::Slot, Option<u32>),
 }
@@ -296,7 +300,7 @@ pub enum KeyframeKind {
 }
 
 /// What the engine tells the async world.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum MediaEvent {
     /// A connection changed state.
     ConnectionState {
@@ -336,6 +340,13 @@ pub enum MediaEvent {
         speaking: bool,
         /// Mean level of the deciding window: 0 (loudest) to 127 (silence), -dBov.
         level: u8,
+    },
+    /// A connection's measurements, every [`SAMPLE_PERIOD_MS`] while it is connected.
+    Sample {
+        /// The connection.
+        conn: ConnId,
+        /// What it measured.
+        sample: Box<LinkSample>,
     },
     /// A subscriber asked for a keyframe on a track we send it.
     KeyframeRequest {
@@ -608,6 +619,7 @@ impl MediaEngine {
             rooms: Rooms::default(),
             epoch: Instant::now(),
             next_keyframe_poll: Instant::now(),
+            next_sample: Instant::now(),
             dirty: VecDeque::new(),
             events: event_tx,
             stats: EngineStats::default(),
@@ -852,6 +864,13 @@ impl MediaHandle {
         .await
     }
 
+    /// Asks every inbound video stream of a publisher connection for a keyframe now (a
+    /// technician's action); returns how many were asked.
+    pub async fn request_keyframes(&self, conn: ConnId) -> Result<usize, MediaError> {
+        self.call(|reply| Command::RequestKeyframes { conn, reply })
+            .await
+    }
+
     /// Audio packets of `peer` dropped by the floor gate.
     pub async fn gate_dropped(&self, room: RoomId, peer: PeerId) -> Result<u64, MediaError> {
         self.call(|reply| Command::GateDropped { room, peer, reply })
@@ -977,6 +996,10 @@ enum Command {
         permille: u16,
         reply: Reply<()>,
     },
+    RequestKeyframes {
+        conn: ConnId,
+        reply: Reply<usize>,
+    },
     Shutdown,
 }
 
@@ -989,11 +1012,18 @@ struct Ingress {
     video: bool,
 }
 
+/// A bound inbound stream: its route and its measurements.
+#[derive(Debug, Clone)]
+struct Bound {
+    route: Ingress,
+    meter: StreamMeter,
+}
+
 /// The routers and the bindings between their ids and the engine's.
 #[derive(Debug, Default)]
 struct Rooms {
     routers: HashMap<RoomId, Router>,
-    ingress: HashMap<(ConnId, u32), Ingress>,
+    ingress: HashMap<(ConnId, u32), Bound>,
     /// (room, track, layer) → the publisher stream, for keyframe requests.
     sources: HashMap<(RoomId, TrackId, u8), (ConnId, u32)>,
     egress: HashMap<(RoomId, PeerId, router::Slot), (ConnId, OutTrackId)>,
@@ -1100,6 +1130,42 @@ struct OutTrack {
     sender: RTCRtpSenderId,
     ssrc: u32,
     pt: u8,
+    video: bool,
+}
+
+impl Conn {
+    /// A receiver report from the client about streams we send it.
+    fn receiver_report(&mut self, rr: &ReceiverReport) {
+        for r in &rr.reports {
+            let Some(track) = self.out_by_ssrc.get(&r.ssrc) else {
+                continue;
+            };
+            let video = self.out_tracks.get(track).is_some_and(|t| t.video);
+            let clock = if video { 90.0 } else { 48.0 };
+            let loss = f64::from(r.fraction_lost) / 256.0;
+            let jitter = f64::from(r.jitter) / clock;
+            let w = self.report_window.get_or_insert((0.0, 0.0));
+            w.0 = w.0.max(loss);
+            w.1 = w.1.max(jitter);
+            self.reports.reports += 1;
+            // RTT = now − LSR − DLSR, in 1/65536 s (RFC 3550 6.4.1), on the wall clock the
+            // sender reports use.
+            if r.last_sender_report != 0 {
+                let since = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let now32 = ((rtc::shared::time::SystemInstant::unix2ntp(since) >> 16)
+                    & 0xFFFF_FFFF) as u32;
+                let rtt = now32
+                    .wrapping_sub(r.last_sender_report)
+                    .wrapping_sub(r.delay);
+                let ms = f64::from(rtt) * 1000.0 / 65536.0;
+                if ms < 60_000.0 {
+                    self.rtt_ms = Some(ms);
+                }
+            }
+        }
+    }
 }
 
 struct Conn {
@@ -1126,6 +1192,14 @@ struct Conn {
     out_by_ssrc: HashMap<u32, OutTrackId>,
     /// The negotiated id of the RFC 6464 audio-level extension (publishers).
     audio_level_id: Option<u8>,
+    /// RTP packets sent (subscribers), for stream health.
+    sent_packets: u64,
+    /// What the client's receiver reports said since the last sample (subscribers).
+    reports: ReceiverSample,
+    /// Worst loss and jitter of the reports since the last sample.
+    report_window: Option<(f64, f64)>,
+    /// Round-trip time from the last receiver report (LSR/DLSR), ms.
+    rtt_ms: Option<f64>,
 }
 
 struct Engine {
@@ -1157,6 +1231,7 @@ struct Engine {
     /// The router's clock starts here (milliseconds since).
     epoch: Instant,
     next_keyframe_poll: Instant,
+    next_sample: Instant,
     dirty: VecDeque<ConnId>,
     events: mpsc::Sender<MediaEvent>,
     stats: EngineStats,
@@ -1198,6 +1273,10 @@ impl Engine {
             if now >= self.next_keyframe_poll {
                 self.poll_keyframes(now);
                 self.next_keyframe_poll = now + KEYFRAME_POLL;
+            }
+            if now >= self.next_sample {
+                self.sample(now);
+                self.next_sample = now + Duration::from_millis(SAMPLE_PERIOD_MS as u64);
             }
 
             // 3. Wait for a datagram until the next deadline.
@@ -1625,6 +1704,12 @@ impl Engine {
                 RTCMessage::RtcpPacket(_track, packets) => {
                     for packet in &packets {
                         let any = packet.as_any();
+                        if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                            if let Some(conn) = self.conns.get_mut(&id) {
+                                conn.receiver_report(rr);
+                            }
+                            continue;
+                        }
                         let (ssrcs, kind): (Vec<u32>, _) =
                             if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
                                 (vec![pli.media_ssrc], KeyframeKind::Pli)
@@ -1662,8 +1747,31 @@ impl Engine {
 
     /// The per-packet path: route an inbound RTP packet to its subscriber tracks.
     fn forward(&mut self, from: ConnId, packet: rtc::rtp::Packet, now: Instant) {
-        if let Some(&ingress) = self.rooms.ingress.get(&(from, packet.header.ssrc)) {
-            self.route(from, ingress, packet, now);
+        if let Some(bound) = self.rooms.ingress.get_mut(&(from, packet.header.ssrc)) {
+            let ingress = bound.route;
+            let arrival_us = now.saturating_duration_since(self.epoch).as_micros() as i64;
+            let media = !packet.payload.is_empty();
+            let level = if ingress.video {
+                None
+            } else {
+                self.conns
+                    .get(&from)
+                    .and_then(|c| c.audio_level_id)
+                    .and_then(|id| packet.header.get_extension(id))
+                    .and_then(|b| rtp::audio_level(&b))
+                    .map(|(_, l)| l)
+            };
+            let keyframe = ingress.video && media && rtp::vp8_keyframe(&packet.payload);
+            bound.meter.packet(
+                arrival_us,
+                packet.header.sequence_number,
+                packet.header.timestamp,
+                packet.payload.len(),
+                media,
+                keyframe,
+                level,
+            );
+            self.route(from, ingress, packet, now, level, keyframe);
             if !self.rooms.speech.is_empty() {
                 for event in std::mem::take(&mut self.rooms.speech) {
                     self.emit(event);
@@ -1682,6 +1790,8 @@ impl Engine {
         ingress: Ingress,
         mut packet: rtc::rtp::Packet,
         now: Instant,
+        level: Option<u8>,
+        keyframe: bool,
     ) {
         // Padding only (a browser probing bandwidth on a layer's own stream, as no RTX is
         // negotiated): nothing to forward, and it must not make a paused layer look flowing.
@@ -1698,12 +1808,7 @@ impl Engine {
         } = self;
         let now_ms = now.saturating_duration_since(*epoch).as_millis() as i64;
         if !ingress.video {
-            let level = conns
-                .get(&from)
-                .and_then(|c| c.audio_level_id)
-                .and_then(|id| packet.header.get_extension(id))
-                .and_then(|b| rtp::audio_level(&b));
-            if let Some((_, level)) = level {
+            if let Some(level) = level {
                 let (_, vad) = rooms
                     .voice
                     .entry((ingress.room, ingress.track))
@@ -1726,7 +1831,7 @@ impl Engine {
             layer: ingress.layer,
             seq: packet.header.sequence_number,
             timestamp: packet.header.timestamp,
-            keyframe: ingress.video && rtp::vp8_keyframe(&packet.payload),
+            keyframe,
         };
         rooms.out.clear();
         router.route(now_ms, &incoming, &mut rooms.out);
@@ -1758,7 +1863,10 @@ impl Engine {
                 .rtp_sender(sender)
                 .map(|mut s| s.write_rtp(now, out))
             {
-                Some(Ok(())) => stats.rtp_forwarded += 1,
+                Some(Ok(())) => {
+                    stats.rtp_forwarded += 1;
+                    conn.sent_packets += 1;
+                }
                 Some(Err(err)) => {
                     stats.forward_errors += 1;
                     trace!(to = %to, %err, "write_rtp refused");
@@ -1769,6 +1877,55 @@ impl Engine {
                 conn.dirty = true;
                 dirty.push_back(to);
             }
+        }
+    }
+
+    /// Samples every connected connection's measurements for stream health
+    /// ([`MediaEvent::Sample`]).
+    fn sample(&mut self, now: Instant) {
+        let at_ms = now.saturating_duration_since(self.epoch).as_millis() as i64;
+        let mut streams: HashMap<ConnId, Vec<StreamSample>> = HashMap::new();
+        for ((conn, ssrc), bound) in self.rooms.ingress.iter_mut() {
+            streams.entry(*conn).or_default().push(StreamSample {
+                ssrc: *ssrc,
+                video: bound.route.video,
+                layer: bound.route.layer,
+                counters: bound.meter.sample(),
+            });
+        }
+        let mut out = Vec::new();
+        for (id, conn) in self.conns.iter_mut() {
+            if conn.state != ConnState::Connected {
+                continue;
+            }
+            let receiver = conn
+                .report_window
+                .take()
+                .map(|(loss, jitter)| ReceiverSample {
+                    fraction_lost: loss,
+                    jitter_ms: jitter,
+                    reports: conn.reports.reports,
+                });
+            if let Some(r) = receiver {
+                conn.reports = r;
+            }
+            let candidate = selected_remote_candidate(&mut conn.pc);
+            let mut s = streams.remove(id).unwrap_or_default();
+            s.sort_by_key(|x| x.ssrc);
+            out.push(MediaEvent::Sample {
+                conn: *id,
+                sample: Box::new(LinkSample {
+                    at_ms,
+                    streams: s,
+                    sent_packets: conn.sent_packets,
+                    receiver: receiver.or((conn.reports.reports > 0).then_some(conn.reports)),
+                    rtt_ms: conn.rtt_ms,
+                    candidate,
+                }),
+            });
+        }
+        for e in out {
+            self.emit(e);
         }
     }
 
@@ -1963,6 +2120,7 @@ impl Engine {
                         Ok(())
                     }
                     RouterOp::SetThumbnails(peer, on) => router.set_thumbnails(peer, on),
+                    RouterOp::SetForce(peer, force) => router.set_force(peer, force),
                     RouterOp::SetRenderHeight(peer, slot, h) => {
                         router.set_render_height(peer, slot, h)
                     }
@@ -2007,11 +2165,14 @@ impl Engine {
                 let result = if self.conns.contains_key(&conn) {
                     self.rooms.ingress.insert(
                         (conn, ssrc),
-                        Ingress {
-                            room,
-                            track,
-                            layer,
-                            video,
+                        Bound {
+                            route: Ingress {
+                                room,
+                                track,
+                                layer,
+                                video,
+                            },
+                            meter: StreamMeter::new(if video { 90 } else { 48 }),
                         },
                     );
                     self.rooms
@@ -2038,6 +2199,29 @@ impl Engine {
                     }
                     Some(_) => Err(MediaError::UnknownTrack(to.0)),
                     None => Err(MediaError::UnknownConnection(to.0)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::RequestKeyframes { conn, reply } => {
+                let result = if self.conns.contains_key(&conn) {
+                    let ssrcs: Vec<u32> = self
+                        .rooms
+                        .ingress
+                        .iter()
+                        .filter(|((c, _), b)| *c == conn && b.route.video)
+                        .map(|((_, s), _)| *s)
+                        .collect();
+                    let mut n = 0;
+                    for ssrc in ssrcs {
+                        if self.request_keyframe(conn, ssrc).is_ok() {
+                            n += 1;
+                        }
+                    }
+                    self.mark_dirty(conn);
+                    self.flush_dirty();
+                    Ok(n)
+                } else {
+                    Err(MediaError::UnknownConnection(conn))
                 };
                 let _ = reply.send(result);
             }
@@ -2129,6 +2313,10 @@ impl Engine {
                 out_tracks: HashMap::new(),
                 out_by_ssrc: HashMap::new(),
                 audio_level_id: None,
+                sent_packets: 0,
+                reports: ReceiverSample::default(),
+                report_window: None,
+                rtt_ms: None,
             },
         );
         self.mark_dirty(id);
@@ -2288,7 +2476,12 @@ impl Engine {
                 ssrc,
                 track_id: spec.track_id,
             },
-            OutTrack { sender, ssrc, pt },
+            OutTrack {
+                sender,
+                ssrc,
+                pt,
+                video: spec.kind == MediaKind::Video,
+            },
         ))
     }
 
@@ -2707,9 +2900,15 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestInterceptor {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &mut msg.message.packet {
+            // Keyframe requests, and receiver reports with a report block (stream health); a
+            // compound is routed by its first packet's SSRC, so a report without one must go.
             packets.retain(|p| {
                 let any = p.as_any();
-                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+                any.is::<PictureLossIndication>()
+                    || any.is::<FullIntraRequest>()
+                    || any
+                        .downcast_ref::<ReceiverReport>()
+                        .is_some_and(|r| !r.reports.is_empty())
             });
             if packets.is_empty() {
                 return Ok(());
@@ -2739,6 +2938,39 @@ impl Interceptor for KeyframeRequestInterceptor {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// The client's candidate type on a connection's selected ICE pair.
+fn selected_remote_candidate(
+    pc: &mut RTCPeerConnection,
+) -> Option<roundtable_signaling::CandidateType> {
+    use rtc::peer_connection::transport::RTCIceCandidateType as T;
+    let senders: Vec<_> = pc.get_senders().collect();
+    let pair = senders
+        .into_iter()
+        .find_map(|id| {
+            pc.rtp_sender(id)?
+                .transport()?
+                .ice_transport()
+                .get_selected_candidate_pair()
+        })
+        .or_else(|| {
+            let receivers: Vec<_> = pc.get_receivers().collect();
+            receivers.into_iter().find_map(|id| {
+                pc.rtp_receiver(id)?
+                    .transport()?
+                    .ice_transport()
+                    .get_selected_candidate_pair()
+            })
+        })?;
+    use roundtable_signaling::CandidateType as C;
+    Some(match pair.remote().typ {
+        T::Host => C::Host,
+        T::Srflx => C::Srflx,
+        T::Prflx => C::Prflx,
+        T::Relay => C::Relay,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

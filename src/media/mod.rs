@@ -6,12 +6,16 @@
 //!   that touches `rtc` types. Its module docs hold the run-loop contract.
 //! - [`router`]: every forwarding decision (who receives what, which layer, the floor gate,
 //!   keyframe merging, header rewriting), engine-agnostic and pure.
+//! - [`meter`]: per-stream measurements on the receive path (loss from gaps, RFC 3550
+//!   jitter, frames, keyframes, audio level), pure; the engine samples them once a second
+//!   ([`engine::MediaEvent::Sample`]) for stream health.
 //!
 //! Until the engine calls into the router, it carries a minimal forwarding table of its own
 //! (`engine::ForwardTable`).
 
 pub mod engine;
 pub mod levels;
+pub mod meter;
 pub mod router;
 pub mod rtp;
 pub mod sdp;

@@ -39,6 +39,18 @@ pub type Millis = i64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub u32);
 
+/// A technician's override of what a subscriber receives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Force {
+    /// The automatic choice.
+    #[default]
+    Auto,
+    /// Every video on its lowest simulcast layer.
+    Low,
+    /// No video.
+    AudioOnly,
+}
+
 /// A published track, numbered by the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrackId(pub u32);
@@ -243,6 +255,8 @@ struct Peer {
     render: HashMap<Slot, u32>,
     /// Dropped audio packets (floor gate).
     gate_dropped: u64,
+    /// A technician's override of what it receives.
+    force: Force,
     /// Its subscribing connection has come up ([`Router::subscriber_connected`]): until
     /// then nothing reaches it, so its slots ask for no keyframe (a keyframe made for a
     /// connection still coming up is lost, and would hold back the one it needs).
@@ -329,6 +343,7 @@ impl Router {
                 thumbnails: false,
                 render: HashMap::new(),
                 gate_dropped: 0,
+                force: Force::Auto,
                 up: false,
             },
         );
@@ -414,6 +429,17 @@ impl Router {
         self.holders = holders.to_vec();
         self.presenters = presenters.to_vec();
         self.recompute();
+    }
+
+    /// A technician's override of what a subscriber receives: every video on its lowest
+    /// layer, or no video at all.
+    pub fn set_force(&mut self, peer: PeerId, force: Force) -> Result<(), RouterError> {
+        self.peers
+            .get_mut(&peer)
+            .ok_or(RouterError::UnknownPeer(peer))?
+            .force = force;
+        self.recompute();
+        Ok(())
     }
 
     /// Whether a subscriber wants other delegates' cameras as thumbnails.
@@ -736,7 +762,19 @@ impl Router {
 
     /// Brings slots, targets and the fan-out table in line with the policy.
     fn recompute(&mut self) {
-        let want = self.wanted();
+        let want: Vec<_> = self
+            .wanted()
+            .into_iter()
+            .map(|(key, kind, src)| {
+                let force = self.peers.get(&key.0).map_or(Force::Auto, |p| p.force);
+                let src = match (kind, force) {
+                    (Kind::Video, Force::Low) => src.map(|(t, _)| (t, self.available(t, 0))),
+                    (Kind::Video, Force::AudioOnly) => None,
+                    _ => src,
+                };
+                (key, kind, src)
+            })
+            .collect();
         let wanted_keys: std::collections::HashSet<(PeerId, Slot)> =
             want.iter().map(|(k, _, _)| *k).collect();
         // Slots nobody wants any more go.

@@ -43,6 +43,7 @@ impl MediaHub {
                     | MediaEvent::TrackOpened { conn, .. }
                     | MediaEvent::TimedOut { conn }
                     | MediaEvent::Speaking { conn, .. }
+                    | MediaEvent::Sample { conn, .. }
                     | MediaEvent::KeyframeRequest { conn, .. } => *conn,
                 };
                 let owner = map.get(&conn).and_then(|w| w.upgrade());
@@ -105,6 +106,22 @@ pub struct MeetingMedia {
 
 /// Frames for participants: (participant id, message).
 pub type Outbox = Vec<(String, sig::ServerMessage)>;
+
+/// What an engine event means for the meeting beyond media signaling.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Note {
+    /// A participant's microphone started or stopped carrying speech.
+    Speech(Speech),
+    /// A participant's connection measured itself (stream health).
+    Sample {
+        /// Whose.
+        participant: String,
+        /// Which of their connections.
+        link: crate::health::Link,
+        /// The measurements.
+        sample: Box<crate::media::meter::LinkSample>,
+    },
+}
 
 /// A participant's microphone started or stopped carrying speech.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -463,9 +480,18 @@ impl MeetingMedia {
     }
 
     /// An engine event about one of this meeting's connections. A change of someone's
-    /// speaking state is returned for the meeting to announce (it knows who may hear it).
-    pub async fn event(&mut self, event: MediaEvent, out: &mut Outbox) -> Option<Speech> {
+    /// speaking state, and a connection's measurements, are returned for the meeting (it
+    /// knows who may hear it, and keeps the stream health).
+    pub async fn event(&mut self, event: MediaEvent, out: &mut Outbox) -> Option<Note> {
         match event {
+            MediaEvent::Sample { conn, sample } => {
+                let (participant, link) = self.link_of(conn)?;
+                return Some(Note::Sample {
+                    participant,
+                    link,
+                    sample,
+                });
+            }
             MediaEvent::Speaking {
                 conn,
                 speaking,
@@ -477,11 +503,11 @@ impl MeetingMedia {
                     .iter()
                     .find(|(_, p)| p.publisher == Some(conn) || p.screen == Some(conn))
                     .map(|(k, _)| k.clone())?;
-                return Some(Speech {
+                return Some(Note::Speech(Speech {
                     participant,
                     speaking,
                     level,
-                });
+                }));
             }
             MediaEvent::TrackOpened {
                 conn,
@@ -925,6 +951,69 @@ impl MeetingMedia {
             return false;
         };
         self.hub.engine.set_loss(conn, permille).await.is_ok()
+    }
+
+    /// Whose connection `conn` is, and which.
+    pub fn link_of(&self, conn: ConnId) -> Option<(String, crate::health::Link)> {
+        use crate::health::Link;
+        self.peers.iter().find_map(|(id, p)| {
+            let link = if p.publisher == Some(conn) {
+                Link::Publish
+            } else if p.screen == Some(conn) {
+                Link::Screen
+            } else if p.subscriber == Some(conn) {
+                Link::Subscribe
+            } else {
+                return None;
+            };
+            Some((id.clone(), link))
+        })
+    }
+
+    /// A technician asks a participant's camera and screen for a keyframe.
+    pub async fn request_keyframes(&self, participant: &str) -> Result<usize, (ErrorCode, String)> {
+        let p = self
+            .peers
+            .get(participant)
+            .ok_or_else(|| (ErrorCode::NotFound, format!("{participant} has no media")))?;
+        let conns: Vec<ConnId> = [p.publisher, p.screen].into_iter().flatten().collect();
+        if conns.is_empty() {
+            return Err((
+                ErrorCode::InvalidState,
+                format!("{participant} publishes no video"),
+            ));
+        }
+        let mut n = 0;
+        for c in conns {
+            n += self.hub.engine.request_keyframes(c).await.map_err(err)?;
+        }
+        Ok(n)
+    }
+
+    /// A technician forces what a participant receives.
+    pub async fn force_layer(
+        &mut self,
+        participant: &str,
+        layer: sig::ForceLayer,
+        out: &mut Outbox,
+    ) -> Result<(), (ErrorCode, String)> {
+        use crate::media::router::Force;
+        let peer = self
+            .peer_of(participant)
+            .ok_or_else(|| (ErrorCode::NotFound, format!("{participant} has no media")))?;
+        let force = match layer {
+            sig::ForceLayer::Auto => Force::Auto,
+            sig::ForceLayer::Low => Force::Low,
+            sig::ForceLayer::AudioOnly => Force::AudioOnly,
+        };
+        let changes = self
+            .hub
+            .engine
+            .router(self.room, RouterOp::SetForce(peer, force))
+            .await
+            .map_err(err)?;
+        self.apply_changes(changes, out).await;
+        Ok(())
     }
 
     /// Floor-gate drops for a participant (tests, metrics).

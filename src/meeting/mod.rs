@@ -295,6 +295,9 @@ pub async fn start(
         counters,
         media,
         av: None,
+        health: crate::health::Monitor::new(),
+        health_ticks: 0,
+        cpu: crate::health::cpu::CpuMeter::new(),
     };
     meeting.replay().await?;
     let (tx, rx) = mpsc::channel(4096);
@@ -313,6 +316,8 @@ pub async fn start(
 struct Conn {
     who: Who,
     out: mpsc::Sender<Outbound>,
+    /// When its last `client_stats` was taken (at most one a second).
+    stats_at: Option<i64>,
 }
 
 struct Meeting {
@@ -332,6 +337,10 @@ struct Meeting {
     media: Arc<config::MediaConfig>,
     /// The media side, when the server runs its media engine.
     av: Option<media::MeetingMedia>,
+    /// Stream health (scores, alerts), fed by the engine's samples and the clients' reports.
+    health: crate::health::Monitor,
+    health_ticks: u64,
+    cpu: crate::health::cpu::CpuMeter,
 }
 
 /// Serialises a server message. Serialising our own types cannot fail (no maps with
@@ -665,6 +674,15 @@ impl Meeting {
             }
             _ => false,
         };
+        let mut changes = crate::health::TickOut::default();
+        self.health.speech(
+            self.clock.now(),
+            &speech.participant,
+            speech.speaking,
+            heard,
+            &mut changes,
+        );
+        self.announce_alerts(changes.changes);
         let frame = encode(&sig::ServerMessage::Speaking {
             participant: speech.participant.clone(),
             speaking: speech.speaking,
@@ -683,6 +701,134 @@ impl Meeting {
             .collect();
         for conn in to {
             self.send_to(conn, frame.clone());
+        }
+    }
+
+    /// Scores everyone, evaluates the time-based alerts, and every other second sends the
+    /// `health` report to technicians.
+    fn health_tick(&mut self) {
+        let now = self.clock.now();
+        self.health_ticks += 1;
+        let report = self.health_ticks % 2 == 0;
+        let holders: Vec<String> = self
+            .engine
+            .holders()
+            .filter(|r| !r.beneficiary.in_room)
+            .map(|r| r.beneficiary.participant.clone())
+            .collect();
+        let cpu = self.cpu.sample().unwrap_or(0.0);
+        let out = self.health.tick(now, &holders, cpu, report);
+        self.announce_alerts(out.changes);
+        if report {
+            let frame = encode(&ServerMessage::Health {
+                at: now,
+                participants: self.health.rows(),
+                alerts: self.health.open_alerts(),
+                cpu_pct: (cpu * 10.0).round() / 10.0,
+            });
+            for id in self.conns_with(|r| r == Role::Technician) {
+                self.send_to(id, frame.clone());
+            }
+        }
+    }
+
+    /// Alerts raised, cleared or acknowledged: to technicians, floor alerts also to the chair.
+    fn announce_alerts(&mut self, changes: Vec<sig::AlertInfo>) {
+        for alert in changes {
+            info!(
+                alert = alert.id,
+                kind = ?alert.kind,
+                participant = alert.participant.as_deref().unwrap_or("-"),
+                cleared = alert.cleared_at.is_some(),
+                detail = %alert.detail,
+                "stream health alert"
+            );
+            let floor = alert.floor;
+            let frame = encode(&ServerMessage::Alert { alert });
+            for id in self.conns_with(|r| r == Role::Technician || (floor && r == Role::Moderator))
+            {
+                self.send_to(id, frame.clone());
+            }
+        }
+    }
+
+    fn conns_with(&self, f: impl Fn(Role) -> bool) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| f(c.who.role))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// `client_stats`, `ack_alert`, `request_keyframe`, `force_layer`.
+    async fn health_command(
+        &mut self,
+        conn: ConnId,
+        who: &Who,
+        command: Command,
+    ) -> Result<Option<u64>, (ErrorCode, String)> {
+        let now = self.clock.now();
+        match command {
+            Command::ClientStats {
+                up,
+                down,
+                candidate: _,
+            } => {
+                let c = self
+                    .conns
+                    .get_mut(&conn)
+                    .ok_or((ErrorCode::InvalidState, "not joined".to_owned()))?;
+                if c.stats_at.is_some_and(|t| now - t < 900) {
+                    return Err((
+                        ErrorCode::RateLimited,
+                        "client_stats at most once a second".to_owned(),
+                    ));
+                }
+                let report = sig::ClientReport { at: now, up, down };
+                crate::health::validate(&report)
+                    .map_err(|e| (ErrorCode::InvalidValue, e.to_string()))?;
+                c.stats_at = Some(now);
+                self.health.client_report(&who.id, report);
+                Ok(None)
+            }
+            Command::AckAlert { alert } => {
+                let a = self.health.ack(alert, &who.id, now).map_err(|e| match e {
+                    crate::health::HealthError::UnknownAlert(_) => {
+                        (ErrorCode::NotFound, e.to_string())
+                    }
+                    _ => (ErrorCode::InvalidState, e.to_string()),
+                })?;
+                if who.role == Role::Moderator && !a.floor {
+                    return Err((
+                        ErrorCode::Forbidden,
+                        "the chair acknowledges floor alerts only".to_owned(),
+                    ));
+                }
+                self.announce_alerts(vec![a]);
+                Ok(None)
+            }
+            Command::RequestKeyframe { participant } => {
+                let av = self.av.as_ref().ok_or((
+                    ErrorCode::MediaUnavailable,
+                    "this server runs without media".to_owned(),
+                ))?;
+                av.request_keyframes(&participant).await?;
+                info!(by = %who.id, %participant, "keyframe requested by a technician");
+                Ok(None)
+            }
+            Command::ForceLayer { participant, layer } => {
+                let av = self.av.as_mut().ok_or((
+                    ErrorCode::MediaUnavailable,
+                    "this server runs without media".to_owned(),
+                ))?;
+                let mut out = Vec::new();
+                av.force_layer(&participant, layer, &mut out).await?;
+                self.deliver(out);
+                self.health.set_force(&participant, layer);
+                info!(by = %who.id, %participant, ?layer, "layer forced by a technician");
+                Ok(None)
+            }
+            _ => Err((ErrorCode::InvalidState, "not a health command".to_owned())),
         }
     }
 
@@ -772,6 +918,8 @@ impl Meeting {
 
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>, mut shutdown: watch::Receiver<bool>) {
         let mut clock_moved = self.clock.subscribe();
+        let mut health = tokio::time::interval(std::time::Duration::from_secs(1));
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let now = self.clock.now();
             let wait = self.engine.next_deadline().map(|d| (d - now).max(0) as u64);
@@ -803,6 +951,7 @@ impl Meeting {
                 },
                 _ = sleep => self.tick().await,
                 _ = moved => self.tick().await,
+                _ = health.tick(), if self.av.is_some() => self.health_tick(),
                 _ = shutdown.changed() => break,
             }
         }
@@ -851,6 +1000,10 @@ impl Meeting {
                     let mut out = Vec::new();
                     av.leave(&participant, &mut out).await;
                     self.deliver(out);
+                    let mut changes = crate::health::TickOut::default();
+                    self.health
+                        .remove(self.clock.now(), &participant, &mut changes);
+                    self.announce_alerts(changes.changes);
                 }
                 let now = self.clock.now();
                 let event = sig::Event::ParticipantLeft {
@@ -864,10 +1017,22 @@ impl Meeting {
             Msg::Media(event) => {
                 if let Some(av) = self.av.as_mut() {
                     let mut out = Vec::new();
-                    let speech = av.event(event, &mut out).await;
+                    let note = av.event(event, &mut out).await;
                     self.deliver(out);
-                    if let Some(speech) = speech {
-                        self.announce_speech(speech);
+                    match note {
+                        Some(media::Note::Speech(speech)) => self.announce_speech(speech),
+                        Some(media::Note::Sample {
+                            participant,
+                            link,
+                            sample,
+                        }) => {
+                            let now = self.clock.now();
+                            let mut changes = crate::health::TickOut::default();
+                            self.health
+                                .sample(now, &participant, link, *sample, &mut changes);
+                            self.announce_alerts(changes.changes);
+                        }
+                        None => {}
                     }
                 }
             }
@@ -966,7 +1131,14 @@ impl Meeting {
         };
         if out.try_send(Outbound::Text(encode(&welcome))).is_ok() {
             info!(participant = %who.id, role = who.role.as_str(), "joined");
-            self.conns.insert(conn, Conn { who, out });
+            self.conns.insert(
+                conn,
+                Conn {
+                    who,
+                    out,
+                    stats_at: None,
+                },
+            );
         }
     }
 
@@ -998,6 +1170,17 @@ impl Meeting {
                 | Command::MediaPreferences { .. }
         ) {
             let result = self.media_command(&who, msg.command).await.map(|()| None);
+            self.reply(conn, id, result);
+            return;
+        }
+        if matches!(
+            msg.command,
+            Command::ClientStats { .. }
+                | Command::AckAlert { .. }
+                | Command::RequestKeyframe { .. }
+                | Command::ForceLayer { .. }
+        ) {
+            let result = self.health_command(conn, &who, msg.command).await;
             self.reply(conn, id, result);
             return;
         }
@@ -1077,7 +1260,11 @@ impl Meeting {
             | Command::IceCandidate { .. }
             | Command::MediaPreferences { .. }
             | Command::Remove { .. }
-            | Command::AskReconnect { .. } => {
+            | Command::AskReconnect { .. }
+            | Command::ClientStats { .. }
+            | Command::AckAlert { .. }
+            | Command::RequestKeyframe { .. }
+            | Command::ForceLayer { .. } => {
                 return Err((
                     ErrorCode::InvalidState,
                     "media and connection commands are not floor commands".into(),

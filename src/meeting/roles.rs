@@ -11,7 +11,11 @@ pub fn allowed(role: Role, command: &Command) -> bool {
         | C::Ping { .. }
         | C::SubscribeAnswer { .. }
         | C::IceCandidate { .. }
-        | C::MediaPreferences { .. } => true,
+        | C::MediaPreferences { .. }
+        | C::ClientStats { .. } => true,
+        C::AckAlert { .. } => matches!(role, Role::Technician | Role::Moderator),
+        C::RequestKeyframe { .. } | C::ForceLayer { .. } => role == Role::Technician,
+        C::AskReconnect { .. } => matches!(role, Role::Moderator | Role::Technician),
         C::Publish { .. } | C::Unpublish { .. } => {
             matches!(role, Role::Moderator | Role::Delegate | Role::Room)
         }
@@ -39,7 +43,6 @@ pub fn allowed(role: Role, command: &Command) -> bool {
         | C::AgendaMove { .. }
         | C::AgendaJump { .. }
         | C::TimerMessage { .. }
-        | C::Remove { .. }
-        | C::AskReconnect { .. } => role == Role::Moderator,
+        | C::Remove { .. } => role == Role::Moderator,
     }
 }

@@ -204,6 +204,8 @@ struct Inner {
     /// Server candidates that arrived before their connection existed.
     early_candidates: tokio::sync::Mutex<Vec<(PeerConnectionKind, RTCIceCandidateInit)>>,
     published: StdMutex<Option<Published>>,
+    /// Uplink faults of every stream this client sends.
+    faults: Arc<pump::Faults>,
     /// The websocket writer and reader.
     io: StdMutex<Vec<JoinHandle<()>>>,
     /// Everything else: pumps, feedback readers, track readers.
@@ -337,6 +339,7 @@ impl Client {
             publish_answer: StdMutex::new(None),
             early_candidates: tokio::sync::Mutex::new(Vec::new()),
             published: StdMutex::new(None),
+            faults: Arc::default(),
             io: StdMutex::new(Vec::new()),
             tasks: StdMutex::new(Vec::new()),
             closed: AtomicBool::new(false),
@@ -741,6 +744,7 @@ impl Client {
                         extensions,
                         audio_level_id: ext(AUDIO_LEVEL_URI),
                         counters: Arc::new(Counters::default()),
+                        faults: inner.faults.clone(),
                     }
                 })
                 .collect();
@@ -806,6 +810,22 @@ impl Client {
             .as_ref()
             .map(|p| p.streams.iter().map(OutStream::snapshot).collect())
             .unwrap_or_default()
+    }
+
+    /// Drops this share (per mille) of the RTP it sends, before it leaves: a lossy uplink.
+    pub fn set_uplink_loss(&self, permille: u32) {
+        self.inner
+            .faults
+            .loss_permille
+            .store(permille.min(1000), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Stops (or resumes) sending any RTP, the connection staying up: a dead encoder.
+    pub fn pause_sending(&self, paused: bool) {
+        self.inner
+            .faults
+            .paused
+            .store(paused, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Changes the RFC 6464 level sent with audio (`None`: no extension).
@@ -1086,11 +1106,12 @@ async fn dispatch(inner: &Arc<Inner>, m: Value) {
             drop(log);
             inner.event_count.send_modify(|c| *c += 1);
         }
-        // Not an event on the wire, but waited for like one: `wait_event("speaking")`.
-        "speaking" => {
+        // Not events on the wire, but waited for like them: `wait_event("speaking")`,
+        // `wait_event("health")`, `wait_event("alert")`.
+        kind @ ("speaking" | "health" | "alert") => {
             let mut log = inner.events.lock().unwrap_or_else(|e| e.into_inner());
             log.unconsumed
-                .push_back(serde_json::json!({"type": "speaking", "event": m}));
+                .push_back(serde_json::json!({"type": kind, "event": m}));
             while log.unconsumed.len() > inner.opts.max_events {
                 log.unconsumed.pop_front();
             }

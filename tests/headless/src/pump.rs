@@ -1,7 +1,7 @@
 //! The synthetic media pump: Opus-sized audio at 50 packets/s and VP8-sized video frames per
 //! layer, with keyframes on a timer and on request (PLI/FIR).
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -171,6 +171,41 @@ pub(crate) struct OutStream {
     /// The negotiated audio level extension id.
     pub audio_level_id: Option<u8>,
     pub counters: Arc<Counters>,
+    /// The client's uplink faults (shared by its streams).
+    pub faults: Arc<Faults>,
+}
+
+/// Uplink fault injection: packets dropped before they leave, as a lossy uplink would (they
+/// never reach the NACK buffer, so they cannot be repaired), or none sent at all.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Share of RTP packets dropped, per mille.
+    pub loss_permille: AtomicU32,
+    /// Send nothing.
+    pub paused: AtomicBool,
+    rng: AtomicU32,
+}
+
+impl Faults {
+    fn drop_now(&self) -> bool {
+        if self.paused.load(Ordering::Relaxed) {
+            return true;
+        }
+        let p = self.loss_permille.load(Ordering::Relaxed);
+        if p == 0 {
+            return false;
+        }
+        // xorshift32; races between streams only make it more random.
+        let mut x = self.rng.load(Ordering::Relaxed);
+        if x == 0 {
+            x = 0x9E37_79B9;
+        }
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng.store(x, Ordering::Relaxed);
+        x % 1000 < p
+    }
 }
 
 impl OutStream {
@@ -217,6 +252,9 @@ fn now_us() -> u64 {
 }
 
 async fn write(track: &TrackLocalStaticRTP, s: &OutStream, mut pkt: rtp::Packet) {
+    if s.faults.drop_now() {
+        return;
+    }
     for (id, value) in &s.extensions {
         if let Err(e) = pkt.header.set_extension(*id, value.clone()) {
             fail(s, format!("extension {id}: {e}"));

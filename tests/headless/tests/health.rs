@@ -1,0 +1,271 @@
+//! Stream health against the real server: headless clients with injected faults on their
+//! uplink, a technician's websocket receiving `health` and `alert`.
+
+use std::time::{Duration, Instant};
+
+use roundtable::auth::Role;
+use roundtable::health::{DEAD_MIC_MS, DRY_MS, LOSS_ALERT_MS};
+use roundtable_headless::{Client, PublishSpec};
+use serde_json::Value;
+
+mod real;
+use real::{Server, start};
+
+async fn publishing(server: &Server, role: Role, id: &str, spec: PublishSpec) -> Client {
+    let c = server.join(role, id).await;
+    c.publish(spec).await.expect("publish");
+    c.wait_published().await.expect("publish connection up");
+    c
+}
+
+fn camera() -> PublishSpec {
+    PublishSpec {
+        audio: true,
+        video_layers: 1,
+        audio_level: Some(30),
+        ..Default::default()
+    }
+}
+
+/// Waits (up to `within`) for a message of `kind` that satisfies `pred`.
+async fn wait(c: &Client, kind: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let end = Instant::now() + within;
+    loop {
+        match c.wait_event_where(kind, &pred).await {
+            Ok(m) => return m["event"].clone(),
+            Err(e) if Instant::now() >= end => panic!("no {kind} in {within:?}: {e}"),
+            Err(_) => {}
+        }
+    }
+}
+
+/// d1's row in a `health` message.
+fn row<'a>(m: &'a Value, who: &str) -> Option<&'a Value> {
+    m["participants"]
+        .as_array()?
+        .iter()
+        .find(|r| r["participant"] == who)
+}
+
+fn up_score(m: &Value, who: &str) -> Option<u64> {
+    row(m, who)?["up"]["score"].as_u64()
+}
+
+fn is_alert(m: &Value, kind: &str, who: &str, cleared: bool) -> bool {
+    let a = &m["alert"];
+    a["kind"] == kind && a["participant"] == who && a["cleared_at"].is_null() != cleared
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_percent_uplink_loss_makes_the_score_poor_and_alerts_the_technician() {
+    let server = start().await;
+    let tech = server.join(Role::Technician, "tech").await;
+    let d1 = publishing(&server, Role::Delegate, "d1", camera()).await;
+    let healthy = wait(&tech, "health", Duration::from_secs(15), |m| {
+        up_score(m, "d1").is_some_and(|s| s > 80)
+    })
+    .await;
+    assert_eq!(row(&healthy, "d1").unwrap()["up"]["grade"], "excellent");
+    d1.set_uplink_loss(80);
+    let t0 = Instant::now();
+    let poor = wait(&tech, "health", Duration::from_secs(15), |m| {
+        row(m, "d1").is_some_and(|r| r["up"]["grade"] == "poor")
+    })
+    .await;
+    let poor_after = t0.elapsed();
+    let r = row(&poor, "d1").unwrap();
+    assert_eq!(r["up"]["cause"], "loss", "{r}");
+    let loss = r["up"]["loss_pct"].as_f64().unwrap();
+    assert!((4.0..=13.0).contains(&loss), "measured loss {loss} %");
+    assert!(
+        poor_after <= Duration::from_secs(5),
+        "poor after {poor_after:?}"
+    );
+    let alert = wait(&tech, "alert", Duration::from_secs(25), |m| {
+        is_alert(m, "loss", "d1", false)
+    })
+    .await;
+    let alert_after = t0.elapsed();
+    // The rule is "over 5 % for 10 s": raised once that holds, and at the technician within
+    // 5 s of it.
+    let limit = Duration::from_millis(LOSS_ALERT_MS as u64) + Duration::from_secs(5);
+    assert!(alert_after <= limit, "loss alert after {alert_after:?}");
+    assert_eq!(alert["alert"]["direction"], "up");
+    assert_eq!(alert["alert"]["floor"], false);
+    // The loss goes: the score recovers and the alert clears.
+    d1.set_uplink_loss(0);
+    wait(&tech, "health", Duration::from_secs(40), |m| {
+        up_score(m, "d1").is_some_and(|s| s > 80)
+    })
+    .await;
+    tech.wait_event_where("alert", |m| is_alert(m, "loss", "d1", true))
+        .await
+        .ok();
+    // The acknowledge: once, by the technician.
+    let id = alert["alert"]["id"].clone();
+    tech.cmd(serde_json::json!({"type": "ack_alert", "alert": id}))
+        .await
+        .expect("ack");
+    let again = tech
+        .cmd(serde_json::json!({"type": "ack_alert", "alert": id}))
+        .await
+        .expect_err("twice");
+    assert_eq!(again.code(), Some("invalid_state"));
+    eprintln!(
+        "health: poor after {poor_after:?} (loss {loss} %), loss alert after {alert_after:?}"
+    );
+    d1.close().await;
+    tech.close().await;
+    let _ = server.stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_stops_is_dry_and_a_silent_floor_holder_is_a_dead_mic() {
+    let server = start().await;
+    let tech = server.join(Role::Technician, "tech").await;
+    let chair = server.join(Role::Moderator, "chair").await;
+    let d1 = publishing(&server, Role::Delegate, "d1", camera()).await;
+    wait(&tech, "health", Duration::from_secs(15), |m| {
+        up_score(m, "d1").is_some_and(|s| s > 80)
+    })
+    .await;
+    // Dry: it stops sending, the connection staying up.
+    d1.pause_sending(true);
+    let t0 = Instant::now();
+    let dry = wait(&tech, "alert", Duration::from_secs(10), |m| {
+        is_alert(m, "dry", "d1", false)
+    })
+    .await;
+    let dry_after = t0.elapsed();
+    assert!(
+        dry_after <= Duration::from_millis(DRY_MS as u64 + 1_000),
+        "dry after {dry_after:?}"
+    );
+    assert!(dry["alert"]["detail"].as_str().unwrap().contains("packets"));
+    d1.pause_sending(false);
+    wait(&tech, "alert", Duration::from_secs(10), |m| {
+        is_alert(m, "dry", "d1", true)
+    })
+    .await;
+    // Dead mic: granted the floor, sending silence.
+    let ack = d1
+        .cmd(serde_json::json!({"type": "raise_hand"}))
+        .await
+        .expect("raise");
+    chair
+        .cmd(serde_json::json!({"type": "grant", "request": ack["request"]}))
+        .await
+        .expect("grant");
+    d1.set_audio_level(Some(127));
+    let t1 = Instant::now();
+    let dead = wait(&chair, "alert", Duration::from_secs(20), |m| {
+        is_alert(m, "dead_mic", "d1", false)
+    })
+    .await;
+    let dead_after = t1.elapsed();
+    assert_eq!(dead["alert"]["floor"], true, "the chair gets floor alerts");
+    assert!(
+        dead_after >= Duration::from_millis(DEAD_MIC_MS as u64 - 1_000)
+            && dead_after <= Duration::from_millis(DEAD_MIC_MS as u64 + 3_000),
+        "dead mic after {dead_after:?}"
+    );
+    wait(&tech, "alert", Duration::from_secs(5), |m| {
+        is_alert(m, "dead_mic", "d1", false)
+    })
+    .await;
+    // The chair acknowledges it; a delegate may not.
+    let e = d1
+        .cmd(serde_json::json!({"type": "ack_alert", "alert": dead["alert"]["id"]}))
+        .await
+        .expect_err("a delegate");
+    assert_eq!(e.code(), Some("forbidden"));
+    chair
+        .cmd(serde_json::json!({"type": "ack_alert", "alert": dead["alert"]["id"]}))
+        .await
+        .expect("the chair acks a floor alert");
+    // Speaking again clears it.
+    d1.set_audio_level(Some(30));
+    wait(&chair, "alert", Duration::from_secs(5), |m| {
+        is_alert(m, "dead_mic", "d1", true)
+    })
+    .await;
+    eprintln!("health: dry after {dry_after:?}, dead mic after {dead_after:?}");
+    for c in [&d1, &chair, &tech] {
+        c.close().await;
+    }
+    let _ = server.stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn technician_actions_and_client_reports() {
+    let server = start().await;
+    let tech = server.join(Role::Technician, "tech").await;
+    let d1 = publishing(&server, Role::Delegate, "d1", camera()).await;
+    // A keyframe on request.
+    let before: u64 = d1.sent_stats().iter().map(|s| s.keyframe_requests).sum();
+    tech.cmd(serde_json::json!({"type": "request_keyframe", "participant": "d1"}))
+        .await
+        .expect("keyframe");
+    let end = Instant::now() + Duration::from_secs(5);
+    while d1
+        .sent_stats()
+        .iter()
+        .map(|s| s.keyframe_requests)
+        .sum::<u64>()
+        <= before
+    {
+        assert!(Instant::now() < end, "no keyframe request reached d1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = tech
+        .cmd(serde_json::json!({"type": "request_keyframe", "participant": "nobody"}))
+        .await
+        .expect_err("unknown");
+    assert_eq!(e.code(), Some("not_found"));
+    let e = d1
+        .cmd(serde_json::json!({"type": "force_layer", "participant": "d1", "layer": "low"}))
+        .await
+        .expect_err("a delegate may not");
+    assert_eq!(e.code(), Some("forbidden"));
+    // Force audio only, then back: shown on the row.
+    tech.cmd(
+        serde_json::json!({"type": "force_layer", "participant": "d1", "layer": "audio_only"}),
+    )
+    .await
+    .expect("force");
+    wait(&tech, "health", Duration::from_secs(5), |m| {
+        row(m, "d1").is_some_and(|r| r["force"] == "audio_only")
+    })
+    .await;
+    tech.cmd(serde_json::json!({"type": "force_layer", "participant": "d1", "layer": "auto"}))
+        .await
+        .expect("auto");
+    // A client report is kept on the row; a second within a second is refused; bad values are.
+    d1.cmd(serde_json::json!({"type": "client_stats", "down": {"freeze_count": 0, "fps": 30.0}, "up": {"fps": 29.0, "height": 720}}))
+        .await
+        .expect("report");
+    let e = d1
+        .cmd(serde_json::json!({"type": "client_stats"}))
+        .await
+        .expect_err("too soon");
+    assert_eq!(e.code(), Some("rate_limited"));
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let e = d1
+        .cmd(serde_json::json!({"type": "client_stats", "up": {"fps": 1e9}}))
+        .await
+        .expect_err("out of range");
+    assert_eq!(e.code(), Some("invalid_value"));
+    let e = d1
+        .cmd(serde_json::json!({"type": "client_stats", "participant": "someone-else"}))
+        .await
+        .expect_err("no participant field: a client reports only for itself");
+    assert_eq!(e.code(), Some("invalid_fields"));
+    wait(&tech, "health", Duration::from_secs(5), |m| {
+        row(m, "d1").is_some_and(|r| r["client"]["up"]["height"] == 720)
+    })
+    .await;
+    for c in [&d1, &tech] {
+        c.close().await;
+    }
+    let _ = server.stop.send(());
+}
