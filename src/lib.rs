@@ -28,5 +28,6 @@ pub mod health;
 pub mod http;
 pub mod media;
 pub mod meeting;
+pub mod metrics;
 pub mod server;
 pub mod store;

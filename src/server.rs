@@ -126,6 +126,7 @@ pub async fn prepare(config: &Config, clock: Clock) -> Result<Prepared, ServerEr
         next_conn: AtomicU64::new(1),
         ws_clients: AtomicU64::new(0),
         counters,
+        media: hub.as_ref().map(|h| h.engine.clone()),
         shutdown: shutdown_rx,
     });
     Ok(Prepared {

@@ -77,6 +77,8 @@ pub struct Shared {
     pub ws_clients: AtomicU64,
     /// Meeting counters.
     pub counters: Arc<Counters>,
+    /// The media engine, when it runs (`/metrics`).
+    pub media: Option<crate::media::engine::MediaHandle>,
     /// Turns true on shutdown.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -86,6 +88,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/join", get(join_page))
         .route("/timer", get(timer_page))
         .route("/web/{*path}", get(web_file))
@@ -161,6 +164,36 @@ async fn timer_page(State(s): State<Arc<Shared>>, Query(q): Query<TokenQuery>) -
 /// A file of the browser clients.
 async fn web_file(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
     web::serve(&path)
+}
+
+/// The Prometheus exposition ([`crate::metrics`]).
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let engine = match &s.media {
+        Some(m) => m.stats().await.ok(),
+        None => None,
+    };
+    let mut ids: Vec<&String> = s.meetings.keys().collect();
+    ids.sort();
+    let mut meetings = Vec::new();
+    for id in ids {
+        if let Some(m) = s.meetings[id].metrics().await {
+            meetings.push(m);
+        }
+    }
+    let body = crate::metrics::render(
+        &s.counters,
+        s.ws_clients.load(std::sync::atomic::Ordering::Relaxed),
+        engine.as_ref(),
+        &meetings,
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn healthz(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {

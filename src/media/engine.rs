@@ -100,6 +100,7 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -384,6 +385,18 @@ pub struct EngineStats {
     pub events_dropped: u64,
     /// Outgoing RTP dropped by fault injection ([`MediaHandle::set_loss`]).
     pub rtp_dropped_by_loss: u64,
+    /// Payload bytes of the RTP delivered by publishers.
+    pub bytes_in: u64,
+    /// Payload bytes of the RTP written to subscriber tracks.
+    pub bytes_forwarded: u64,
+    /// Audio packets the floor gate held back (all rooms).
+    pub gate_dropped: u64,
+    /// Keyframe requests (PLI) sent to publishers.
+    pub plis_sent: u64,
+    /// Keyframe requests (PLI, FIR) received from subscribers.
+    pub keyframe_requests_in: u64,
+    /// NACK packets received from subscribers (the responder repairs from its buffer).
+    pub nacks_in: u64,
     /// Per datagram that was forwarded: from reading it off the socket to the last copy sent
     /// (the server's own share of the added latency; waiting in the socket's queue before the
     /// read is not in it).
@@ -1699,6 +1712,7 @@ impl Engine {
             match message {
                 RTCMessage::RtpPacket(_track, packet) => {
                     self.stats.rtp_in += 1;
+                    self.stats.bytes_in += packet.payload.len() as u64;
                     self.forward(id, packet, now);
                 }
                 RTCMessage::RtcpPacket(_track, packets) => {
@@ -1710,6 +1724,11 @@ impl Engine {
                             }
                             continue;
                         }
+                        if any.is::<TransportLayerNack>() {
+                            self.stats.nacks_in += 1;
+                            continue;
+                        }
+                        self.stats.keyframe_requests_in += 1;
                         let (ssrcs, kind): (Vec<u32>, _) =
                             if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
                                 (vec![pli.media_ssrc], KeyframeKind::Pli)
@@ -1839,6 +1858,7 @@ impl Engine {
             return;
         }
         strip_extensions(&mut packet.header);
+        let payload_len = packet.payload.len() as u64;
         for f in &rooms.out {
             let Some(&(to, track_id)) = rooms.egress.get(&(ingress.room, f.peer, f.slot)) else {
                 continue;
@@ -1865,6 +1885,7 @@ impl Engine {
             {
                 Some(Ok(())) => {
                     stats.rtp_forwarded += 1;
+                    stats.bytes_forwarded += payload_len;
                     conn.sent_packets += 1;
                 }
                 Some(Err(err)) => {
@@ -2079,6 +2100,12 @@ impl Engine {
             Command::Stats { reply } => {
                 let mut stats = self.stats;
                 stats.connections = self.conns.len() as u64;
+                stats.gate_dropped = self
+                    .rooms
+                    .routers
+                    .values()
+                    .map(Router::gate_dropped_total)
+                    .sum();
                 let _ = reply.send(Ok(stats));
             }
             Command::Router { room, op, reply } => {
@@ -2581,6 +2608,7 @@ impl Engine {
                 media_ssrc: ssrc,
             })],
         )?;
+        self.stats.plis_sent += 1;
         Ok(())
     }
 
@@ -2906,6 +2934,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestInterceptor {
                 let any = p.as_any();
                 any.is::<PictureLossIndication>()
                     || any.is::<FullIntraRequest>()
+                    || any.is::<TransportLayerNack>()
                     || any
                         .downcast_ref::<ReceiverReport>()
                         .is_some_and(|r| !r.reports.is_empty())

@@ -322,6 +322,7 @@ pub struct Router {
     due: Vec<(TrackId, u8)>,
     next_ssrc: u32,
     forwarded: u64,
+    gate_dropped: u64,
 }
 
 impl Router {
@@ -442,6 +443,11 @@ impl Router {
         Ok(())
     }
 
+    /// Audio packets the floor gate held back since the router began (peers gone included).
+    pub fn gate_dropped_total(&self) -> u64 {
+        self.gate_dropped
+    }
+
     /// Whether a subscriber wants other delegates' cameras as thumbnails.
     pub fn set_thumbnails(&mut self, peer: PeerId, on: bool) -> Result<(), RouterError> {
         self.peers
@@ -530,6 +536,7 @@ impl Router {
             if let Some(p) = self.peers.get_mut(&owner) {
                 p.gate_dropped += 1;
             }
+            self.gate_dropped += 1;
             return;
         }
         if pkt.keyframe {

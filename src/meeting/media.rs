@@ -987,6 +987,12 @@ impl MeetingMedia {
         for c in conns {
             n += self.hub.engine.request_keyframes(c).await.map_err(err)?;
         }
+        if n == 0 {
+            return Err((
+                ErrorCode::InvalidState,
+                format!("{participant} sends no video yet"),
+            ));
+        }
         Ok(n)
     }
 

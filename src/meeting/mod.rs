@@ -114,6 +114,11 @@ pub enum Msg {
         /// Answer.
         reply: oneshot::Sender<(u64, Box<sig::Snapshot>)>,
     },
+    /// What `/metrics` shows of this meeting.
+    Metrics {
+        /// Answer.
+        reply: oneshot::Sender<crate::metrics::MeetingMetrics>,
+    },
 }
 
 /// A participant as named by their invite.
@@ -181,6 +186,13 @@ impl MeetingHandle {
         self.send(Msg::Snapshot { reply }).await;
         rx.await.ok()
     }
+
+    /// What `/metrics` shows of this meeting.
+    pub async fn metrics(&self) -> Option<crate::metrics::MeetingMetrics> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::Metrics { reply }).await;
+        rx.await.ok()
+    }
 }
 
 /// Counters shared with `/metrics` and `/healthz`.
@@ -192,6 +204,10 @@ pub struct Counters {
     pub errors: AtomicU64,
     /// Connections dropped for being too slow.
     pub lagging: AtomicU64,
+    /// Time to queue a batch of events to every connection.
+    pub fanout: crate::metrics::Histogram,
+    /// Time to write a batch of events to the journal.
+    pub journal_write: crate::metrics::Histogram,
 }
 
 /// The engine built from a meeting's config.
@@ -459,7 +475,10 @@ impl Meeting {
                 body: serde_json::to_string(e).unwrap_or_default(),
             })
             .collect();
+        let started = std::time::Instant::now();
         self.journal.append(records).await?;
+        self.counters.journal_write.observe(started.elapsed());
+        let fanout = std::time::Instant::now();
         let last_floor = events.iter().rposition(|e| e.touches_floor());
         let last_agenda = events.iter().rposition(|e| e.touches_agenda());
         for (i, event) in events.into_iter().enumerate() {
@@ -478,6 +497,7 @@ impl Meeting {
             self.broadcast(encode(&msg));
             self.counters.events.fetch_add(1, Ordering::Relaxed);
         }
+        self.counters.fanout.observe(fanout.elapsed());
         if last_floor.is_some() {
             self.sync_floor().await;
         }
@@ -1057,6 +1077,36 @@ impl Meeting {
             Msg::Snapshot { reply } => {
                 let now = self.clock.now();
                 let _ = reply.send((self.seq, Box::new(self.snapshot(now))));
+            }
+            Msg::Metrics { reply } => {
+                let mut by_role: std::collections::BTreeMap<&'static str, u64> = Default::default();
+                let mut seen = std::collections::HashSet::new();
+                for c in self.conns.values() {
+                    if seen.insert(c.who.id.as_str()) {
+                        *by_role.entry(c.who.role.as_str()).or_default() += 1;
+                    }
+                }
+                let mut scores = Vec::new();
+                for r in self.health.rows() {
+                    if let Some(u) = &r.up {
+                        scores.push((r.participant.clone(), "up", u.score));
+                    }
+                    if let Some(d) = &r.down {
+                        scores.push((r.participant.clone(), "down", d.score));
+                    }
+                }
+                let alerts_on = self
+                    .health
+                    .open_alerts()
+                    .iter()
+                    .filter(|a| a.cleared_at.is_none())
+                    .count() as u64;
+                let _ = reply.send(crate::metrics::MeetingMetrics {
+                    meeting: self.info.id.clone(),
+                    participants: by_role.into_iter().collect(),
+                    scores,
+                    alerts_on,
+                });
             }
         }
     }

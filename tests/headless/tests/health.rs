@@ -201,6 +201,10 @@ async fn technician_actions_and_client_reports() {
     let server = start().await;
     let tech = server.join(Role::Technician, "tech").await;
     let d1 = publishing(&server, Role::Delegate, "d1", camera()).await;
+    wait(&tech, "health", Duration::from_secs(15), |m| {
+        up_score(m, "d1").is_some()
+    })
+    .await;
     // A keyframe on request.
     let before: u64 = d1.sent_stats().iter().map(|s| s.keyframe_requests).sum();
     tech.cmd(serde_json::json!({"type": "request_keyframe", "participant": "d1"}))
@@ -265,6 +269,137 @@ async fn technician_actions_and_client_reports() {
     })
     .await;
     for c in [&d1, &tech] {
+        c.close().await;
+    }
+    let _ = server.stop.send(());
+}
+
+/// `GET path` over plain HTTP/1.1 (the server's own port); the body.
+async fn http_get(base: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = base.trim_start_matches("ws://");
+    let mut s = tokio::net::TcpStream::connect(host).await.expect("connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        // De-chunk.
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((len, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        body.to_owned()
+    }
+}
+
+fn value(m: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    m.samples.iter().find_map(|s| {
+        let ok = s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v));
+        if !ok {
+            return None;
+        }
+        match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_match_the_clients_counts() {
+    let server = start().await;
+    let tech = server.join(Role::Technician, "tech").await;
+    let chair = server.join(Role::Moderator, "chair").await;
+    let d1 = publishing(&server, Role::Delegate, "d1", camera()).await;
+    // Let audio flow against the closed gate, then stop sending to freeze the counts.
+    wait(&tech, "health", Duration::from_secs(15), |m| {
+        up_score(m, "d1").is_some_and(|s| s > 80)
+    })
+    .await;
+    d1.pause_sending(true);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let sent: u64 = d1.sent_stats().iter().map(|s| s.packets).sum();
+    let sent_bytes: u64 = d1.sent_stats().iter().map(|s| s.bytes).sum();
+    let audio_sent: u64 = d1
+        .sent_stats()
+        .iter()
+        .filter(|s| matches!(s.stream, roundtable_headless::StreamKind::Audio))
+        .map(|s| s.packets)
+        .sum();
+    let body = http_get(&server.base, "/metrics").await;
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .all(|s| s.metric.starts_with("roundtable_"))
+    );
+    let p = |role| value(&scrape, "roundtable_participants", &[("role", role)]);
+    assert_eq!(p("technician"), Some(1.0));
+    assert_eq!(p("moderator"), Some(1.0));
+    assert_eq!(p("delegate"), Some(1.0));
+    assert!(value(&scrape, "roundtable_websocket_clients", &[]).unwrap() >= 3.0);
+    // Everything d1 sent arrived (loopback, nothing lost) and was counted.
+    let rtp_in = value(&scrape, "roundtable_rtp_packets_in_total", &[]).unwrap() as u64;
+    assert_eq!(rtp_in, sent, "packets in = packets the client sent");
+    let bytes_in = value(&scrape, "roundtable_rtp_bytes_in_total", &[]).unwrap() as u64;
+    assert_eq!(
+        bytes_in, sent_bytes,
+        "payload bytes in = bytes the client sent"
+    );
+    // Nobody holds the floor: every audio packet was held back by the gate, but the first
+    // (it arrives before the stream is bound to the router, and opens it).
+    let gate = value(&scrape, "roundtable_floor_gate_dropped_total", &[]).unwrap() as u64;
+    assert!(
+        gate <= audio_sent && audio_sent - gate <= 1,
+        "gate drops {gate} = d1's audio packets {audio_sent} but the first"
+    );
+    let score = value(
+        &scrape,
+        "roundtable_quality_score",
+        &[("participant", "d1"), ("direction", "up")],
+    )
+    .expect("d1's score");
+    assert!((0.0..=100.0).contains(&score));
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "roundtable_journal_write_seconds_count")
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "roundtable_event_fanout_seconds_count")
+    );
+    for c in [&d1, &chair, &tech] {
         c.close().await;
     }
     let _ = server.stop.send(());
