@@ -107,6 +107,8 @@ pub struct MediaConfig {
     /// Also accept ICE over TCP (RFC 6544, passive) on the same address and port number as
     /// `udp`, for networks that block UDP.
     pub ice_tcp: bool,
+    /// How long the stream-health history (scores every 2 s, alerts) is kept, minutes.
+    pub health_retention_minutes: u32,
 }
 
 impl Default for MediaConfig {
@@ -121,6 +123,7 @@ impl Default for MediaConfig {
             turn_secret: String::new(),
             turn_ttl_secs: 86_400,
             ice_tcp: true,
+            health_retention_minutes: 1_440,
         }
     }
 }

@@ -94,6 +94,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route("/web/{*path}", get(web_file))
         .route("/ws", get(ws))
         .route("/api/minutes", get(minutes_handler))
+        .route("/api/health", get(health_history))
         .with_state(shared)
 }
 
@@ -164,6 +165,67 @@ async fn timer_page(State(s): State<Arc<Shared>>, Query(q): Query<TokenQuery>) -
 /// A file of the browser clients.
 async fn web_file(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
     web::serve(&path)
+}
+
+/// The stream-health history of the token's meeting: `format=csv` (samples) or `json`
+/// (samples and alerts). For the moderator and technicians.
+async fn health_history(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let (claims, _) = match authenticate(&s, bearer.or(q.token.as_deref())) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    use roundtable_signaling::Role;
+    if !matches!(claims.role, Role::Moderator | Role::Technician) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the health history is for the moderator and technicians",
+        );
+    }
+    let (samples, alerts) = match s.journal.load_health(&claims.meeting).await {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "journal_unavailable",
+                e.to_string(),
+            );
+        }
+    };
+    match q.format.as_deref().unwrap_or("csv") {
+        "csv" => (
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            crate::store::health::samples_csv(&samples),
+        )
+            .into_response(),
+        "json" => Json(json!({
+            "summary": crate::store::health::summarise(&samples, &alerts),
+            "samples": samples.iter().map(|x| json!({
+                "at": x.at_ms, "participant": x.participant, "direction": x.direction,
+                "score": x.score, "cause": x.cause, "loss_pct": x.loss_pct,
+                "jitter_ms": x.jitter_ms, "rtt_ms": x.rtt_ms, "kbps": x.kbps,
+            })).collect::<Vec<_>>(),
+            "alerts": alerts.iter().map(|a| json!({
+                "id": a.id, "kind": a.kind, "participant": a.participant,
+                "direction": a.direction, "detail": a.detail, "raised_at": a.raised_at,
+                "cleared_at": a.cleared_at, "acked_by": a.acked_by,
+            })).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        _ => error(
+            StatusCode::BAD_REQUEST,
+            "invalid_value",
+            "format must be csv or json",
+        ),
+    }
 }
 
 /// The Prometheus exposition ([`crate::metrics`]).
@@ -323,7 +385,10 @@ async fn minutes_handler(
             "the meeting task has stopped",
         );
     };
-    let m = minutes::build(&snapshot.meeting, &snapshot.agenda.items, &records);
+    let mut m = minutes::build(&snapshot.meeting, &snapshot.agenda.items, &records);
+    if let Ok((samples, alerts)) = s.journal.load_health(&claims.meeting).await {
+        m.quality = crate::store::health::summarise(&samples, &alerts);
+    }
     let (body, mime) = minutes::render(&m, format);
     ([(header::CONTENT_TYPE, mime)], body).into_response()
 }

@@ -314,6 +314,7 @@ pub async fn start(
         health: crate::health::Monitor::new(),
         health_ticks: 0,
         cpu: crate::health::cpu::CpuMeter::new(),
+        alerts_changed: Vec::new(),
     };
     meeting.replay().await?;
     let (tx, rx) = mpsc::channel(4096);
@@ -357,6 +358,8 @@ struct Meeting {
     health: crate::health::Monitor,
     health_ticks: u64,
     cpu: crate::health::cpu::CpuMeter,
+    /// Alerts changed since the last history write.
+    alerts_changed: Vec<sig::AlertInfo>,
 }
 
 /// Serialises a server message. Serialising our own types cannot fail (no maps with
@@ -740,6 +743,7 @@ impl Meeting {
         let out = self.health.tick(now, &holders, cpu, report);
         self.announce_alerts(out.changes);
         if report {
+            self.record_health(now);
             let frame = encode(&ServerMessage::Health {
                 at: now,
                 participants: self.health.rows(),
@@ -752,8 +756,64 @@ impl Meeting {
         }
     }
 
+    /// Queues this report's scores, and the alerts that changed since the last one, for the
+    /// history.
+    fn record_health(&mut self, now: i64) {
+        use crate::store::health::{HealthAlert, HealthBatch, HealthSample};
+        let meeting = self.info.id.clone();
+        let mut samples = Vec::new();
+        for r in self.health.rows() {
+            for (dir, h) in [("up", &r.up), ("down", &r.down)] {
+                if let Some(h) = h {
+                    samples.push(HealthSample {
+                        meeting: meeting.clone(),
+                        at_ms: now,
+                        participant: r.participant.clone(),
+                        direction: dir.to_owned(),
+                        score: h.score,
+                        cause: h
+                            .cause
+                            .and_then(|c| serde_json::to_value(c).ok())
+                            .and_then(|v| v.as_str().map(str::to_owned)),
+                        loss_pct: h.loss_pct,
+                        jitter_ms: h.jitter_ms,
+                        rtt_ms: h.rtt_ms,
+                        kbps: h.kbps,
+                    });
+                }
+            }
+        }
+        let alerts = std::mem::take(&mut self.alerts_changed)
+            .into_iter()
+            .map(|a| HealthAlert {
+                meeting: meeting.clone(),
+                id: a.id,
+                kind: serde_json::to_value(a.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                participant: a.participant,
+                direction: a.direction.map(|d| match d {
+                    sig::Direction::Up => "up".to_owned(),
+                    sig::Direction::Down => "down".to_owned(),
+                }),
+                detail: a.detail,
+                raised_at: a.raised_at,
+                cleared_at: a.cleared_at,
+                acked_by: a.acked_by,
+            })
+            .collect();
+        let keep = i64::from(self.media.health_retention_minutes) * 60_000;
+        self.journal.record_health(HealthBatch {
+            samples,
+            alerts,
+            keep_after_ms: now - keep,
+        });
+    }
+
     /// Alerts raised, cleared or acknowledged: to technicians, floor alerts also to the chair.
     fn announce_alerts(&mut self, changes: Vec<sig::AlertInfo>) {
+        self.alerts_changed.extend(changes.iter().cloned());
         for alert in changes {
             info!(
                 alert = alert.id,

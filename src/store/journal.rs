@@ -115,6 +115,16 @@ enum Request {
     Flush {
         reply: oneshot::Sender<()>,
     },
+    Health {
+        batch: super::health::HealthBatch,
+    },
+    LoadHealth {
+        meeting: String,
+        reply: Reply<(
+            Vec<super::health::HealthSample>,
+            Vec<super::health::HealthAlert>,
+        )>,
+    },
 }
 
 /// An append waiting for the next group commit.
@@ -259,6 +269,30 @@ impl Journal {
             .await
     }
 
+    /// Queues a stream-health batch for the writer without waiting (see
+    /// [`super::health`]); an error is logged there.
+    pub fn record_health(&self, batch: super::health::HealthBatch) {
+        if self.send(Request::Health { batch }).is_err() {
+            tracing::debug!("health history dropped: the journal is closed");
+        }
+    }
+
+    /// The stream-health history of a meeting: samples and alerts, oldest first.
+    pub async fn load_health(
+        &self,
+        meeting: &str,
+    ) -> Result<
+        (
+            Vec<super::health::HealthSample>,
+            Vec<super::health::HealthAlert>,
+        ),
+        StoreError,
+    > {
+        let meeting = meeting.to_owned();
+        self.request(|reply| Request::LoadHealth { meeting, reply })
+            .await
+    }
+
     /// Waits until every request queued before this call has been processed
     /// (in particular, every earlier append is committed or rejected).
     pub async fn flush(&self) -> Result<(), StoreError> {
@@ -360,6 +394,21 @@ impl Writer {
             }
             Request::Flush { reply } => {
                 let _ = reply.send(());
+            }
+            Request::Health { batch } => {
+                if let Err(err) = super::health::write(&mut self.conn, &self.path, &batch) {
+                    tracing::warn!(%err, "health history not written");
+                }
+            }
+            Request::LoadHealth { meeting, reply } => {
+                let r =
+                    super::health::load_samples(&self.conn, &self.path, &meeting).and_then(|s| {
+                        Ok((
+                            s,
+                            super::health::load_alerts(&self.conn, &self.path, &meeting)?,
+                        ))
+                    });
+                let _ = reply.send(r);
             }
             Request::Append { records, reply } => {
                 self.commit_group(vec![PendingAppend { records, reply }])

@@ -132,6 +132,10 @@ pub struct Minutes {
     pub outside_agenda_actions: Vec<ChairAction>,
     /// Last journal sequence number included.
     pub through_seq: u64,
+    /// Stream quality per participant and direction, from the health history (empty without
+    /// media).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quality: Vec<super::health::QualitySummary>,
 }
 
 /// Builds the minutes from the final agenda view and the journal.
@@ -158,6 +162,7 @@ pub fn build(meeting: &MeetingInfo, items: &[ItemInfo], records: &[JournalRecord
             .collect(),
         outside_agenda: Vec::new(),
         outside_agenda_actions: Vec::new(),
+        quality: Vec::new(),
         through_seq: records.last().map_or(0, |r| r.seq),
     };
     let mut requests: HashMap<u64, RequestInfo> = HashMap::new();
@@ -505,6 +510,29 @@ fn render_md(m: &Minutes) -> String {
         let _ = writeln!(s, "## Outside the agenda\n");
         write_interventions(&mut s, &m.outside_agenda);
         write_actions(&mut s, &m.outside_agenda_actions);
+    }
+    if !m.quality.is_empty() {
+        let _ = writeln!(
+            s,
+            "## Stream quality\n\nScores 0-100 sampled every 2 s (up: what they sent, down: what they received).\n"
+        );
+        let _ = writeln!(
+            s,
+            "| Participant | Direction | Mean | Lowest | Poor | Alerts |\n| --- | --- | --- | --- | --- | --- |"
+        );
+        for q in &m.quality {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} % | {} |",
+                md_cell(&q.participant),
+                q.direction,
+                q.mean,
+                q.min,
+                q.poor_pct,
+                q.alerts
+            );
+        }
+        let _ = writeln!(s);
     }
     s
 }

@@ -55,6 +55,7 @@
 //! ) WITHOUT ROWID;
 //! ```
 
+pub mod health;
 mod journal;
 pub mod minutes;
 
@@ -66,7 +67,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
 /// Schema version written by this build (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations, in order: entry `i` upgrades the schema from version `i` to
 /// version `i + 1`. Append new entries; never edit shipped ones.
@@ -81,6 +82,8 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL,
         PRIMARY KEY(meeting, seq)
     ) WITHOUT ROWID;",
+    // v1 -> v2: stream-health history.
+    health::MIGRATION_V2,
 ];
 
 /// How long a connection waits on a lock held by another connection.

@@ -111,6 +111,32 @@ async fn eight_percent_uplink_loss_makes_the_score_poor_and_alerts_the_technicia
         .await
         .expect_err("twice");
     assert_eq!(again.code(), Some("invalid_state"));
+    // The history: in SQLite, exported as CSV, summarised in the minutes.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let token = server.token(Role::Technician, "tech");
+    let csv = http_get(
+        &server.base,
+        &format!("/api/health?format=csv&token={token}"),
+    )
+    .await;
+    let d1_up: Vec<&str> = csv.lines().filter(|l| l.contains(",d1,up,")).collect();
+    assert!(d1_up.len() >= 10, "{csv}");
+    assert!(
+        d1_up.iter().any(|l| l
+            .split(',')
+            .nth(3)
+            .and_then(|s| s.parse::<u8>().ok())
+            .is_some_and(|s| s <= 40)),
+        "the poor scores are in the history: {d1_up:?}"
+    );
+    let chair = server.token(Role::Moderator, "chair");
+    let md = http_get(
+        &server.base,
+        &format!("/api/minutes?format=md&token={chair}"),
+    )
+    .await;
+    assert!(md.contains("## Stream quality"), "{md}");
+    assert!(md.lines().any(|l| l.starts_with("| d1 | up |")), "{md}");
     eprintln!(
         "health: poor after {poor_after:?} (loss {loss} %), loss alert after {alert_after:?}"
     );
@@ -288,12 +314,14 @@ async fn http_get(base: &str, path: &str) -> String {
     s.read_to_end(&mut buf).await.expect("read");
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").expect("a response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain; version=0.0.4"),
-        "{head}"
-    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    if path == "/metrics" {
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: text/plain; version=0.0.4"),
+            "{head}"
+        );
+    }
     if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
