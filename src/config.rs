@@ -109,6 +109,8 @@ pub struct MediaConfig {
     pub ice_tcp: bool,
     /// How long the stream-health history (scores every 2 s, alerts) is kept, minutes.
     pub health_retention_minutes: u32,
+    /// Measure stream health (on by default; off only to measure what it costs).
+    pub health: bool,
 }
 
 impl Default for MediaConfig {
@@ -124,6 +126,7 @@ impl Default for MediaConfig {
             turn_ttl_secs: 86_400,
             ice_tcp: true,
             health_retention_minutes: 1_440,
+            health: true,
         }
     }
 }

@@ -90,6 +90,7 @@ pub async fn prepare(config: &Config, clock: Clock) -> Result<Prepared, ServerEr
             bind: config.media.udp_addr,
             advertise_ip: config.media.advertise_ip.parse().ok(),
             ice_tcp: config.media.ice_tcp,
+            health: config.media.health,
             ..Default::default()
         };
         let (engine, events, addr) = crate::media::engine::MediaEngine::start(engine_config)?;

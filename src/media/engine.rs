@@ -223,6 +223,9 @@ pub struct MediaConfig {
     /// Also listen for ICE-TCP (passive) on the bound address and port number, and advertise
     /// a `tcp passive` candidate beside the UDP one (see `media::tcp`).
     pub ice_tcp: bool,
+    /// Measure every inbound stream and sample each connection for stream health
+    /// ([`MediaEvent::Sample`]); off only to measure what it costs.
+    pub health: bool,
 }
 
 /// The default connect timeout: above the core's own ICE failure timeout (25 s).
@@ -236,6 +239,7 @@ impl Default for MediaConfig {
             advertise_ip: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             ice_tcp: false,
+            health: true,
         }
     }
 }
@@ -639,6 +643,7 @@ impl MediaEngine {
             next_track: 1,
             read_timeout: None,
             connect_timeout: config.connect_timeout,
+            health: config.health,
             next_sweep: Instant::now(),
         };
         let thread = std::thread::Builder::new()
@@ -1254,6 +1259,8 @@ struct Engine {
     connect_timeout: Duration,
     /// When to look for connections past their connect deadline next.
     next_sweep: Instant,
+    /// Stream-health measurement on ([`MediaConfig::health`]).
+    health: bool,
 }
 
 impl Engine {
@@ -1287,7 +1294,7 @@ impl Engine {
                 self.poll_keyframes(now);
                 self.next_keyframe_poll = now + KEYFRAME_POLL;
             }
-            if now >= self.next_sample {
+            if self.health && now >= self.next_sample {
                 self.sample(now);
                 self.next_sample = now + Duration::from_millis(SAMPLE_PERIOD_MS as u64);
             }
@@ -1781,7 +1788,8 @@ impl Engine {
                     .map(|(_, l)| l)
             };
             let keyframe = ingress.video && media && rtp::vp8_keyframe(&packet.payload);
-            bound.meter.packet(
+            if self.health {
+                bound.meter.packet(
                 arrival_us,
                 packet.header.sequence_number,
                 packet.header.timestamp,
@@ -1790,6 +1798,7 @@ impl Engine {
                 keyframe,
                 level,
             );
+            }
             self.route(from, ingress, packet, now, level, keyframe);
             if !self.rooms.speech.is_empty() {
                 for event in std::mem::take(&mut self.rooms.speech) {

@@ -133,6 +133,9 @@ struct BakuArgs {
     /// Where to write the JSON result (parent directories are created).
     #[arg(long, default_value = "bench/results/baku.json")]
     out: PathBuf,
+    /// Run without stream-health measurement (`media.health = false`), to measure its cost.
+    #[arg(long)]
+    no_health: bool,
 }
 
 macro_rules! progress {
@@ -379,10 +382,12 @@ struct ChildServer {
 }
 
 impl Sut {
-    async fn start(spawn: bool) -> Result<Sut> {
+    async fn start(spawn: bool, health: bool) -> Result<Sut> {
         use tokio::io::AsyncBufReadExt;
         if !spawn {
-            return Ok(Sut::InProcess(Box::new(real::start().await)));
+            return Ok(Sut::InProcess(Box::new(
+                real::start_with(|c| c.media.health = health).await,
+            )));
         }
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
             .arg("serve-child")
@@ -593,6 +598,8 @@ struct MediaRun {
     server_rss_base_kib: u64,
     bench_rss_base_kib: u64,
     spawned: bool,
+    /// Stream-health measurement was on.
+    health: bool,
     latency: LatencySummary,
     latency_p999_us: u64,
     latency_audio: LatencySummary,
@@ -649,7 +656,7 @@ async fn run_media(args: &BakuArgs) -> Result<MediaRun> {
         }
     }
     let t_setup = Instant::now();
-    let mut sut = Sut::start(args.spawn_server).await?;
+    let mut sut = Sut::start(args.spawn_server, !args.no_health).await?;
     let base = sut.base().to_owned();
     // The thread names itself once it runs: look for a while.
     let mut media_tid = None;
@@ -855,6 +862,7 @@ async fn run_media(args: &BakuArgs) -> Result<MediaRun> {
         server_rss_base_kib,
         bench_rss_base_kib,
         spawned: args.spawn_server,
+        health: !args.no_health,
         latency,
         latency_p999_us,
         latency_audio: LatencySummary::of(&audio),
@@ -1227,6 +1235,7 @@ fn baku(args: BakuArgs) -> Result<()> {
             "media_thread_cpu_s": round(media_ns as f64 / 1e9, 3),
             "media_thread_core_share": round(media_ns as f64 / 1e9 / secs, 4),
             "server": if run.spawned { "child process" } else { "in process (RSS and process CPU include the clients)" },
+            "stream_health": run.health,
             "server_process_cpu_s": round(server_cpu_s, 2),
             "server_process_core_share": round(server_cpu_s / secs, 3),
             "bench_process_core_share": round(bench_cpu_s / secs, 3),
