@@ -421,12 +421,18 @@ impl Monitor {
             .filter(|(_, p)| p.up.shown.is_some() || p.down.shown.is_some())
             .map(|(id, p)| ParticipantHealth {
                 participant: id.clone(),
+                // What only the client knows (the size it sends, what it decodes) comes
+                // from its last report.
                 up: p.up.shown.clone().map(|mut h| {
                     h.history = p.up.history.iter().copied().collect();
+                    h.height = p.client.as_ref().and_then(|c| c.up.as_ref()?.height);
                     h
                 }),
                 down: p.down.shown.clone().map(|mut h| {
                     h.history = p.down.history.iter().copied().collect();
+                    let d = p.client.as_ref().and_then(|c| c.down.as_ref());
+                    h.fps = d.and_then(|d| d.fps);
+                    h.height = d.and_then(|d| d.height);
                     h
                 }),
                 candidate: p
@@ -619,8 +625,8 @@ fn score_down(d: &mut Dir, freezes: u32, report: bool) -> Option<StreamHealth> {
         ..Interval::default()
     };
     let sent = now
-        .sent_packets
-        .saturating_sub(prev.as_ref().map_or(0, |p| p.sent_packets));
+        .sent_bytes
+        .saturating_sub(prev.as_ref().map_or(0, |p| p.sent_bytes));
     if prev.is_none() || secs <= 0.0 {
         return d.shown.clone().or_else(|| Some(fresh(&i)));
     }
@@ -637,8 +643,7 @@ fn score_down(d: &mut Dir, freezes: u32, report: bool) -> Option<StreamHealth> {
         loss_pct: round1(rr.fraction_lost * 100.0),
         jitter_ms: round1(rr.jitter_ms),
         rtt_ms: now.rtt_ms.map(round1),
-        // Bitrate of what we send is not counted in bytes; packets per second stands in.
-        kbps: round1(sent as f64 / secs),
+        kbps: round1(sent as f64 * 8.0 / 1000.0 / secs),
         fps: None,
         height: None,
         history: Vec::new(),

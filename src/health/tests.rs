@@ -42,6 +42,7 @@ fn down(t: i64, loss: f64, candidate: Option<CandidateType>) -> LinkSample {
     LinkSample {
         at_ms: t,
         sent_packets: t as u64 / 2,
+        sent_bytes: t as u64 * 100,
         receiver: Some(ReceiverSample {
             fraction_lost: loss,
             jitter_ms: 4.0,

@@ -1210,8 +1210,9 @@ struct Conn {
     out_by_ssrc: HashMap<u32, OutTrackId>,
     /// The negotiated id of the RFC 6464 audio-level extension (publishers).
     audio_level_id: Option<u8>,
-    /// RTP packets sent (subscribers), for stream health.
+    /// RTP packets and payload bytes sent (subscribers), for stream health.
     sent_packets: u64,
+    sent_bytes: u64,
     /// What the client's receiver reports said since the last sample (subscribers).
     reports: ReceiverSample,
     /// Worst loss and jitter of the reports since the last sample.
@@ -1896,6 +1897,7 @@ impl Engine {
                     stats.rtp_forwarded += 1;
                     stats.bytes_forwarded += payload_len;
                     conn.sent_packets += 1;
+                    conn.sent_bytes += payload_len;
                 }
                 Some(Err(err)) => {
                     stats.forward_errors += 1;
@@ -1948,6 +1950,7 @@ impl Engine {
                     at_ms,
                     streams: s,
                     sent_packets: conn.sent_packets,
+                    sent_bytes: conn.sent_bytes,
                     receiver: receiver.or((conn.reports.reports > 0).then_some(conn.reports)),
                     rtt_ms: conn.rtt_ms,
                     candidate,
@@ -2350,6 +2353,7 @@ impl Engine {
                 out_by_ssrc: HashMap::new(),
                 audio_level_id: None,
                 sent_packets: 0,
+                sent_bytes: 0,
                 reports: ReceiverSample::default(),
                 report_window: None,
                 rtt_ms: None,

@@ -175,6 +175,8 @@ pub struct LinkSample {
     pub streams: Vec<StreamSample>,
     /// RTP packets sent on it (a subscriber connection).
     pub sent_packets: u64,
+    /// RTP payload bytes sent on it.
+    pub sent_bytes: u64,
     /// Receiver reports about what we send (a subscriber connection).
     pub receiver: Option<ReceiverSample>,
     /// Round-trip time to the client, ms (RTCP LSR/DLSR or ICE).

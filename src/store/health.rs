@@ -30,7 +30,7 @@ pub struct HealthSample {
     pub jitter_ms: f64,
     /// Round-trip time, ms.
     pub rtt_ms: Option<f64>,
-    /// Bitrate (up: kbit/s; down: packets per second sent).
+    /// Bitrate, kbit/s (up: received from them; down: sent to them).
     pub kbps: f64,
 }
 
