@@ -177,6 +177,9 @@ pub struct ClientReport {
     /// Receiving side.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down: Option<ClientDown>,
+    /// The local candidate type of its selected ICE pair, as it reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<CandidateType>,
 }
 
 /// What a technician forces a participant to receive.

@@ -306,8 +306,15 @@ impl Monitor {
                 .and_then(|d| d.fps)
                 .is_some_and(|f| f == 0.0)
                 && part.client.as_ref().is_some_and(|c| now - c.at <= 5_000);
-            // Up.
-            if let Some(h) = score_up(&mut part.up, report) {
+            // Up. The RTT is the client's, measured on what we send it.
+            let rtt = part.down.latest.as_ref().and_then(|s| s.rtt_ms);
+            let limited = part
+                .client
+                .as_ref()
+                .filter(|c| now - c.at <= 5_000)
+                .and_then(|c| c.up.as_ref()?.quality_limitation)
+                == Some(roundtable_signaling::QualityLimitation::Bandwidth);
+            if let Some(h) = score_up(&mut part.up, rtt, limited, report) {
                 let loss = h.loss_pct;
                 part.up.shown = Some(h);
                 lossy(&mut part.up, now, loss);
@@ -440,7 +447,7 @@ impl Monitor {
                     .latest
                     .as_ref()
                     .and_then(|s| s.candidate)
-                    .or_else(|| p.client.as_ref().and(None)),
+                    .or_else(|| p.client.as_ref().and_then(|c| c.candidate)),
                 level: p.level,
                 client: p.client.clone(),
                 force: p.force,
@@ -531,7 +538,7 @@ fn loss_alert(d: &Dir, now: Millis, loss_pct: f64, what: &str) -> Option<String>
 }
 
 /// Scores the uplink from the samples since the last score.
-fn score_up(d: &mut Dir, report: bool) -> Option<StreamHealth> {
+fn score_up(d: &mut Dir, rtt_ms: Option<f64>, limited: bool, report: bool) -> Option<StreamHealth> {
     let now = d.latest.clone()?;
     let prev = d.scored.replace(now.clone());
     let secs = prev
@@ -583,7 +590,8 @@ fn score_up(d: &mut Dir, report: bool) -> Option<StreamHealth> {
     if audio_only {
         i.full_rate_pps = AUDIO_PPS;
     }
-    i.rtt_ms = now.rtt_ms;
+    i.rtt_ms = now.rtt_ms.or(rtt_ms);
+    i.bandwidth_limited = limited && !audio_only;
     if prev.is_none() || secs <= 0.0 {
         return d.shown.clone().or_else(|| Some(fresh(&i)));
     }

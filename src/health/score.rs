@@ -8,7 +8,8 @@
 //! 8 % 63 (poor), which is where a room would notice (video freezes, audio artefacts). Loss is
 //! weighted by (packet rate / expected rate)² so that a silent microphone (Opus DTX sends few
 //! packets) is not punished for the odd lost packet. Each missing simulcast layer costs 35, a
-//! video freeze at the receiver 40, a stream with no packets scores 0 ("dry").
+//! video freeze at the receiver 40, an encoder held back by its bandwidth estimate (the client
+//! says `quality_limitation: bandwidth`) 25, a stream with no packets scores 0 ("dry").
 
 use roundtable_signaling::{Grade, HealthCause};
 
@@ -36,6 +37,8 @@ pub struct Interval {
     pub dry: bool,
     /// Direct loss fraction, 0 to 1, when the packets are not counted here (a receiver report).
     pub reported_loss: Option<f64>,
+    /// The sender's encoder says its bandwidth estimate holds it back (`client_stats`).
+    pub bandwidth_limited: bool,
 }
 
 /// Bpl: burst packet-loss robustness in G.107's effective equipment impairment.
@@ -76,7 +79,9 @@ pub fn raw(i: &Interval) -> (f64, Option<HealthCause>) {
         _ => 0.0,
     };
     let freeze_effect = 40.0 * f64::from(i.freezes.min(2));
+    let bitrate_effect = if i.bandwidth_limited { 25.0 } else { 0.0 };
     let effects = [
+        (bitrate_effect, HealthCause::Bitrate),
         (loss_effect, HealthCause::Loss),
         (delay, HealthCause::Delay),
         (layer_effect, HealthCause::Layer),
@@ -215,6 +220,12 @@ mod tests {
                 with(&|i| i.freezes = 1),
                 59.6,
                 Some(HealthCause::Freeze),
+            ),
+            (
+                "held back by bandwidth",
+                with(&|i| i.bandwidth_limited = true),
+                74.6,
+                Some(HealthCause::Bitrate),
             ),
             ("dry", with(&|i| i.dry = true), 0.0, Some(HealthCause::Dry)),
             (

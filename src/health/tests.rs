@@ -336,6 +336,7 @@ fn the_downlink_is_scored_from_receiver_reports_and_client_freezes() {
                 ..Default::default()
             }),
             up: None,
+            candidate: None,
         },
     );
     m.client_report(
@@ -347,6 +348,7 @@ fn the_downlink_is_scored_from_receiver_reports_and_client_freezes() {
                 ..Default::default()
             }),
             up: None,
+            candidate: None,
         },
     );
     let changes = run(&mut m, 6_000, 2, &[], |t| {
@@ -375,6 +377,7 @@ fn client_reports_out_of_range_are_refused() {
             ..Default::default()
         }),
         down: None,
+        candidate: None,
     };
     assert!(validate(&ok).is_ok());
     for bad in [
@@ -403,6 +406,7 @@ fn client_reports_out_of_range_are_refused() {
             at: 0,
             up: Some(bad.clone()),
             down: None,
+            candidate: None,
         };
         assert!(validate(&r).is_err(), "{bad:?}");
     }

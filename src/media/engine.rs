@@ -1791,14 +1791,14 @@ impl Engine {
             let keyframe = ingress.video && media && rtp::vp8_keyframe(&packet.payload);
             if self.health {
                 bound.meter.packet(
-                arrival_us,
-                packet.header.sequence_number,
-                packet.header.timestamp,
-                packet.payload.len(),
-                media,
-                keyframe,
-                level,
-            );
+                    arrival_us,
+                    packet.header.sequence_number,
+                    packet.header.timestamp,
+                    packet.payload.len(),
+                    media,
+                    keyframe,
+                    level,
+                );
             }
             self.route(from, ingress, packet, now, level, keyframe);
             if !self.rooms.speech.is_empty() {

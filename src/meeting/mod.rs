@@ -852,7 +852,7 @@ impl Meeting {
             Command::ClientStats {
                 up,
                 down,
-                candidate: _,
+                candidate,
             } => {
                 let c = self
                     .conns
@@ -864,7 +864,12 @@ impl Meeting {
                         "client_stats at most once a second".to_owned(),
                     ));
                 }
-                let report = sig::ClientReport { at: now, up, down };
+                let report = sig::ClientReport {
+                    at: now,
+                    up,
+                    down,
+                    candidate,
+                };
                 crate::health::validate(&report)
                     .map_err(|e| (ErrorCode::InvalidValue, e.to_string()))?;
                 c.stats_at = Some(now);
@@ -872,18 +877,19 @@ impl Meeting {
                 Ok(None)
             }
             Command::AckAlert { alert } => {
+                if who.role == Role::Moderator && self.health.alert(alert).is_some_and(|a| !a.floor)
+                {
+                    return Err((
+                        ErrorCode::Forbidden,
+                        "the chair acknowledges floor alerts only".to_owned(),
+                    ));
+                }
                 let a = self.health.ack(alert, &who.id, now).map_err(|e| match e {
                     crate::health::HealthError::UnknownAlert(_) => {
                         (ErrorCode::NotFound, e.to_string())
                     }
                     _ => (ErrorCode::InvalidState, e.to_string()),
                 })?;
-                if who.role == Role::Moderator && !a.floor {
-                    return Err((
-                        ErrorCode::Forbidden,
-                        "the chair acknowledges floor alerts only".to_owned(),
-                    ));
-                }
                 self.announce_alerts(vec![a]);
                 Ok(None)
             }

@@ -1,5 +1,5 @@
 //! Stream-health history (schema v2): the samples of each participant's scores, every 2 s,
-//! and the alerts, kept for a bounded time (`[health] retention_minutes`). Written by the
+//! and the alerts, kept for a bounded time (`media.health_retention_minutes`). Written by the
 //! journal's writer thread without waiting (the history is a record, not the floor's truth:
 //! a lost batch costs two seconds of graph, never a decision).
 

@@ -168,6 +168,21 @@ async fn a_publisher_that_stops_is_dry_and_a_silent_floor_holder_is_a_dead_mic()
         "dry after {dry_after:?}"
     );
     assert!(dry["alert"]["detail"].as_str().unwrap().contains("packets"));
+    // Not a floor alert: the chair may not acknowledge it, a technician may (once).
+    let id = dry["alert"]["id"].clone();
+    let e = chair
+        .cmd(serde_json::json!({"type": "ack_alert", "alert": id}))
+        .await
+        .expect_err("the chair, a technical alert");
+    assert_eq!(e.code(), Some("forbidden"));
+    tech.cmd(serde_json::json!({"type": "ack_alert", "alert": id}))
+        .await
+        .expect("the technician acks it");
+    let e = tech
+        .cmd(serde_json::json!({"type": "ack_alert", "alert": 987654}))
+        .await
+        .expect_err("no such alert");
+    assert_eq!(e.code(), Some("not_found"));
     d1.pause_sending(false);
     wait(&tech, "alert", Duration::from_secs(10), |m| {
         is_alert(m, "dry", "d1", true)
@@ -252,6 +267,28 @@ async fn technician_actions_and_client_reports() {
         .await
         .expect_err("unknown");
     assert_eq!(e.code(), Some("not_found"));
+    // Someone with a microphone only: no video to ask a keyframe of.
+    let mic = publishing(
+        &server,
+        Role::Delegate,
+        "d2",
+        PublishSpec {
+            audio: true,
+            video_layers: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let e = tech
+        .cmd(serde_json::json!({"type": "request_keyframe", "participant": "d2"}))
+        .await
+        .expect_err("no video");
+    assert_eq!(e.code(), Some("invalid_state"));
+    mic.close().await;
+    // The history is the chair's and the technicians': a delegate's token is refused.
+    let d1_token = server.token(Role::Delegate, "d1");
+    let (head, _) = http_raw(&server.base, &format!("/api/health?token={d1_token}")).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
     let e = d1
         .cmd(serde_json::json!({"type": "force_layer", "participant": "d1", "layer": "low"}))
         .await
@@ -298,6 +335,23 @@ async fn technician_actions_and_client_reports() {
         c.close().await;
     }
     let _ = server.stop.send(());
+}
+
+/// `GET path`: the status line and headers, and the raw body.
+async fn http_raw(base: &str, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = base.trim_start_matches("ws://");
+    let mut s = tokio::net::TcpStream::connect(host).await.expect("connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+    (head.to_owned(), body.to_owned())
 }
 
 /// `GET path` over plain HTTP/1.1 (the server's own port); the body.
