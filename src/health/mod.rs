@@ -73,10 +73,8 @@ struct Dir {
     smooth: Smoothed,
     shown: Option<StreamHealth>,
     history: VecDeque<u8>,
-    /// Since when the loss has been over the alert threshold.
-    lossy_since: Option<i64>,
-    /// Since when it has been under it (to clear).
-    clean_since: Option<i64>,
+    /// The loss of each of the last 10 scoring intervals (1 s), percent, newest last.
+    losses: VecDeque<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -130,10 +128,16 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// An empty monitor.
+    /// An empty monitor; alert ids start at 1.
     pub fn new() -> Monitor {
+        Monitor::first_alert_id(1)
+    }
+
+    /// An empty monitor whose alert ids start at `first` (the meeting passes its clock's
+    /// milliseconds, so ids never repeat across restarts of the server).
+    pub fn first_alert_id(first: u64) -> Monitor {
         Monitor {
-            next_alert: 1,
+            next_alert: first.max(1),
             ..Monitor::default()
         }
     }
@@ -151,12 +155,10 @@ impl Monitor {
         let part = self.parts.entry(participant.to_owned()).or_default();
         match link {
             Link::Publish => {
-                // Dry: a stream that sent before and has been quiet for DRY_MS.
-                let dry = sample.streams.iter().find(|s| {
-                    s.counters
-                        .last_packet_ms
-                        .is_some_and(|t| sample.at_ms - t >= DRY_MS)
-                });
+                // Dry: the audio, or every layer of the video, sent before and has been quiet
+                // for DRY_MS (a browser pauses single simulcast layers when its bandwidth
+                // estimate falls: that is a layer, not a dry stream).
+                let dry = dry_stream(&sample);
                 if let Some(level) = sample
                     .streams
                     .iter()
@@ -248,14 +250,36 @@ impl Monitor {
         }
     }
 
-    /// A link went away (unpublished, reconnecting): its direction is no longer shown.
-    pub fn link_closed(&mut self, participant: &str, link: Link) {
-        if let Some(p) = self.parts.get_mut(participant) {
-            match link {
-                Link::Publish => p.up = Dir::default(),
-                Link::Screen => p.screen = None,
-                Link::Subscribe => p.down = Dir::default(),
+    /// A link went away (unpublished): its direction is no longer shown and its alerts clear.
+    pub fn link_closed(&mut self, now: Millis, participant: &str, link: Link, out: &mut TickOut) {
+        let dir = match link {
+            Link::Publish => Direction::Up,
+            Link::Subscribe => Direction::Down,
+            Link::Screen => {
+                if let Some(p) = self.parts.get_mut(participant) {
+                    p.screen = None;
+                }
+                return;
             }
+        };
+        if let Some(p) = self.parts.get_mut(participant) {
+            match dir {
+                Direction::Up => {
+                    p.up = Dir::default();
+                    p.level = None;
+                    p.silent_since = None;
+                }
+                Direction::Down => p.down = Dir::default(),
+            }
+        }
+        let keys: Vec<_> = self
+            .open
+            .keys()
+            .filter(|k| k.1.as_deref() == Some(participant) && k.2 == Some(dir))
+            .cloned()
+            .collect();
+        for k in keys {
+            self.set(now, k, None, out);
         }
     }
 
@@ -292,6 +316,11 @@ impl Monitor {
         for name in names {
             let mut pending: Vec<(AlertKey, Option<String>)> = Vec::new();
             let holder = holders.contains(&name);
+            let open_loss = |d: Direction| {
+                self.open
+                    .contains_key(&(AlertKind::Loss, Some(name.clone()), Some(d)))
+            };
+            let (open_up, open_down) = (open_loss(Direction::Up), open_loss(Direction::Down));
             let Some(part) = self.parts.get_mut(&name) else {
                 continue;
             };
@@ -320,7 +349,7 @@ impl Monitor {
                 lossy(&mut part.up, now, loss);
                 pending.push((
                     (AlertKind::Loss, Some(name.clone()), Some(Direction::Up)),
-                    loss_alert(&part.up, now, loss, "uplink"),
+                    loss_alert(&part.up, open_up, "uplink"),
                 ));
             }
             // Down.
@@ -330,7 +359,7 @@ impl Monitor {
                 lossy(&mut part.down, now, loss);
                 pending.push((
                     (AlertKind::Loss, Some(name.clone()), Some(Direction::Down)),
-                    loss_alert(&part.down, now, loss, "downlink"),
+                    loss_alert(&part.down, open_down, "downlink"),
                 ));
                 let frozen = part.last_freeze_at.is_some_and(|t| now - t < 10_000)
                     || (client_fps0 && part.down.shown.as_ref().is_some_and(|s| s.kbps > 50.0));
@@ -514,25 +543,51 @@ impl Monitor {
     }
 }
 
-/// Tracks how long the loss has been over the alert threshold.
-fn lossy(d: &mut Dir, now: Millis, loss_pct: f64) {
-    if loss_pct > LOSS_ALERT_PCT {
-        d.lossy_since.get_or_insert(now);
-        d.clean_since = None;
-    } else {
-        d.clean_since.get_or_insert(now);
-        if d.clean_since.is_some_and(|t| now - t >= 5_000) {
-            d.lossy_since = None;
-        }
-    }
+/// A kind of stream that has gone dry: the audio, or the video when every layer is quiet (the
+/// most recently active stream of that kind is returned).
+fn dry_stream(s: &LinkSample) -> Option<&meter::StreamSample> {
+    [false, true].into_iter().find_map(|video| {
+        let latest = s
+            .streams
+            .iter()
+            .filter(|x| x.video == video && x.counters.last_packet_ms.is_some())
+            .max_by_key(|x| x.counters.last_packet_ms)?;
+        let t = latest.counters.last_packet_ms?;
+        (s.at_ms - t >= DRY_MS).then_some(latest)
+    })
 }
 
-fn loss_alert(d: &Dir, now: Millis, loss_pct: f64, what: &str) -> Option<String> {
-    let since = d.lossy_since?;
-    (now - since >= LOSS_ALERT_MS).then(|| {
+/// Keeps the last [`LOSS_ALERT_MS`] of per-second losses.
+fn lossy(d: &mut Dir, _now: Millis, loss_pct: f64) {
+    let n = (LOSS_ALERT_MS / 1000) as usize;
+    if d.losses.len() == n {
+        d.losses.pop_front();
+    }
+    d.losses.push_back(loss_pct);
+}
+
+/// The loss alert's condition. Raised when the loss has been over [`LOSS_ALERT_PCT`] for
+/// [`LOSS_ALERT_MS`]: the mean of the last 10 s over 5 %, and every one of those seconds over
+/// half that (sustained, not a burst that lifts the mean). Once on, it stays on until the last
+/// 5 s average under half the threshold.
+fn loss_alert(d: &Dir, open: bool, what: &str) -> Option<String> {
+    let n = (LOSS_ALERT_MS / 1000) as usize;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let all: Vec<f64> = d.losses.iter().copied().collect();
+    let on = if open {
+        let recent = &all[all.len().saturating_sub(5)..];
+        mean(recent) >= LOSS_ALERT_PCT / 2.0
+    } else {
+        all.len() == n
+            && mean(&all) > LOSS_ALERT_PCT
+            && all.iter().all(|x| *x > LOSS_ALERT_PCT / 2.0)
+    };
+    on.then(|| {
         format!(
-            "{what} loss {loss_pct:.1} % (over {LOSS_ALERT_PCT} % for {} s)",
-            (now - since) / 1000
+            "{what} loss {:.1} % over the last {} s (alert over {LOSS_ALERT_PCT} % for {} s)",
+            mean(&all),
+            all.len(),
+            LOSS_ALERT_MS / 1000
         )
     })
 }
@@ -576,10 +631,8 @@ fn score_up(d: &mut Dir, rtt_ms: Option<f64>, limited: bool, report: bool) -> Op
                 top = Some((s.layer, c.frames.saturating_sub(b.frames)));
             }
         }
-        if c.last_packet_ms.is_some_and(|t| now.at_ms - t >= DRY_MS) {
-            i.dry = true;
-        }
     }
+    i.dry = dry_stream(&now).is_some();
     if let Some((_, f)) = top {
         frames = f;
         fps_secs = secs;

@@ -411,3 +411,45 @@ fn client_reports_out_of_range_are_refused() {
         assert!(validate(&r).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn one_simulcast_layer_pausing_is_not_dry_and_a_burst_of_loss_is_not_a_loss_alert() {
+    let mut m = Monitor::new();
+    // The top layer stops at 2 s (a browser's bandwidth estimate fell); audio and the low
+    // layer go on.
+    let changes = run(&mut m, 0, 12, &[], |t| {
+        let mut s = up(t, 0, None, 40);
+        s.streams[2].counters.last_packet_ms = Some(t.min(2_000));
+        vec![("d1", Link::Publish, s)]
+    });
+    assert!(
+        changes.iter().all(|(_, a)| a.kind != AlertKind::Dry),
+        "{changes:?}"
+    );
+    let row = m
+        .rows()
+        .into_iter()
+        .find(|r| r.participant == "d1")
+        .unwrap();
+    assert_ne!(
+        row.up.unwrap().cause,
+        Some(roundtable_signaling::HealthCause::Dry)
+    );
+    // One second of 60 % loss lifts a 10 s mean over 5 %, but it is a burst: no alert.
+    let mut m = Monitor::new();
+    let mut lost = 0u64;
+    let changes = run(&mut m, 0, 25, &[], |t| {
+        let mut s = up(t, 0, None, 40);
+        if t > 12_000 && t <= 13_000 {
+            lost += 150;
+        }
+        for x in s.streams.iter_mut() {
+            x.counters.packets -= lost.min(x.counters.packets) / 3;
+        }
+        vec![("d1", Link::Publish, s)]
+    });
+    assert!(
+        changes.iter().all(|(_, a)| a.kind != AlertKind::Loss),
+        "{changes:?}"
+    );
+}

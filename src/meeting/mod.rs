@@ -299,6 +299,7 @@ pub async fn start(
     counters: Arc<Counters>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(MeetingHandle, tokio::task::JoinHandle<()>), MeetingError> {
+    let first_alert = clock.now();
     let mut meeting = Meeting {
         info: meeting_info(config),
         engine: engine_from_config(config),
@@ -311,7 +312,7 @@ pub async fn start(
         counters,
         media,
         av: None,
-        health: crate::health::Monitor::new(),
+        health: crate::health::Monitor::first_alert_id(u64::try_from(first_alert).unwrap_or(1)),
         health_ticks: 0,
         cpu: crate::health::cpu::CpuMeter::new(),
         alerts_changed: Vec::new(),
@@ -1247,6 +1248,17 @@ impl Meeting {
         };
         if out.try_send(Outbound::Text(encode(&welcome))).is_ok() {
             info!(participant = %who.id, role = who.role.as_str(), "joined");
+            // Alerts that need attention now: all of them to a technician, the floor ones to
+            // the chair (the `health` reports follow every 2 s).
+            let role = who.role;
+            if matches!(role, Role::Technician | Role::Moderator) {
+                for alert in self.health.open_alerts() {
+                    if role == Role::Technician || alert.floor {
+                        let _ =
+                            out.try_send(Outbound::Text(encode(&ServerMessage::Alert { alert })));
+                    }
+                }
+            }
             self.conns.insert(
                 conn,
                 Conn {
@@ -1285,7 +1297,21 @@ impl Meeting {
                 | Command::IceCandidate { .. }
                 | Command::MediaPreferences { .. }
         ) {
+            let closed = match &msg.command {
+                Command::Unpublish { pc } => Some(*pc),
+                _ => None,
+            };
             let result = self.media_command(&who, msg.command).await.map(|()| None);
+            if let (Ok(_), Some(pc)) = (&result, closed) {
+                let link = match pc {
+                    sig::PeerConnectionKind::Screen => crate::health::Link::Screen,
+                    _ => crate::health::Link::Publish,
+                };
+                let mut changes = crate::health::TickOut::default();
+                self.health
+                    .link_closed(self.clock.now(), &who.id, link, &mut changes);
+                self.announce_alerts(changes.changes);
+            }
             self.reply(conn, id, result);
             return;
         }
