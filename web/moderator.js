@@ -12,15 +12,20 @@
  * reconnect (`ask_reconnect`: their page reconnects at once and restarts its media, keeping
  * its place) or remove one (`remove`, after an inline confirmation: their page closes for
  * good and their requests end).
+ *
+ * Floor alerts (`alert` with `floor: true`: the floor holder's microphone silent, or speech
+ * from someone without the floor) show above the console until the chair acknowledges them
+ * (`ack_alert`); new ones are announced.
  */
 
 import { countdownOf } from './protocol.js';
 import { S, ordinal } from './strings.js';
-import { h, fill, $, boot, announce, announceQueue, fmtDuration, fmtClock, phaseOf, every, who, toast, keepFocus } from './ui.js';
+import { h, fill, $, boot, announce, announceQueue, fmtDuration, fmtClock, fmtTime, phaseOf, every, who, toast, keepFocus } from './ui.js';
 
 /** @typedef {import('./protocol.js').RequestInfo} RequestInfo */
 /** @typedef {import('./protocol.js').ItemInfo} ItemInfo */
 /** @typedef {import('./protocol.js').Participant} Participant */
+/** @typedef {import('./protocol.js').AlertInfo} AlertInfo */
 
 const app = $('app');
 const conn = (() => {
@@ -45,7 +50,8 @@ function start(conn) {
   const agendaPanel = h('section', { class: 'panel', id: 'agenda', 'aria-labelledby': 'agenda-title' });
   const floorPanel = h('section', { class: 'panel', id: 'floor', 'aria-labelledby': 'floor-title' });
   const sidePanel = h('section', { class: 'stack', id: 'side' });
-  fill(app, header, h('main', {}, agendaPanel, floorPanel, sidePanel));
+  const floorAlertsBox = h('section', { class: 'floor-alerts hidden', id: 'floor-alerts', 'aria-labelledby': 'floor-alerts-title' });
+  fill(app, header, floorAlertsBox, h('main', {}, agendaPanel, floorPanel, sidePanel));
 
   let isChair = false;
 
@@ -573,6 +579,54 @@ function start(conn) {
     else if (k === '?') $('shortcuts').scrollIntoView();
     else return;
     ev.preventDefault();
+  });
+
+  // ------------------------------------------------------------------ floor alerts
+  /** @param {AlertInfo} a */
+  const alertWho = (a) => (a.participant ? store.participantName(a.participant) : S.health.server);
+
+  /** The floor alerts not yet acknowledged, newest first (at most five). */
+  function renderFloorAlerts() {
+    const list = [...store.alerts.values()]
+      .filter((a) => a.floor && !a.acked_by)
+      .sort((a, b) => b.raised_at - a.raised_at || b.id - a.id)
+      .slice(0, 5);
+    floorAlertsBox.classList.toggle('hidden', list.length === 0);
+    fill(
+      floorAlertsBox,
+      list.length ? h('h2', { id: 'floor-alerts-title' }, S.mod.floorAlerts) : null,
+      list.map((a) => {
+        const kind = S.health.kind[a.kind] ?? a.kind;
+        const name = alertWho(a);
+        const open = a.cleared_at === undefined;
+        return h(
+          'div',
+          { class: 'floor-alert', id: `floor-alert-${a.id}`, 'data-alert': a.id, 'data-kind': a.kind, 'data-open': String(open), role: 'group', 'aria-labelledby': `floor-alert-kind-${a.id}` },
+          h('span', { class: 'fa-kind', id: `floor-alert-kind-${a.id}` }, `⚠ ${kind}`),
+          h('span', { class: 'fa-text' }, h('strong', {}, name), a.detail ? ` · ${a.detail}` : ''),
+          h('span', { class: 'fa-time' }, `${fmtTime(a.raised_at)}${open ? '' : ` · ${S.mod.floorAlertEnded(fmtTime(a.cleared_at))}`}`),
+          h('button', { type: 'button', class: 'small', id: `floor-ack-${a.id}`, 'data-act': 'ack-alert', 'aria-label': S.mod.floorAlertLabel(kind, name), onclick: () => void ackFloorAlert(a) }, S.mod.floorAlertAck),
+        );
+      }),
+    );
+  }
+
+  /** @param {AlertInfo} a */
+  async function ackFloorAlert(a) {
+    const ok = await cmd('ack_alert', { alert: a.id });
+    if (!ok) return;
+    // The server's `alert` update removes it; should it be late, do not wait for it.
+    const now = store.alerts.get(a.id);
+    if (now && !now.acked_by) store.alerts.set(a.id, { ...now, acked_by: store.you?.id ?? '', acked_at: conn.clock.now() });
+    renderFloorAlerts();
+    const next = floorAlertsBox.querySelector('button[data-act="ack-alert"]') ?? document.getElementById('next-speaker');
+    if (next instanceof HTMLElement) next.focus();
+  }
+
+  conn.on('alert', (a, isNew) => {
+    if (!a.floor) return;
+    if (isNew && a.cleared_at === undefined && !a.acked_by) announce(`${S.health.kind[a.kind] ?? a.kind}: ${alertWho(a)}. ${a.detail}`);
+    keepFocus(floorAlertsBox, renderFloorAlerts);
   });
 
   Object.assign(/** @type {any} */ (window).__rt, { cmd });

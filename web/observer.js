@@ -1,7 +1,7 @@
 // @ts-check
 /**
- * Listen and watch only (roles observer and, for now, technician): subscribes, never
- * publishes. The room program large, the floor holder beside it, the speakers list.
+ * Listen and watch only (role observer): subscribes, never publishes. The room program
+ * large, the floor holder beside it, the speakers list.
  */
 
 import { MediaSession, sampleStats } from './protocol.js';
@@ -11,7 +11,6 @@ import { h, fill, $, boot, announceQueue, every, fmtDuration, playAudio, who, ma
 /** @typedef {import('./protocol.js').ReceivedTrack} ReceivedTrack */
 
 const app = $('app');
-const technician = document.body.dataset.page === 'technician';
 const conn = (() => {
   try {
     return boot();
@@ -53,7 +52,6 @@ if (conn) {
     h(
       'main',
       {},
-      technician ? h('p', { class: 'panel', role: 'note', id: 'tech-note' }, S.observer.technicianNote) : null,
       h('div', { class: 'd-layout' }, h('div', { class: 'stack' }, programBox, speakerBox), h('div', { class: 'stack' }, clockEl, side)),
     ),
   );

@@ -14,6 +14,9 @@
  * - {@link MediaSession}: both, restarted afresh after every `welcome` (the server closes a
  *   participant's old peer connections when they reconnect).
  * - {@link sampleStats}: the numbers a page or a test needs from `getStats`.
+ * - {@link StatsReporter}: every page with media tells the server what only its browser knows
+ *   of its streams (`client_stats`, every 2 s; built by {@link summarizeStats}). The store
+ *   keeps the technician's `health` and every `alert` ({@link MeetingStore.alerts}).
  *
  * @module protocol
  */
@@ -182,6 +185,119 @@ export const PROTOCOL_VERSION = 1;
  */
 
 /** @typedef {'microphone'|'camera'|'screen'|'program'} MediaSource */
+
+// ---------------------------------------------------------------------------------------------
+// Stream health (signaling/src/health.rs): `client_stats` from every page with media, `health`
+// and `alert` to technicians (and floor alerts to the chair)
+
+/** The type of an ICE candidate. @typedef {'host'|'srflx'|'prflx'|'relay'} CandidateType */
+/** Why a sender's encoder holds back (W3C `qualityLimitationReason`). @typedef {'none'|'cpu'|'bandwidth'|'other'} QualityLimitation */
+
+/**
+ * A client's summary of its own sending side (`client_stats.up`). Every field is optional.
+ * @typedef {object} ClientUp
+ * @property {QualityLimitation} [quality_limitation] the worst of the camera's layers
+ * @property {number} [available_kbps] outgoing bandwidth estimate, kbit/s (0 to 10 000 000)
+ * @property {number} [fps] frames per second of the highest layer sent (0 to 240)
+ * @property {number} [height] height of the highest layer sent, px (0 to 4320)
+ * @property {number} [audio_level] microphone level, 0 to 1 (media-source `audioLevel`)
+ */
+
+/**
+ * A client's summary of its own receiving side (`client_stats.down`). Every field is optional.
+ * @typedef {object} ClientDown
+ * @property {number} [freeze_count] video freezes so far, summed over the received videos
+ * @property {number} [fps] frames per second of the main received video (0 to 240)
+ * @property {number} [height] height of the main received video, px (0 to 4320)
+ * @property {number} [jitter_buffer_ms] mean jitter buffer delay of the main video, ms (0 to 60 000)
+ * @property {number} [packets_lost] packets lost so far on every received stream
+ * @property {number} [audio_level] level of the loudest received audio, 0 to 1
+ */
+
+/**
+ * The fields of a `client_stats` command (absent ones are left out).
+ * @typedef {object} ClientStats
+ * @property {ClientUp} [up]
+ * @property {ClientDown} [down]
+ * @property {CandidateType} [candidate] local candidate type of the selected ICE pair
+ */
+
+/** Quality grade of a score: above 80, above 40, 40 or less. @typedef {'excellent'|'good'|'poor'} Grade */
+/** What brought a score down. @typedef {'loss'|'delay'|'bitrate'|'layer'|'dry'|'freeze'} HealthCause */
+
+/**
+ * One direction of one participant's media, as the server sees it.
+ * @typedef {object} StreamHealth
+ * @property {number} score 0 to 100, smoothed (falls fast, recovers slowly)
+ * @property {Grade} grade
+ * @property {HealthCause} [cause] what brought the score down (when below 100)
+ * @property {number} [mos] estimated mean opinion score of the audio, 1 to 4.5
+ * @property {number} loss_pct packet loss over the last period, percent
+ * @property {number} jitter_ms interarrival jitter, ms
+ * @property {number} [rtt_ms] round trip to the client, ms
+ * @property {number} kbps bitrate, kbit/s
+ * @property {number} [fps] video frames per second
+ * @property {number} [height] video height, px
+ * @property {number[]} [history] scores of the last 5 minutes, oldest first, one per 2 s
+ */
+
+/** What a technician forces a participant to receive. @typedef {'auto'|'low'|'audio_only'} ForceLayer */
+
+/**
+ * The client's own last report, as the server received it.
+ * @typedef {object} ClientReport
+ * @property {number} at when it arrived (server time)
+ * @property {ClientUp} [up]
+ * @property {ClientDown} [down]
+ */
+
+/**
+ * One participant's row on the technician page.
+ * @typedef {object} ParticipantHealth
+ * @property {string} participant participant id
+ * @property {StreamHealth} [up] what they send (absent: not publishing)
+ * @property {StreamHealth} [down] what they receive (absent: not subscribed)
+ * @property {CandidateType} [candidate] the client's side of the selected ICE pair
+ * @property {number} [level] microphone level, 0 (loudest) to 127 (silence), -dBov
+ * @property {ClientReport} [client] their last `client_stats`
+ * @property {ForceLayer} [force] a technician's override of what they receive (absent: automatic)
+ */
+
+/** @typedef {'dry'|'frozen'|'loss'|'dead_mic'|'sound_without_floor'|'relay_only'|'cpu_high'} AlertKind */
+/** Which direction of a participant's media: what they send, or what they receive. @typedef {'up'|'down'} Direction */
+
+/**
+ * An alert, raised and later cleared; a technician (or, for a floor alert, the chair)
+ * acknowledges it.
+ * @typedef {object} AlertInfo
+ * @property {number} id per meeting, increasing
+ * @property {AlertKind} kind
+ * @property {string} [participant] whose stream (absent: the server's, `cpu_high`)
+ * @property {Direction} [direction]
+ * @property {string} detail for people, with the numbers
+ * @property {number} raised_at server time
+ * @property {number} [cleared_at] when the condition ended (absent: still on)
+ * @property {string} [acked_by] who acknowledged it (participant id)
+ * @property {number} [acked_at]
+ * @property {boolean} floor a floor alert (`dead_mic`, `sound_without_floor`): the chair gets it too
+ */
+
+/**
+ * Stream health of every participant with media, every 2 s, to technicians.
+ * @typedef {object} HealthMessage
+ * @property {'health'} type
+ * @property {number} at server time it was computed
+ * @property {ParticipantHealth[]} participants
+ * @property {AlertInfo[]} alerts alerts still on or not yet acknowledged, oldest first
+ * @property {number} cpu_pct the server process's CPU use over the last period, percent of one core
+ */
+
+/**
+ * An alert raised, cleared or acknowledged.
+ * @typedef {object} AlertMessage
+ * @property {'alert'} type
+ * @property {AlertInfo} alert the alert as it is now
+ */
 
 /**
  * Connection states shown to people.
@@ -363,6 +479,33 @@ export class MeetingStore extends Emitter {
     this.seq = 0;
     /** @type {IceServerInfo[]} */
     this.iceServers = [];
+    /** @type {HealthMessage | null} the last `health` (technicians only; cleared by a welcome) */
+    this.health = null;
+    /**
+     * @type {Map<number, AlertInfo>} every alert seen, by id, as it is now: from `alert`
+     * messages and from `health.alerts` (kept across reconnects: the log of the session)
+     */
+    this.alerts = new Map();
+  }
+
+  /**
+   * Keeps the latest stream health and the alerts it lists.
+   * @param {HealthMessage} m
+   */
+  applyHealth(m) {
+    this.health = m;
+    for (const a of m.alerts ?? []) this.applyAlert(a);
+  }
+
+  /**
+   * Keeps an alert as it is now (raised, cleared or acknowledged). Returns whether it is new
+   * to this page.
+   * @param {AlertInfo} a
+   */
+  applyAlert(a) {
+    const isNew = !this.alerts.has(a.id);
+    this.alerts.set(a.id, a);
+    return isNew;
   }
 
   /** @param {Welcome} w */
@@ -375,6 +518,7 @@ export class MeetingStore extends Emitter {
     this.timerMessage = w.snapshot.timer_message ?? '';
     this.seq = w.seq;
     this.iceServers = w.ice_servers ?? [];
+    this.health = null;
     this.emit('welcome', w);
     this.emit('change', null);
   }
@@ -514,6 +658,8 @@ function takeEarlySocket(url) {
  *   ice_candidate: [{type: 'ice_candidate', pc: 'publish'|'subscribe', candidate: string,
  *     sdp_mid?: string, sdp_m_line_index?: number}],
  *   clock: [Clock],
+ *   health: [HealthMessage],
+ *   alert: [AlertInfo, boolean],
  * }} ConnectionEvents
  */
 
@@ -683,16 +829,18 @@ export class Connection extends Emitter {
 
   /**
    * Sends a command; resolves with its `ack`, rejects with a {@link ProtocolError}.
-   * Every rejection is also emitted as `command_error`, so a page can show it.
+   * Every rejection is also emitted as `command_error`, so a page can show it, unless `silent`
+   * (background reports: their refusals are the sender's business, not the page's).
    * @param {string} type
    * @param {Record<string, unknown>} [fields]
+   * @param {{silent?: boolean}} [opts]
    * @returns {Promise<Ack>}
    */
-  send(type, fields = {}) {
+  send(type, fields = {}, opts = {}) {
     const id = this._id('c');
     return new Promise((resolve, reject) => {
       const fail = (/** @type {ProtocolError} */ e) => {
-        this.emit('command_error', e);
+        if (!opts.silent) this.emit('command_error', e);
         reject(e);
       };
       const ws = this._ws;
@@ -913,6 +1061,17 @@ export class Connection extends Emitter {
       case 'ice_candidate':
         this.emit('ice_candidate', m);
         break;
+      case 'health':
+        // Technicians, every 2 s: the store keeps it and its alerts.
+        this.store.applyHealth(m);
+        this.emit('health', m);
+        break;
+      case 'alert': {
+        // Raised, cleared or acknowledged (technicians; floor alerts also the chair).
+        const isNew = this.store.applyAlert(m.alert);
+        this.emit('alert', m.alert, isNew);
+        break;
+      }
     }
     this.emit('message', m);
     void ws;
@@ -1466,6 +1625,8 @@ export class Subscriber extends Emitter {
  * @property {boolean} [fastStart] {@link Subscriber.kickstart}: the middle layer asked for at
  *   `connected` until the first frame (default {@link MEDIA_DEFAULTS}`.fastStart`, on; not
  *   with `layerFallback`)
+ * @property {boolean} [reportStats] send `client_stats` every 2 s ({@link StatsReporter};
+ *   default true)
  */
 
 /**
@@ -1516,6 +1677,8 @@ export class MediaSession extends Emitter {
     this._gen = 0;
     /** @type {ReturnType<typeof setTimeout> | null} */
     this._timer = null;
+    /** `client_stats` every 2 s, from the first connection on (off: `reportStats: false`). */
+    this.reporter = new StatsReporter(this);
     // `joined` comes before the pages render the welcome: the subscription goes out first.
     this._offWelcome = conn.on('joined', () => void this.restart());
     this._offState = conn.on('state', (s) => {
@@ -1574,6 +1737,7 @@ export class MediaSession extends Emitter {
     const sub = new Subscriber(this.conn, this._config());
     sub.thumbnails = thumbnails;
     this.subscriber = sub;
+    this._report();
     sub.on('track', (t) => this.emit('track', t));
     sub.on('slots', (s) => this.emit('slots', s));
     sub.on('first_frame', (mid) => this.emit('first_frame', mid));
@@ -1620,6 +1784,7 @@ export class MediaSession extends Emitter {
     if (gen !== this._gen || !specs.length) return;
     const pub = new Publisher(this.conn, this._config());
     this.publisher = pub;
+    this._report();
     this._watch(pub.pc, gen);
     const stream = new MediaStream(specs.map((s) => s.track));
     this.stream = stream;
@@ -1674,8 +1839,14 @@ export class MediaSession extends Emitter {
     this._check(gen);
   }
 
+  /** A peer connection exists: the stats reporter runs (unless turned off). */
+  _report() {
+    if (this.opts.reportStats !== false) this.reporter.start();
+  }
+
   /** Stops media for good. */
   close() {
+    this.reporter.stop();
     this._offWelcome();
     this._offState();
     this._teardown('closed');
@@ -1763,6 +1934,288 @@ export async function sampleStats(media) {
     });
   }
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client stats: what this page tells the server of its own streams (`client_stats`)
+
+/** The ranges the server takes (anything else is `invalid_value`). */
+const LIMITS = Object.freeze({ fps: 240, height: 4320, kbps: 10_000_000, jitterBufferMs: 60_000, u32: 4_294_967_295 });
+
+/** How bad each `qualityLimitationReason` is, to keep the worst of the layers. */
+const LIMITATION_RANK = Object.freeze({ none: 0, other: 1, bandwidth: 2, cpu: 3 });
+
+/** @type {ReadonlySet<string>} */
+const CANDIDATE_TYPES = new Set(['host', 'srflx', 'prflx', 'relay']);
+
+/**
+ * A finite number clamped to `[lo, hi]` and rounded to `digits` decimals; undefined otherwise.
+ * @param {unknown} x
+ * @param {number} lo
+ * @param {number} hi
+ * @param {number} [digits]
+ * @returns {number | undefined}
+ */
+function clampNum(x, lo, hi, digits = 0) {
+  if (typeof x !== 'number' || !Number.isFinite(x)) return undefined;
+  const f = 10 ** digits;
+  return Math.round(Math.min(hi, Math.max(lo, x)) * f) / f;
+}
+
+/**
+ * An object without its undefined fields, or undefined when nothing is left.
+ * @template {Record<string, unknown>} T
+ * @param {T} o
+ * @returns {T | undefined}
+ */
+function compact(o) {
+  /** @type {Record<string, unknown>} */
+  const out = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) out[k] = v;
+  return Object.keys(out).length ? /** @type {T} */ (out) : undefined;
+}
+
+/**
+ * The selected candidate pair of a peer connection's stats (the transport's, else a
+ * nominated pair that succeeded).
+ * @param {RTCStatsReport} report
+ * @returns {any}
+ */
+function selectedPair(report) {
+  /** @type {string | undefined} */
+  let id;
+  report.forEach((s) => {
+    if (s.type === 'transport' && s.selectedCandidatePairId) id = s.selectedCandidatePairId;
+  });
+  /** @type {any} */
+  let pair = id ? report.get(id) : undefined;
+  if (!pair) {
+    report.forEach((s) => {
+      if (!pair && s.type === 'candidate-pair' && (s.selected || (s.nominated && s.state === 'succeeded'))) pair = s;
+    });
+  }
+  return pair;
+}
+
+/**
+ * The local candidate type of a report's selected pair.
+ * @param {RTCStatsReport | null} report
+ * @returns {CandidateType | undefined}
+ */
+function candidateOf(report) {
+  if (!report) return undefined;
+  const pair = selectedPair(report);
+  const local = pair?.localCandidateId ? report.get(pair.localCandidateId) : undefined;
+  const t = local?.candidateType;
+  return typeof t === 'string' && CANDIDATE_TYPES.has(t) ? /** @type {CandidateType} */ (t) : undefined;
+}
+
+/**
+ * The jitter buffer counters of the main received video at the last summary, for a mean
+ * over the period rather than since the start.
+ * @typedef {{id: string, delay: number, count: number}} JitterMark
+ */
+
+/**
+ * Builds the `client_stats` summary from the `getStats` reports of the subscribe and publish
+ * connections (either may be null). Every value is checked, rounded and clamped to what the
+ * server accepts; absent or non-finite values are left out.
+ * - down: `freeze_count` summed over the received videos; `fps`, `height` and
+ *   `jitter_buffer_ms` (jitterBufferDelay / jitterBufferEmittedCount over the period) of the
+ *   main video (the room's program, else the tallest received video); `packets_lost` summed
+ *   over every received stream; `audio_level` the loudest received audio;
+ * - up: `quality_limitation` the worst of the video layers; `available_kbps` the selected
+ *   pair's availableOutgoingBitrate; `fps`, `height` of the tallest layer being sent;
+ *   `audio_level` of the microphone's media source;
+ * - candidate: the local candidate type of the publish connection's selected pair (else the
+ *   subscribe connection's).
+ * @param {{sub: RTCStatsReport | null, pub: RTCStatsReport | null, slots?: Map<string, SlotInfo>,
+ *   prev?: JitterMark | null}} input
+ * @returns {{stats: ClientStats, mark: JitterMark | null}}
+ */
+export function summarizeStats({ sub, pub, slots = new Map(), prev = null }) {
+  /** @type {ClientStats} */
+  const stats = {};
+  /** @type {JitterMark | null} */
+  let mark = null;
+  if (sub) {
+    let freezes = 0;
+    let anyFreeze = false;
+    let lost = 0;
+    let anyLost = false;
+    /** @type {number | undefined} */
+    let level;
+    /** @type {any} */
+    let program;
+    /** @type {any} */
+    let tallest;
+    sub.forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      if (typeof s.packetsLost === 'number' && Number.isFinite(s.packetsLost)) {
+        lost += Math.max(0, s.packetsLost);
+        anyLost = true;
+      }
+      if (s.kind === 'audio') {
+        if (typeof s.audioLevel === 'number' && Number.isFinite(s.audioLevel)) level = Math.max(level ?? 0, s.audioLevel);
+        return;
+      }
+      if (s.kind !== 'video') return;
+      if (typeof s.freezeCount === 'number' && Number.isFinite(s.freezeCount)) {
+        freezes += s.freezeCount;
+        anyFreeze = true;
+      }
+      const slot = slots.get(s.mid ?? '');
+      if (slot?.slot === 'track' && slot.source === 'program' && (s.framesDecoded ?? 0) > 0) program = s;
+      if ((s.frameHeight ?? 0) > 0 && (!tallest || s.frameHeight > tallest.frameHeight)) tallest = s;
+    });
+    const main = program ?? tallest;
+    /** @type {number | undefined} */
+    let jb;
+    if (main && typeof main.jitterBufferDelay === 'number' && typeof main.jitterBufferEmittedCount === 'number') {
+      const id = String(main.id);
+      const same = prev && prev.id === id && main.jitterBufferEmittedCount >= prev.count;
+      const dDelay = same ? main.jitterBufferDelay - prev.delay : main.jitterBufferDelay;
+      const dCount = same ? main.jitterBufferEmittedCount - prev.count : main.jitterBufferEmittedCount;
+      if (dCount > 0) jb = (dDelay / dCount) * 1000;
+      mark = { id, delay: main.jitterBufferDelay, count: main.jitterBufferEmittedCount };
+    }
+    // A main video that had frames and now shows none: 0 fps (Chrome leaves framesPerSecond out).
+    const fps = main ? (main.framesPerSecond ?? ((main.framesDecoded ?? 0) > 0 ? 0 : undefined)) : undefined;
+    stats.down = compact({
+      freeze_count: anyFreeze ? clampNum(freezes, 0, LIMITS.u32) : undefined,
+      fps: clampNum(fps, 0, LIMITS.fps, 1),
+      height: main ? clampNum(main.frameHeight, 0, LIMITS.height) : undefined,
+      jitter_buffer_ms: clampNum(jb, 0, LIMITS.jitterBufferMs, 1),
+      packets_lost: anyLost ? clampNum(lost, 0, Number.MAX_SAFE_INTEGER) : undefined,
+      audio_level: clampNum(level, 0, 1, 3),
+    });
+  }
+  if (pub) {
+    /** @type {QualityLimitation | undefined} */
+    let limitation;
+    /** @type {any} */
+    let top;
+    /** @type {number | undefined} */
+    let micLevel;
+    pub.forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.kind === 'video') {
+        const r = /** @type {string | undefined} */ (s.qualityLimitationReason);
+        if (typeof r === 'string' && Object.hasOwn(LIMITATION_RANK, r)) {
+          const q = /** @type {QualityLimitation} */ (r);
+          if (limitation === undefined || LIMITATION_RANK[q] > LIMITATION_RANK[limitation]) limitation = q;
+        }
+        if ((s.frameHeight ?? 0) > 0 && (!top || s.frameHeight > top.frameHeight)) top = s;
+      } else if (s.type === 'media-source' && s.kind === 'audio' && typeof s.audioLevel === 'number') {
+        micLevel = Math.max(micLevel ?? 0, s.audioLevel);
+      }
+    });
+    const pair = selectedPair(pub);
+    const avail = typeof pair?.availableOutgoingBitrate === 'number' ? pair.availableOutgoingBitrate / 1000 : undefined;
+    stats.up = compact({
+      quality_limitation: limitation,
+      available_kbps: clampNum(avail, 0, LIMITS.kbps),
+      fps: top ? clampNum(top.framesPerSecond, 0, LIMITS.fps, 1) : undefined,
+      height: top ? clampNum(top.frameHeight, 0, LIMITS.height) : undefined,
+      audio_level: clampNum(micLevel, 0, 1, 3),
+    });
+  }
+  const candidate = candidateOf(pub) ?? candidateOf(sub);
+  if (candidate) stats.candidate = candidate;
+  if (!stats.up) delete stats.up;
+  if (!stats.down) delete stats.down;
+  return { stats, mark };
+}
+
+/**
+ * Sends `client_stats` every `everyMs` (2 s) while the media session has a connection: the
+ * server's view of a stream is completed by what only the browser knows (freezes, the
+ * encoder's limits, the bandwidth estimate, the candidate type). Never throws; the server
+ * takes one report a second at most, so reports are never closer than `minGapMs`. Refusals
+ * (`rate_limited`, `invalid_value`) are logged to the console, never shown to people.
+ */
+export class StatsReporter {
+  /**
+   * @param {MediaSession} media
+   * @param {{everyMs?: number, minGapMs?: number}} [opts]
+   */
+  constructor(media, opts = {}) {
+    this.media = media;
+    this.everyMs = opts.everyMs ?? 2000;
+    this.minGapMs = opts.minGapMs ?? 1500;
+    /** Reports sent, acked, refused (for tests and the curious). */
+    this.sent = 0;
+    this.acked = 0;
+    this.refused = 0;
+    /** @type {ClientStats | null} the last report sent */
+    this.last = null;
+    /** @type {string} the last refusal's code and message */
+    this.lastError = '';
+    /** @type {Record<string, number>} refusals by code (`disconnected` when the socket closed first) */
+    this.codes = {};
+    /** @type {ReturnType<typeof setInterval> | null} */
+    this._timer = null;
+    this._busy = false;
+    this._lastSentAt = 0;
+    /** @type {JitterMark | null} */
+    this._mark = null;
+    /** @type {RTCPeerConnection | null} the subscribe connection `_mark` belongs to */
+    this._markPc = null;
+  }
+
+  /** Starts reporting (idempotent). */
+  start() {
+    if (this._timer) return;
+    this._timer = setInterval(() => void this.tick(), this.everyMs);
+  }
+
+  /** Stops reporting. */
+  stop() {
+    if (this._timer) clearInterval(this._timer);
+    this._timer = null;
+  }
+
+  /** One report now, if there is something to say. Never throws. */
+  async tick() {
+    if (this._busy) return;
+    this._busy = true;
+    try {
+      const conn = this.media.conn;
+      const sub = this.media.subscriber;
+      const pub = this.media.publisher;
+      if (conn.state !== 'open' || (!sub && !pub)) return;
+      if (Date.now() - this._lastSentAt < this.minGapMs) return;
+      const live = (/** @type {RTCPeerConnection | undefined} */ pc) => pc && pc.connectionState !== 'closed';
+      const [subReport, pubReport] = await Promise.all([
+        live(sub?.pc) ? sub?.pc.getStats().catch(() => null) : null,
+        live(pub?.pc) ? pub?.pc.getStats().catch(() => null) : null,
+      ]);
+      if (this.media.state === 'closed') return;
+      const prev = sub && this._markPc === sub.pc ? this._mark : null;
+      const { stats, mark } = summarizeStats({ sub: subReport ?? null, pub: pubReport ?? null, slots: sub?.slots, prev });
+      this._mark = mark;
+      this._markPc = sub?.pc ?? null;
+      if (!stats.up && !stats.down && !stats.candidate) return;
+      if (conn.state !== 'open' || Date.now() - this._lastSentAt < this.minGapMs) return;
+      this._lastSentAt = Date.now();
+      this.sent++;
+      this.last = stats;
+      try {
+        await conn.send('client_stats', { ...stats }, { silent: true });
+        this.acked++;
+      } catch (e) {
+        this.refused++;
+        const pe = /** @type {ProtocolError} */ (e);
+        const code = pe.code ?? 'error';
+        this.codes[code] = (this.codes[code] ?? 0) + 1;
+        this.lastError = `${code}: ${pe.message ?? e}`;
+        if (pe.code !== 'disconnected') console.warn('roundtable: client_stats refused', this.lastError, stats);
+      }
+    } catch (e) {
+      console.warn('roundtable: client_stats failed', e);
+    } finally {
+      this._busy = false;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

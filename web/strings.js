@@ -260,12 +260,139 @@ export const S = {
     removeNo: 'Keep',
     /** @param {string} name */
     removed: (name) => `${name} was removed from the meeting`,
+    floorAlerts: 'Floor alerts',
+    floorAlertAck: 'Acknowledge',
+    /** @param {string} t */
+    floorAlertEnded: (t) => `ended ${t}`,
+    /** @param {string} kind @param {string} who */
+    floorAlertLabel: (kind, who) => `Acknowledge: ${kind}, ${who}`,
   },
 
   observer: {
     title: 'Watching the meeting',
-    technicianNote: 'Stream health comes with a later release. For now this is the observer view.',
     listen: 'Listen and watch only',
+  },
+
+  // Stream health words (the technician's dashboard, the chair's floor alerts)
+  health: {
+    grade: { excellent: 'excellent', good: 'good', poor: 'poor' },
+    cause: { loss: 'packet loss', delay: 'delay', bitrate: 'low bitrate', layer: 'lower layer', dry: 'no packets', freeze: 'video frozen' },
+    kind: {
+      dry: 'Stream stopped',
+      frozen: 'Video frozen',
+      loss: 'Packet loss',
+      dead_mic: 'Silent microphone',
+      sound_without_floor: 'Speaking without the floor',
+      relay_only: 'Relay only (TURN)',
+      cpu_high: 'Server CPU high',
+    },
+    direction: { up: 'sending', down: 'receiving' },
+    candidate: { host: 'direct', srflx: 'via NAT', prflx: 'via NAT', relay: 'relay' },
+    force: { auto: 'Auto', low: 'Low video', audio_only: 'Audio only' },
+    forceLong: { auto: 'automatic', low: 'low video', audio_only: 'audio only' },
+    limitation: { none: 'encoder not limited', cpu: 'encoder limited by CPU', bandwidth: 'encoder limited by bandwidth', other: 'encoder limited' },
+    server: 'the server',
+  },
+
+  // The room technician's dashboard
+  tech: {
+    title: 'Technician',
+    program: 'Room program',
+    noProgram: 'No picture from the room yet',
+    roomTitle: 'What the room sends',
+    noRoom: 'The room is not connected',
+    roomNotSending: 'The room is connected but sends nothing',
+    roomReceives: 'The room receives',
+    roomVideo: 'Picture',
+    tableTitle: 'Stream health',
+    tableCaption: 'Every participant with audio or video, room first. Scores with the last 5 minutes below them (dashed lines: 80 and 40). ↑ what they send, ↓ what they receive; video as height and frame rate (720p30: 720 pixels high, 30 frames a second).',
+    col: {
+      who: 'Participant',
+      up: 'Sending',
+      down: 'Receiving',
+      loss: 'Loss %',
+      jitter: 'Jitter ms',
+      rtt: 'RTT ms',
+      kbps: 'kbit/s',
+      video: 'Video',
+      network: 'Network',
+      level: 'Mic level',
+      actions: 'Actions',
+    },
+    upShort: '↑',
+    downShort: '↓',
+    upSr: 'sending',
+    downSr: 'receiving',
+    none: '—',
+    notSending: 'not sending',
+    notReceiving: 'not receiving',
+    thisPage: 'this page',
+    silent: 'silent',
+    /** @param {number} db */
+    dB: (db) => `−${db} dB`,
+    level: 'Microphone level',
+    /** @param {number} n */
+    fps: (n) => `${n} fps`,
+    /** @param {number} n */
+    freezes: (n) => `${n} freeze${n === 1 ? '' : 's'}`,
+    /** @param {number} ms */
+    buffer: (ms) => `buffer ${ms} ms`,
+    /** @param {number} kbps */
+    estimate: (kbps) => `estimate ${kbps} kbit/s`,
+    /** @param {number} mos */
+    mos: (mos) => `MOS ${mos}`,
+    /** @param {string} dir @param {number | undefined} now @param {number | undefined} min */
+    sparkLabel: (dir, now, min) => (now === undefined ? `${dir}: no history yet` : `${dir}, last 5 minutes: now ${now}, lowest ${min}`),
+    /** @param {number} pct */
+    cpu: (pct) => `Server CPU ${pct} %`,
+    cpuHigh: 'high',
+    /** @param {string} time */
+    updated: (time) => `Updated ${time}`,
+    /** @param {number} s */
+    stale: (s) => `No health report for ${s} s`,
+    waiting: 'Waiting for the first health report…',
+    /** @param {number} n */
+    openAlerts: (n) => (n === 0 ? 'No open alerts' : `${n} open alert${n === 1 ? '' : 's'}`),
+    /** @param {string} names */
+    noMedia: (names) => `Connected without audio or video: ${names}`,
+    keyframe: 'Keyframe',
+    /** @param {string} name */
+    keyframeLabel: (name) => `Ask ${name}’s camera for a keyframe`,
+    /** @param {string} name */
+    keyframeAsked: (name) => `Keyframe asked of ${name}`,
+    /** @param {string} name */
+    layerLabel: (name) => `What ${name} receives`,
+    /** @param {string} what */
+    receives: (what) => `Receives: ${what}`,
+    /** @param {string} name @param {string} what */
+    forceSet: (name, what) => `${name} now receives: ${what}`,
+    reconnect: 'Reconnect',
+    /** @param {string} name */
+    reconnectLabel: (name) => `Ask ${name}’s page to reconnect`,
+    /** @param {string} name */
+    reconnectConfirm: (name) => `Ask ${name}’s page to reconnect? Their audio and video stop for a few seconds; their place in line is kept.`,
+    reconnectYes: 'Yes, reconnect',
+    reconnectNo: 'Cancel',
+    /** @param {string} name */
+    askedReconnect: (name) => `${name} was asked to reconnect`,
+    listen: 'Listen',
+    listenHelp: 'Program sound is off (so it cannot feed back into the room). Use headphones.',
+    mute: 'Sound off',
+    alerts: 'Alerts',
+    noAlerts: 'No alerts so far',
+    open: 'Open',
+    ended: 'Ended',
+    /** @param {string} t */
+    cleared: (t) => `Cleared ${t}`,
+    /** @param {string} who @param {string} t */
+    acked: (who, t) => `Acknowledged by ${who} at ${t}`,
+    ack: 'Acknowledge',
+    /** @param {string} kind @param {string} who */
+    ackLabel: (kind, who) => `Acknowledge: ${kind}, ${who}`,
+    /** @param {string} kind @param {string} who @param {string} detail */
+    alertAnnounce: (kind, who, detail) => `Alert: ${kind}, ${who}. ${detail}`,
+    /** @param {number} n */
+    alertsOpenAnnounce: (n) => `${n} alert${n === 1 ? '' : 's'} open`,
   },
 
   // Errors

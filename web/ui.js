@@ -142,6 +142,17 @@ export function fmtClock(serverMs) {
 }
 
 /**
+ * Local wall-clock time of a server time to the second, `HH:MM:SS` (24 h): alert logs.
+ * @param {number | undefined} serverMs
+ */
+export function fmtTime(serverMs) {
+  if (serverMs === undefined || !Number.isFinite(serverMs)) return '—';
+  const d = new Date(serverMs);
+  const two = (/** @type {number} */ n) => String(n).padStart(2, '0');
+  return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+}
+
+/**
  * The countdown phase: wrap-up from the warning threshold, danger in the last
  * `min(10 s, warning / 2)` (or the last 10 s without a warning), overrun past the deadline.
  * @param {number} remaining ms (negative: overrun)

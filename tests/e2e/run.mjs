@@ -532,6 +532,87 @@ try {
   // ------------------------------------------------------------------------ 3
   await test('3. presentation slot: start, wrap-up on the timer, overrun, next slot', async () => slotTest);
 
+  // ------------------------------------------------------------------------ 12
+  // Stream health (issue 5): the server's `health` every 2 s to technicians, built from what it
+  // sees of every stream and from the pages' own `client_stats`.
+  await test('12. the technician page shows every participant\'s stream health, updating', async () => {
+    const notes = [];
+    const tech = await open(srv.links.dlg.technician, 'technician', { viewport: { width: 1280, height: 800 } });
+    try {
+      const rowSel = (id) => `#health-table tr[data-participant="${id}"]`;
+      const roomId = await until('the room in the technician\'s participant list', () => tech.page.evaluate(() => [...(window.__rt?.store?.participants.values() ?? [])].find((p) => p.role === 'room' && p.presence === 'joined')?.id), 10000);
+      // Everyone this test joined who still has media: the room and both delegates (the chair's
+      // console has none; the delegates of tests 6 and 10 are gone).
+      const want = [roomId, idA, idB];
+      await until('a health row for the room and both delegates', () => tech.page.evaluate((ids) => ids.every((id) => document.querySelector(`#health-table tr[data-participant="${id}"]`)), want), 15000);
+      const order = await tech.page.evaluate(() => [...document.querySelectorAll('#health-table tbody tr')].map((tr) => tr.dataset.participant));
+      assert(order[0] === roomId, `the room's row first: ${order.join(', ')}`);
+      const modId = await mod.page.evaluate(() => window.__rt.store.you.id);
+      notes.push(`rows ${order.join(', ')}${order.includes(modId) ? '' : ' (the console has no media: no row)'}`);
+      // Every row is updated by each health message: at least 2 updates (3 values) in 9 s.
+      const seen = Object.fromEntries(want.map((id) => [id, new Set()]));
+      const t0 = Date.now();
+      while (Date.now() - t0 < 9000) {
+        const now = await tech.page.evaluate((ids) => ids.map((id) => document.querySelector(`#health-table tr[data-participant="${id}"]`)?.dataset.updated ?? ''), want);
+        now.forEach((v, i) => v && seen[want[i]].add(v));
+        if (want.every((id) => seen[id].size >= 3)) break;
+        await sleep(200);
+      }
+      for (const id of want) assert(seen[id].size >= 3, `row ${id} updated ${seen[id].size - 1} time(s) in 9 s (data-updated ${[...seen[id]].join(', ')})`);
+      const gaps = [...seen[roomId]].map(Number).sort((a, b) => a - b).map((x, i, a) => (i ? x - a[i - 1] : 0)).slice(1);
+      notes.push(`each row updated ≥ 2 times in ${Date.now() - t0} ms (room: every ${gaps.join('/')} ms)`);
+      // The room's row shows what it sends: a score with its grade.
+      const roomRow = await tech.page.evaluate((sel) => {
+        const up = document.querySelector(`${sel} [data-col="up"]`);
+        return { score: up?.dataset.score ?? '', text: up?.innerText.replace(/\s+/g, ' ').trim() ?? '', card: document.getElementById('room-score')?.dataset.score };
+      }, rowSel(roomId));
+      assert(/^\d+$/.test(roomRow.score) && /excellent|good|poor/.test(roomRow.text), `the room's sending score: "${roomRow.score}" (${roomRow.text})`);
+      assert(/^\d+$/.test(roomRow.card ?? ''), `the room card beside the program shows a score too (${roomRow.card})`);
+      notes.push(`room sends "${roomRow.text}"`);
+      // The pages' own reports reach the server (client_stats, in the row's \`client\`), and none is refused.
+      const client = await until('the room\'s client_stats in the health', () => tech.page.evaluate((id) => window.__rt.store.health?.participants.find((p) => p.participant === id)?.client, roomId), 6000);
+      const reporters = [];
+      for (const [label, page] of [['room', room.page], ['A', delA.page], ['B', delB.page]]) {
+        const r = await page.evaluate(() => { const x = window.__rt.media.reporter; return { sent: x.sent, acked: x.acked, codes: x.codes }; });
+        const bad = Object.keys(r.codes).filter((c) => c !== 'disconnected');
+        assert(r.acked > 0 && bad.length === 0, `${label}'s client_stats: ${JSON.stringify(r)}`);
+        reporters.push(`${label} ${r.acked}/${r.sent}`);
+      }
+      notes.push(`client_stats acked ${reporters.join(', ')}; room's report ${JSON.stringify(client)}`);
+      // An action: "Keyframe" on the room's row is acked, with no error toast; the focus stays
+      // on the button while the row updates.
+      const kf = `${rowSel(roomId)} [data-act="keyframe"]`;
+      const before = await tech.page.evaluate((sel) => document.querySelector(sel)?.closest('tr')?.dataset.updated, kf);
+      await tech.page.click(kf);
+      const acted = await until('the server answers request_keyframe', () => tech.page.evaluate(() => window.__rt.actions.find((a) => a.type === 'request_keyframe')), 5000);
+      assert(acted.ok, `request_keyframe refused: ${acted.code}`);
+      await until('the row updates after the click', () => tech.page.evaluate((a) => document.querySelector(a.sel)?.closest('tr')?.dataset.updated !== a.before, { sel: kf, before }), 5000);
+      const after = await tech.page.evaluate((sel) => ({ focus: document.activeElement === document.querySelector(sel), status: document.querySelector(sel)?.closest('td')?.querySelector('.row-status')?.textContent ?? '', errors: [...document.querySelectorAll('.toast-error')].map((t) => t.textContent) }), kf);
+      assert(after.errors.length === 0, `error toasts: ${after.errors.join(' | ')}`);
+      assert(after.focus, 'the focus stays on "Keyframe" while the row updates');
+      notes.push(`Keyframe acked ("${after.status}"), no error toast, focus kept`);
+      // An alert to acknowledge, if the meeting raised one.
+      const ack = await tech.page.$('#alert-log button[data-act="ack"]');
+      if (ack) {
+        const id = await ack.evaluate((b) => b.closest('li').dataset.alert);
+        await ack.click();
+        await until('the alert is acknowledged', () => tech.page.evaluate((x) => document.querySelector(`#alert-log li[data-alert="${x}"]`)?.dataset.acked === 'true', id), 5000);
+        notes.push(`alert ${id} acknowledged`);
+      } else {
+        notes.push('no alert to acknowledge');
+      }
+      const header = await tech.page.evaluate(() => ['cpu', 'health-at', 'alert-count'].map((id) => document.getElementById(id)?.textContent).join(' | '));
+      notes.push(`header: ${header}`);
+      await tech.page.screenshot({ path: join(ARTIFACTS, 'technician-health.png'), fullPage: true });
+      await tech.page.setViewportSize({ width: 1920, height: 1080 });
+      await sleep(2500);
+      await tech.page.screenshot({ path: join(ARTIFACTS, 'technician-large.png') });
+      return notes.join('; ');
+    } finally {
+      await tech.ctx.close();
+    }
+  });
+
   // ------------------------------------------------------------------------ 7
   await test('7. screenshots of every page', async () => {
     const shots = [];
@@ -560,6 +641,8 @@ try {
     ];
     for (const [name, url] of extra) {
       const p = await open(url, name, { viewport: { width: 1280, height: 800 } });
+      // The technician's table fills with the first health report (every 2 s).
+      if (name === 'technician') await p.page.waitForSelector('#health-table tbody tr[data-participant]', { timeout: 10000 });
       await sleep(name === 'assistant' ? 800 : 2500);
       await shot(p.page, name);
       await p.ctx.close();
