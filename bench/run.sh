@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The benchmarks (docs/PERFORMANCE.md, issue 6), with bounded durations: builds in release
+# mode, runs each scenario, writes bench/results/latest.json and updates the results table in
+# docs/PERFORMANCE.md. Not part of CI (a smoke version of each tool runs in tests/run.sh).
+#
+#   bash bench/run.sh                 # everything (about 5 minutes on 2 cores)
+#   BAKU_SECS=20 FANOUT_ROUNDS=100    # the bounds, with their defaults
+#
+# Run it on a quiet machine: browsers or builds beside it distort every figure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=bench/results
+mkdir -p "$OUT"
+ulimit -n 8192 2>/dev/null || ulimit -n 4096 2>/dev/null || true
+command -v python3 >/dev/null || { echo "bench/run.sh needs python3 (apt-get install python3)"; exit 1; }
+
+echo "== build (release)"
+cargo build --release --quiet --bin roundtable --bin rt-bench
+cargo build --release --quiet -p roundtable-headless --example rt-media-bench
+
+echo "== baku: 30 delegates, the server in process, and the bare floor"
+target/release/examples/rt-media-bench baku --secs "${BAKU_SECS:-20}" --out "$OUT/baku.json"
+echo "== baku: the server in a child process (its RSS and CPU alone)"
+target/release/examples/rt-media-bench baku --secs "${BAKU_SECS:-20}" --no-floor --spawn-server \
+  --out "$OUT/baku-spawned.json"
+echo "== fanout: 1,000 websocket clients"
+target/release/rt-bench fanout --clients 1000 --rounds "${FANOUT_ROUNDS:-100}" \
+  --spawn-server target/release/roundtable --out "$OUT/fanout.json"
+
+echo "== latest.json and docs/PERFORMANCE.md"
+python3 bench/summarize.py "$OUT" docs/PERFORMANCE.md
+echo "== done: $OUT/latest.json"

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Assembles bench/results/latest.json from the scenario results of one bench/run.sh, in the
+shape docs/PERFORMANCE.md describes, and rewrites the table between the `bench:latest` markers
+in docs/PERFORMANCE.md from it. Figures are copied, never recomputed: the JSON and the table
+agree by construction."""
+import json
+import sys
+from pathlib import Path
+
+FIGURES = ["cpu_us_per_forwarded_packet", "delivery_ratio", "added_latency_p50_ms",
+           "added_latency_p99_ms", "rss_per_participant_mib"]
+NOT_YET = "not measured yet (issue 6: the Janus adapter, forum and ramp are still to build)"
+
+
+def load(path):
+    return json.loads(Path(path).read_text())
+
+
+def main(out_dir, doc):
+    out = Path(out_dir)
+    baku_run = load(out / "baku.json")
+    spawned = load(out / "baku-spawned.json")["scenarios"]["baku"]["roundtable"]
+    fan = load(out / "fanout.json")
+    b = baku_run["scenarios"]["baku"]
+    rt = {k: b["roundtable"][k] for k in FIGURES}
+    # RSS per participant from the run with the server alone in its process.
+    rt["rss_per_participant_mib"] = spawned["rss_per_participant_mib"]
+    floor = {"cpu_us_per_forwarded_packet": b["floor"]["cpu_us_per_forwarded_packet"]}
+    latest = {
+        "machine": baku_run["machine"],
+        "date": baku_run["date"],
+        "scenarios": {
+            "baku": {
+                "roundtable": rt,
+                "janus": None,
+                "floor": floor,
+                "ratio_vs_janus": None,
+                "ratio_vs_floor": round(rt["cpu_us_per_forwarded_packet"]
+                                        / floor["cpu_us_per_forwarded_packet"], 3),
+                "roundtable_spawned": {k: spawned[k] for k in FIGURES},
+            },
+            "forum": {"status": NOT_YET},
+            "ramp": {"max_delegates": None, "janus_max_delegates": None, "status": NOT_YET},
+            "fanout": {
+                "clients": fan["clients"],
+                "p50_ms": fan["fanout_ms"]["p50"],
+                "p99_ms": fan["fanout_ms"]["p99"],
+            },
+        },
+    }
+    (out / "latest.json").write_text(json.dumps(latest, indent=2) + "\n")
+    s = latest["scenarios"]
+    rows = [
+        ("baku: CPU per forwarded packet", f"{rt['cpu_us_per_forwarded_packet']} µs",
+         f"floor {floor['cpu_us_per_forwarded_packet']} µs, ratio {s['baku']['ratio_vs_floor']}", "≤ 1.5 × floor, ≤ 0.5 × Janus"),
+        ("baku: delivery", f"{rt['delivery_ratio']}", "", "≥ 0.999"),
+        ("baku: added latency p50 / p99", f"{rt['added_latency_p50_ms']} / {rt['added_latency_p99_ms']} ms", "", "p99 ≤ 2 ms"),
+        ("baku: RSS per participant (server alone)", f"{rt['rss_per_participant_mib']} MiB", "", "≤ 2 MiB"),
+        ("fanout: 1,000 clients, p50 / p99", f"{s['fanout']['p50_ms']} / {s['fanout']['p99_ms']} ms", "", "p99 ≤ 20 ms"),
+        ("forum, ramp, Janus", "not measured yet", "", "ramp ≥ 300 and more than Janus"),
+    ]
+    table = [f"Latest `bench/run.sh` ({latest['date']}, {latest['machine']}; `bench/results/latest.json`):", "",
+             "| figure | roundtable | beside it | target |", "| --- | --- | --- | --- |"]
+    table += [f"| {a} | {b_} | {c} | {d} |" for a, b_, c, d in rows]
+    text = Path(doc).read_text()
+    start, end = "<!-- bench:latest -->", "<!-- /bench:latest -->"
+    block = start + "\n" + "\n".join(table) + "\n" + end
+    if start in text and end in text:
+        i, j = text.index(start), text.index(end) + len(end)
+        text = text[:i] + block + text[j:]
+    else:
+        text = text.replace("\n## ", "\n## Latest bench/run.sh\n\n" + block + "\n\n## ", 1)
+    Path(doc).write_text(text)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
