@@ -324,6 +324,18 @@ impl Monitor {
             let Some(part) = self.parts.get_mut(&name) else {
                 continue;
             };
+            // Granted while speaking: their audio is heard now.
+            if holder && part.speaking_unheard {
+                part.speaking_unheard = false;
+                pending.push((
+                    (
+                        AlertKind::SoundWithoutFloor,
+                        Some(name.clone()),
+                        Some(Direction::Up),
+                    ),
+                    None,
+                ));
+            }
             let freezes = std::mem::take(&mut part.freezes_new);
             if freezes > 0 {
                 part.last_freeze_at = Some(now);
@@ -524,18 +536,18 @@ impl Monitor {
         }
     }
 
+    /// Keeps at most [`MAX_ALERTS`], dropping the oldest cleared ones; alerts still on are
+    /// never dropped (their condition would raise them again at once).
     fn trim(&mut self) {
         while self.alerts.len() > MAX_ALERTS {
             let oldest = self
                 .alerts
                 .values()
                 .find(|a| a.cleared_at.is_some())
-                .or_else(|| self.alerts.values().next())
                 .map(|a| a.id);
             match oldest {
                 Some(id) => {
                     self.alerts.remove(&id);
-                    self.open.retain(|_, v| *v != id);
                 }
                 None => break,
             }
@@ -595,6 +607,10 @@ fn loss_alert(d: &Dir, open: bool, what: &str) -> Option<String> {
 /// Scores the uplink from the samples since the last score.
 fn score_up(d: &mut Dir, rtt_ms: Option<f64>, limited: bool, report: bool) -> Option<StreamHealth> {
     let now = d.latest.clone()?;
+    if d.scored.as_ref().is_some_and(|s| s.at_ms == now.at_ms) {
+        // No sample since the last score (the connection is not up): nothing new to judge.
+        return None;
+    }
     let prev = d.scored.replace(now.clone());
     let secs = prev
         .as_ref()
@@ -672,6 +688,9 @@ fn score_up(d: &mut Dir, rtt_ms: Option<f64>, limited: bool, report: bool) -> Op
 /// Scores the downlink: the subscriber's receiver reports and its own freeze count.
 fn score_down(d: &mut Dir, freezes: u32, report: bool) -> Option<StreamHealth> {
     let now = d.latest.clone()?;
+    if d.scored.as_ref().is_some_and(|s| s.at_ms == now.at_ms) {
+        return None;
+    }
     let prev = d.scored.replace(now.clone());
     let secs = prev
         .as_ref()

@@ -190,7 +190,7 @@ async fn health_history(
             "the health history is for the moderator and technicians",
         );
     }
-    let (samples, alerts) = match s.journal.load_health(&claims.meeting).await {
+    let (samples, alerts) = match s.journal.read_health(&claims.meeting).await {
         Ok(v) => v,
         Err(e) => {
             return error(
@@ -386,7 +386,7 @@ async fn minutes_handler(
         );
     };
     let mut m = minutes::build(&snapshot.meeting, &snapshot.agenda.items, &records);
-    if let Ok((samples, alerts)) = s.journal.load_health(&claims.meeting).await {
+    if let Ok((samples, alerts)) = s.journal.read_health(&claims.meeting).await {
         m.quality = crate::store::health::summarise(&samples, &alerts);
     }
     let (body, mime) = minutes::render(&m, format);

@@ -1825,6 +1825,9 @@ impl Engine {
         // Padding only (a browser probing bandwidth on a layer's own stream, as no RTX is
         // negotiated): nothing to forward, and it must not make a paused layer look flowing.
         if packet.payload.is_empty() {
+            if let Some(router) = self.rooms.routers.get_mut(&ingress.room) {
+                router.skip(ingress.track, ingress.layer);
+            }
             return;
         }
         let Self {

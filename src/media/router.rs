@@ -537,6 +537,19 @@ impl Router {
                 p.gate_dropped += 1;
             }
             self.gate_dropped += 1;
+            // The slots showing it stop: when the gate opens again they restart where they
+            // left off (next sequence number, timestamp moved on by the time), so a receiver
+            // sees no gap of the packets held back (no NACKs, no false loss in its reports).
+            let key = (pkt.track, pkt.layer);
+            if let Some(slots) = self.fanout.get(&key) {
+                for ps in slots {
+                    if let Some(d) = self.downs.get_mut(ps)
+                        && d.current == Some(key)
+                    {
+                        d.current = None;
+                    }
+                }
+            }
             return;
         }
         if pkt.keyframe {
@@ -584,6 +597,22 @@ impl Router {
                 timestamp,
             });
             self.forwarded += 1;
+        }
+    }
+
+    /// A packet of (track, layer) that is not forwarded (padding only): the slots showing it
+    /// close the gap in their numbering, so receivers see a contiguous stream.
+    pub fn skip(&mut self, track: TrackId, layer: u8) {
+        let key = (track, layer);
+        let Some(slots) = self.fanout.get(&key) else {
+            return;
+        };
+        for ps in slots {
+            if let Some(d) = self.downs.get_mut(ps)
+                && d.current == Some(key)
+            {
+                d.seq_offset = d.seq_offset.wrapping_sub(1);
+            }
         }
     }
 

@@ -144,16 +144,27 @@ pub(crate) fn write(conn: &mut Connection, path: &Path, b: &HealthBatch) -> Resu
             ])
             .map_err(|e| StoreError::sqlite(path, e))?;
         }
-        tx.execute(
-            "DELETE FROM health_samples WHERE at_ms < ?1",
-            params![b.keep_after_ms],
-        )
-        .map_err(|e| StoreError::sqlite(path, e))?;
-        tx.execute(
-            "DELETE FROM health_alerts WHERE cleared_at IS NOT NULL AND cleared_at < ?1",
-            params![b.keep_after_ms],
-        )
-        .map_err(|e| StoreError::sqlite(path, e))?;
+        // Retention per meeting (the (meeting, at_ms) index serves it); alerts left open by a
+        // stop go by their raise time.
+        let meetings: std::collections::BTreeSet<&str> = b
+            .samples
+            .iter()
+            .map(|s| s.meeting.as_str())
+            .chain(b.alerts.iter().map(|a| a.meeting.as_str()))
+            .collect();
+        for m in meetings {
+            tx.execute(
+                "DELETE FROM health_samples WHERE meeting = ?1 AND at_ms < ?2",
+                params![m, b.keep_after_ms],
+            )
+            .map_err(|e| StoreError::sqlite(path, e))?;
+            tx.execute(
+                "DELETE FROM health_alerts WHERE meeting = ?1 AND raised_at < ?2 \
+                 AND (cleared_at IS NULL OR cleared_at < ?2)",
+                params![m, b.keep_after_ms],
+            )
+            .map_err(|e| StoreError::sqlite(path, e))?;
+        }
     }
     tx.commit().map_err(|e| StoreError::sqlite(path, e))
 }

@@ -586,6 +586,34 @@ fn sync_dir(_dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+impl Journal {
+    /// The stream-health history read on a read-only connection of its own, off the writer
+    /// thread (a day of samples must not hold back the floor's appends) and off the async
+    /// runtime (`spawn_blocking`).
+    pub async fn read_health(
+        &self,
+        meeting: &str,
+    ) -> Result<
+        (
+            Vec<super::health::HealthSample>,
+            Vec<super::health::HealthAlert>,
+        ),
+        StoreError,
+    > {
+        let path = self.path().to_path_buf();
+        let meeting = meeting.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let r = JournalReader::open_readonly(&path)?;
+            Ok((
+                super::health::load_samples(&r.conn, &r.path, &meeting)?,
+                super::health::load_alerts(&r.conn, &r.path, &meeting)?,
+            ))
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+}
+
 /// Synchronous, read-only view of a journal file, for tools such as
 /// `roundtable minutes`. Safe to use while a server writes to the same file;
 /// each call reads one consistent snapshot.

@@ -119,10 +119,11 @@ fn audio_sequence_numbers_stay_continuous_across_a_closed_gate() {
         Slot::Track(D1_MIC),
     )
     .unwrap();
-    // The same source: offsets unchanged, so the receiver sees the real gap (its jitter
-    // buffer conceals it) and the same SSRC.
+    // The same stream (SSRC), numbered on from the last packet sent: the packet held back
+    // is no gap to the receiver (no NACK, no loss in its reports); the timestamp moved on.
     assert_eq!(a.ssrc, b.ssrc);
-    assert_eq!(b.seq.wrapping_sub(a.seq), 2);
+    assert_eq!(b.seq.wrapping_sub(a.seq), 1);
+    assert!(b.timestamp.wrapping_sub(a.timestamp) >= 960);
 }
 
 #[test]
@@ -713,4 +714,65 @@ fn keyframe_requests_to_one_track_are_spaced_so_none_falls_in_the_senders_thrott
     r.poll_keyframe_requests(5100, &mut out);
     out.sort();
     assert_eq!(out, vec![(PROG_V, 1), (D1_CAM, 0)]);
+}
+
+#[test]
+fn receivers_see_contiguous_numbering_across_padding_and_a_closed_gate() {
+    let mut r = meeting();
+    // The program's video, with a padding-only packet (not forwarded) in the middle.
+    let a = to(
+        &route(&mut r, 0, pkt(PROG_V, 2, 100, 0, true)),
+        D1,
+        Slot::Track(PROG_V),
+    )
+    .unwrap();
+    r.skip(PROG_V, 2);
+    let b = to(
+        &route(&mut r, 33, pkt(PROG_V, 2, 102, 3000, false)),
+        D1,
+        Slot::Track(PROG_V),
+    )
+    .unwrap();
+    assert_eq!(b.seq, a.seq.wrapping_add(1), "no gap where the padding was");
+    // D1's microphone while the gate is closed, then open: the room's stream goes on at the
+    // next number, the timestamp moved on by the time held back.
+    let mut s = 500u16;
+    let mut first = None;
+    r.set_floor(true, &[D1], &[]);
+    for t in 0..5 {
+        let out = route(
+            &mut r,
+            1_000 + t * 20,
+            pkt(D1_MIC, 0, s, (t as u32) * 960, false),
+        );
+        first = first.or(to(&out, ROOM, Slot::Track(D1_MIC)));
+        s += 1;
+    }
+    let open = first.expect("the room hears D1 while D1 holds the floor");
+    r.set_floor(true, &[], &[]);
+    for t in 5..55 {
+        let out = route(
+            &mut r,
+            1_000 + t * 20,
+            pkt(D1_MIC, 0, s, (t as u32) * 960, false),
+        );
+        assert!(to(&out, ROOM, Slot::Track(D1_MIC)).is_none(), "held back");
+        s += 1;
+    }
+    r.set_floor(true, &[D1], &[]);
+    let again = to(
+        &route(&mut r, 2_100, pkt(D1_MIC, 0, s, 55 * 960, false)),
+        ROOM,
+        Slot::Track(D1_MIC),
+    )
+    .expect("heard again");
+    assert_eq!(
+        again.seq,
+        open.seq.wrapping_add(5),
+        "the next number after the last sent"
+    );
+    assert!(
+        again.timestamp.wrapping_sub(open.timestamp) >= 50 * 960,
+        "time moved on"
+    );
 }
