@@ -311,6 +311,9 @@ try {
     await mod.page.locator('body').focus();
     await mod.page.keyboard.press('n');
     await until('B granted by N', async () => /You have the floor/.test(await standingText(delB.page)), 5000);
+    // R revokes the holder the console knows of: wait until the console has seen the grant
+    // too (the delegate's page can hear of it first; a slow CI machine showed the race).
+    await until('the console shows B holding', () => mod.page.evaluate((n) => window.__rt.store.floor.holders.some((r) => !r.chair && r.beneficiary.name === n), nameB), 5000);
     await mod.page.keyboard.press('r');
     await until('B revoked by R', async () => !/You have the floor/.test(await standingText(delB.page)), 5000);
     return 'Alt+↓ moved A to 2nd; N granted B; R revoked B';
