@@ -69,7 +69,9 @@ use clap::{Args, Parser, Subcommand};
 use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use roundtable::auth::Role;
 use roundtable::media::engine::{EngineStats, LatencyHistogram};
-use roundtable_headless::{Client, LatencySummary, PublishSpec, TrackStats};
+use roundtable_headless::{
+    Client, ClientOptions, JanusClient, JanusStream, LatencySummary, PublishSpec, TrackStats,
+};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
@@ -136,6 +138,16 @@ struct BakuArgs {
     /// Run without stream-health measurement (`media.health = false`), to measure its cost.
     #[arg(long)]
     no_health: bool,
+    /// Also run the same load against Janus VideoRoom at this HTTP API address (started by
+    /// `bench/janus/janus.sh start`: http://10.77.0.2:8088/janus), after roundtable.
+    #[arg(long)]
+    janus: Option<String>,
+    /// The VideoRoom room of `--janus` (janus.sh configures 1234).
+    #[arg(long, default_value_t = 1234)]
+    janus_room: u64,
+    /// The local address the clients bind for `--janus` (the host side of janus.sh's veth).
+    #[arg(long, default_value = "10.77.0.1")]
+    janus_bind: std::net::IpAddr,
 }
 
 macro_rules! progress {
@@ -1323,6 +1335,35 @@ fn baku(args: BakuArgs) -> Result<()> {
         });
         baku["ratio_vs_floor"] = json!(round(ratio, 3));
     }
+    // Whole-process CPU per forwarded packet: what the Janus figure is (its process).
+    let process_us_per_fwd = server_cpu_s * 1e6 / fwd as f64;
+    baku["roundtable"]["process_cpu_us_per_forwarded_packet"] = json!(round(process_us_per_fwd, 3));
+    if let Some(api) = &args.janus {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let janus = runtime.block_on(run_janus(&args, api))?;
+        drop(runtime);
+        let j = janus["cpu_us_per_forwarded_packet"].as_f64().unwrap_or(0.0);
+        // Like for like: both servers' whole processes (roundtable's only when it runs apart).
+        let (mine, what) = if run.spawned {
+            (
+                process_us_per_fwd,
+                "process CPU per forwarded packet, both servers in their own processes",
+            )
+        } else {
+            (
+                us_per_fwd,
+                "roundtable's media thread (server in process with the clients) vs Janus's process",
+            )
+        };
+        let ratio = mine / j.max(1e-9);
+        progress!("ratio roundtable / Janus (CPU per forwarded packet): {ratio:.3} ({what})");
+        baku["janus"] = janus;
+        baku["ratio_vs_janus"] = json!(round(ratio, 3));
+        baku["ratio_vs_janus_basis"] = json!(what);
+    }
     let result = json!({
         "machine": machine(),
         "date": utc_now(),
@@ -1332,6 +1373,291 @@ fn baku(args: BakuArgs) -> Result<()> {
     write_json(&args.out, &result)?;
     progress!("wrote {}", args.out.display());
     Ok(())
+}
+
+// ----- Janus side by side -----------------------------------------------------------------
+
+/// The Janus process (`janus -F …`, as bench/janus/janus.sh starts it).
+fn janus_pid() -> Result<u32> {
+    for e in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let mut args = cmd.split(|b| *b == 0);
+        if args.next().is_some_and(|a| a.ends_with(b"janus")) && args.any(|a| a == b"-F") {
+            return Ok(pid);
+        }
+    }
+    Err("no Janus process: start it with `bash bench/janus/janus.sh start` (as root)".into())
+}
+
+/// One Janus participant's view at an instant.
+struct JanusSnap {
+    at: Instant,
+    ticks: u64,
+    rss_kib: u64,
+    subs: Vec<Vec<TrackStats>>,
+    sent: u64,
+}
+
+fn janus_snap(proc: &str, subs: &[(JanusClient, usize)], pubs: &[JanusClient]) -> JanusSnap {
+    JanusSnap {
+        at: Instant::now(),
+        ticks: stat_ticks(&format!("{proc}/stat")).unwrap_or(0),
+        rss_kib: rss_kib(proc),
+        subs: subs.iter().map(|(c, _)| c.stats()).collect(),
+        sent: pubs
+            .iter()
+            .flat_map(|p| p.sent_stats())
+            .map(|s| s.packets)
+            .sum(),
+    }
+}
+
+/// The `baku` load against Janus VideoRoom: the same publishers (the room's program with three
+/// layers, each delegate's microphone and two-layer camera) and, per subscriber, the same
+/// streams roundtable forwards: a delegate gets the program (audio, top layer), the floor
+/// holder's camera (top layer) and microphone, and every other delegate's camera on the low
+/// layer (`substream` 0); the room gets every delegate's camera (low) and the holder's camera
+/// (top) and microphone. Janus has no floor gate: the microphones nobody should hear are simply
+/// not subscribed. CPU is the Janus process's (utime + stime) over the window, per packet
+/// received by the subscribers (Janus keeps no forwarded count we could read over HTTP).
+async fn run_janus(args: &BakuArgs, api: &str) -> Result<Value> {
+    let n = args.delegates;
+    let pid = janus_pid()?;
+    let proc = format!("/proc/{pid}");
+    let opts = ClientOptions {
+        bind_ip: args.janus_bind,
+        ..Default::default()
+    };
+    let rss_base = rss_kib(&proc);
+    let t_setup = Instant::now();
+    progress!("janus: pid {pid} at {api}, RSS {rss_base} KiB; joining the room");
+    let keyframe_interval = Duration::from_secs_f64(args.keyframe_secs.max(0.0));
+    let room = JanusClient::join(api, args.janus_room, "room", opts.clone()).await?;
+    room.publish(PublishSpec {
+        audio: true,
+        video_layers: 3,
+        source_program: true,
+        keyframe_interval,
+        ..Default::default()
+    })
+    .await?;
+    room.wait_published().await?;
+    let mut delegates: Vec<JanusClient> = Vec::new();
+    let ids: Vec<usize> = (1..=n).collect();
+    for chunk in ids.chunks(args.join_batch.max(1)) {
+        let mut set = JoinSet::new();
+        for &i in chunk {
+            let (api, opts, room_id) = (api.to_owned(), opts.clone(), args.janus_room);
+            set.spawn(async move {
+                let name = format!("d{i:03}");
+                let c = JanusClient::join(&api, room_id, &name, opts)
+                    .await
+                    .map_err(|e| format!("{name} join: {e}"))?;
+                c.publish(PublishSpec {
+                    audio: true,
+                    video_layers: 2,
+                    keyframe_interval,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("{name} publish: {e}"))?;
+                c.wait_published()
+                    .await
+                    .map_err(|e| format!("{name} publish connection: {e}"))?;
+                Ok::<_, String>((i, c))
+            });
+        }
+        let mut got = Vec::new();
+        while let Some(r) = set.join_next().await {
+            got.push(r.map_err(|e| e.to_string())??);
+        }
+        got.sort_by_key(|(i, _)| *i);
+        delegates.extend(got.into_iter().map(|(_, c)| c));
+    }
+    progress!(
+        "janus: {n} delegates publish after {:.1} s",
+        t_setup.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    // Janus numbers a publisher's rids from the top: the first rid in `a=simulcast` is its
+    // highest substream (janus.js offers `h;m;l`). Ours are offered low first (`q;h;f`, as the
+    // roundtable web client does), so our layer `l` of `layers` is Janus's `layers - 1 - l`
+    // (measured: substream 2 of the room's three layers gave the `q` rate, 16 packets/s, and
+    // substream 0 of a two-layer camera its `h` rate, 61).
+    let janus_layer = |layers: u8, ours: u8| Some(layers - 1 - ours);
+    let stream = |c: &JanusClient, i: usize, layer: Option<u8>| JanusStream {
+        feed: c.feed(),
+        mid: c.mids().get(i).cloned().unwrap_or_default(),
+        substream: layer,
+    };
+    let holder = delegates[0].clone();
+    // (client, its streams)
+    let mut plan: Vec<(JanusClient, Vec<JanusStream>)> = Vec::new();
+    let mut room_streams: Vec<JanusStream> = delegates
+        .iter()
+        .map(|d| stream(d, 1, janus_layer(2, 0)))
+        .collect();
+    room_streams.push(stream(&holder, 1, janus_layer(2, 1)));
+    room_streams.push(stream(&holder, 0, None));
+    plan.push((room.clone(), room_streams));
+    for (i, d) in delegates.iter().enumerate() {
+        let mut list = vec![stream(&room, 0, None), stream(&room, 1, janus_layer(3, 2))];
+        for (j, other) in delegates.iter().enumerate() {
+            if j != i {
+                list.push(stream(other, 1, janus_layer(2, 0)));
+            }
+        }
+        if i != 0 {
+            list.push(stream(&holder, 1, janus_layer(2, 1)));
+            list.push(stream(&holder, 0, None));
+        }
+        plan.push((d.clone(), list));
+    }
+    for chunk in plan.chunks(args.join_batch.max(1)) {
+        let mut set = JoinSet::new();
+        for (c, list) in chunk.iter().cloned() {
+            set.spawn(async move {
+                c.subscribe(&list)
+                    .await
+                    .map_err(|e| format!("subscribe: {e}"))
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.map_err(|e| e.to_string())??;
+        }
+    }
+    let subs: Vec<(JanusClient, usize)> = plan.iter().map(|(c, l)| (c.clone(), l.len())).collect();
+    progress!(
+        "janus: {} subscribers negotiated; waiting for media",
+        subs.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(args.ready_timeout_secs);
+    loop {
+        let lagging: Vec<String> = subs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (c, want))| {
+                let flowing = c.stats().iter().filter(|t| t.packets > 0).count();
+                (flowing < *want).then(|| format!("#{i} {flowing}/{want}"))
+            })
+            .collect();
+        if lagging.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "janus: not every subscriber receives what it should after {} s: {lagging:?}",
+                args.ready_timeout_secs
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    progress!(
+        "janus: all tracks flowing after {:.1} s; settling {} s",
+        t_setup.elapsed().as_secs_f64(),
+        args.settle_secs
+    );
+    tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+    let mut pubs = vec![room.clone()];
+    pubs.extend(delegates.iter().cloned());
+    let lat_before: Vec<BTreeMap<String, usize>> = subs
+        .iter()
+        .map(|(c, _)| {
+            c.stats()
+                .iter()
+                .map(|t| (t.mid.clone(), c.latency_samples(&t.mid).len()))
+                .collect()
+        })
+        .collect();
+    let before = janus_snap(&proc, &subs, &pubs);
+    progress!("janus: measuring {} s", args.secs);
+    tokio::time::sleep(Duration::from_secs(args.secs)).await;
+    let after = janus_snap(&proc, &subs, &pubs);
+    let secs = (after.at - before.at).as_secs_f64();
+    let mut all = Vec::new();
+    for ((c, _), start) in subs.iter().zip(&lat_before) {
+        for t in c.stats() {
+            let samples = c.latency_samples(&t.mid);
+            let from = start.get(&t.mid).copied().unwrap_or(0).min(samples.len());
+            all.extend_from_slice(&samples[from..]);
+        }
+    }
+    let latency = LatencySummary::of(&all);
+    let d = delivery(&before.subs, &after.subs);
+    let received = d.audio_packets + d.video_packets;
+    let cpu_s = (after.ticks - before.ticks) as f64 / TICKS_PER_SEC;
+    let us = cpu_s * 1e6 / received.max(1) as f64;
+    let delivery_ratio = d.received as f64 / d.expected.max(1) as f64;
+    let rss_per = after.rss_kib.saturating_sub(rss_base) as f64 / 1024.0 / (n + 1) as f64;
+    let mut errors = Vec::new();
+    for (i, c) in pubs.iter().enumerate() {
+        errors.extend(c.errors().into_iter().map(|e| format!("#{i}: {e}")));
+    }
+    progress!(
+        "janus: {received} packets received in {secs:.1} s ({:.0}/s); process {cpu_s:.2} s CPU ({:.1}% of a core): {us:.2} us per forwarded packet; delivery {delivery_ratio:.5}; latency p50 {:.2} ms p99 {:.2} ms; RSS {rss_per:.2} MiB per participant",
+        received as f64 / secs,
+        cpu_s * 100.0 / secs,
+        ms(latency.p50_us),
+        ms(latency.p99_us),
+    );
+    let mut set = JoinSet::new();
+    for c in pubs {
+        set.spawn(async move { c.close().await });
+    }
+    while set.join_next().await.is_some() {}
+    Ok(json!({
+        "cpu_us_per_forwarded_packet": round(us, 3),
+        "delivery_ratio": round(delivery_ratio, 6),
+        "added_latency_p50_ms": ms(latency.p50_us),
+        "added_latency_p99_ms": ms(latency.p99_us),
+        "rss_per_participant_mib": round(rss_per, 3),
+        "what": "Janus VideoRoom 1.1.2 (Debian), event_loops = 1, HTTP transport and VideoRoom only, in its own network namespace (bench/janus/janus.sh); CPU = the Janus process's utime+stime per packet received by the subscribers",
+        "process_cpu_s": round(cpu_s, 2),
+        "process_core_share": round(cpu_s / secs, 3),
+        "latency": latency_json(&latency),
+        "delivery": {
+            "expected": d.expected,
+            "received": d.received,
+            "rtp_expected": d.rtp_expected,
+            "rtp_received": d.rtp_received,
+            "duplicates": d.duplicates,
+        },
+        "rss_kib": {"before_join": rss_base, "after_window": after.rss_kib, "participants": n + 1},
+        "load": {
+            "window_s": round(secs, 3),
+            "packets_sent_by_publishers": after.sent - before.sent,
+            "packets_received_per_s": round(received as f64 / secs, 1),
+            "audio_packets_received": d.audio_packets,
+            "video_packets_received": d.video_packets,
+            "subscriber_streams": subs.iter().map(|(_, n)| n).sum::<usize>(),
+        },
+        "client_errors": errors,
+        "packets_per_s_by_track": {
+            "what": "the room's and the first two delegates' received tracks over the window, by mid (audio first, then the streams in the order subscribed)",
+            "room": track_rates(&before.subs[0], &after.subs[0], secs),
+            "d001": track_rates(&before.subs[1], &after.subs[1], secs),
+            "d002": before.subs.get(2).zip(after.subs.get(2)).map(|(b, a)| track_rates(b, a, secs)),
+        },
+    }))
+}
+
+/// Packets per second of each received track between two snapshots, by mid.
+fn track_rates(before: &[TrackStats], after: &[TrackStats], secs: f64) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|t| {
+            let old = before
+                .iter()
+                .find(|o| o.mid == t.mid)
+                .map_or(0, |o| o.packets);
+            (t.mid.clone(), round((t.packets - old) as f64 / secs, 1))
+        })
+        .collect()
 }
 
 fn write_json(path: &Path, v: &Value) -> Result<()> {

@@ -87,6 +87,24 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
+    /// An outbox with no websocket behind it (sends fail quietly); errors are still noted.
+    pub(crate) fn detached() -> Outbox {
+        Outbox {
+            tx: mpsc::unbounded_channel().0,
+            next_id: AtomicU64::new(0),
+            pending: StdMutex::new(HashMap::new()),
+            errors: StdMutex::new(Vec::new()),
+        }
+    }
+
+    /// The errors noted so far.
+    pub(crate) fn error_list(&self) -> Vec<String> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn next_id(&self) -> String {
         format!("h{}", self.next_id.fetch_add(1, Ordering::Relaxed) + 1)
     }
@@ -170,16 +188,67 @@ pub(crate) struct Reception {
     relabels: u64,
 }
 
+impl Reception {
+    /// Every received track's stats.
+    pub(crate) fn stats(&self) -> Vec<TrackStats> {
+        self.recorders
+            .iter()
+            .map(|(mid, rec)| rec.snapshot(slot_of(&self.slots, mid)))
+            .collect()
+    }
+
+    /// Raw one-way delay samples (µs) of the track on `mid`, in arrival order.
+    pub(crate) fn latency_samples(&self, mid: &str) -> Vec<u32> {
+        self.recorders
+            .get(mid)
+            .map(|r| r.latency_samples().to_vec())
+            .unwrap_or_default()
+    }
+}
+
+/// The background tasks of a client (pumps, feedback and track readers), aborted together.
+#[derive(Default)]
+pub(crate) struct Tasks(StdMutex<Vec<JoinHandle<()>>>);
+
+impl Tasks {
+    pub(crate) fn spawn(&self, f: impl Future<Output = ()> + Send + 'static) {
+        let h = tokio::spawn(f);
+        let mut tasks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(h);
+    }
+
+    pub(crate) fn abort_all(&self) {
+        let tasks = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in &tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in self
+            .0
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+}
+
 /// A track to publish: the track, its source, and its streams (kind, SSRC, rid).
-type PlannedTrack = (
+pub(crate) type PlannedTrack = (
     Arc<TrackLocalStaticRTP>,
     MediaSource,
     Vec<(StreamKind, u32, Option<String>)>,
 );
 
 /// What a publish produced: the streams and the task-side handles.
-struct Published {
-    streams: Vec<OutStream>,
+pub(crate) struct Published {
+    pub(crate) streams: Vec<OutStream>,
     audio_level: Arc<AtomicU8>,
 }
 
@@ -209,16 +278,13 @@ struct Inner {
     /// The websocket writer and reader.
     io: StdMutex<Vec<JoinHandle<()>>>,
     /// Everything else: pumps, feedback readers, track readers.
-    tasks: StdMutex<Vec<JoinHandle<()>>>,
+    tasks: Arc<Tasks>,
     closed: AtomicBool,
 }
 
 impl Inner {
     fn spawn(&self, f: impl Future<Output = ()> + Send + 'static) {
-        let h = tokio::spawn(f);
-        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        tasks.retain(|t| !t.is_finished());
-        tasks.push(h);
+        self.tasks.spawn(f);
     }
 }
 
@@ -341,7 +407,7 @@ impl Client {
             published: StdMutex::new(None),
             faults: Arc::default(),
             io: StdMutex::new(Vec::new()),
-            tasks: StdMutex::new(Vec::new()),
+            tasks: Arc::default(),
             closed: AtomicBool::new(false),
         });
         *inner.io.lock().unwrap_or_else(|e| e.into_inner()) = vec![
@@ -536,141 +602,9 @@ impl Client {
         *publish = Some(peer.clone());
         drop(publish);
 
-        // The tracks, each with its planned streams (mid, PT and extension ids come later).
-        let mut planned: Vec<PlannedTrack> = Vec::new();
-        let stream_id = format!("rt-{}", inner.participant);
-        let (audio_source, camera_source) = if spec.source_program {
-            (MediaSource::Program, MediaSource::Program)
-        } else {
-            (MediaSource::Microphone, MediaSource::Camera)
-        };
-        let coding = |mime: &str, clock: u32, channels: u16, rid: &str, ssrc: u32| {
-            RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    rid: rid.to_owned(),
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec: RTCRtpCodec {
-                    mime_type: mime.to_owned(),
-                    clock_rate: clock,
-                    channels,
-                    sdp_fmtp_line: String::new(),
-                    rtcp_feedback: vec![],
-                },
-                ..Default::default()
-            }
-        };
-        if spec.audio {
-            let ssrc: u32 = rand::random();
-            let track = MediaStreamTrack::new(
-                stream_id.clone(),
-                "audio".into(),
-                "audio".into(),
-                RtpCodecKind::Audio,
-                vec![coding(MIME_TYPE_OPUS, 48_000, 2, "", ssrc)],
-            );
-            planned.push((
-                Arc::new(TrackLocalStaticRTP::new(track)),
-                audio_source,
-                vec![(StreamKind::Audio, ssrc, None)],
-            ));
-        }
-        if spec.video_layers > 0 {
-            let layers: Vec<(StreamKind, u32, Option<String>)> = if spec.video_layers >= 2 {
-                ["q", "h", "f"][..usize::from(spec.video_layers)]
-                    .iter()
-                    .enumerate()
-                    .map(|(i, rid)| {
-                        (
-                            StreamKind::Video(i as u8),
-                            rand::random(),
-                            Some(rid.to_string()),
-                        )
-                    })
-                    .collect()
-            } else {
-                vec![(StreamKind::Video(2), rand::random(), None)]
-            };
-            let codings = layers
-                .iter()
-                .map(|(_, ssrc, rid)| {
-                    coding(
-                        MIME_TYPE_VP8,
-                        90_000,
-                        0,
-                        rid.as_deref().unwrap_or(""),
-                        *ssrc,
-                    )
-                })
-                .collect();
-            let track = MediaStreamTrack::new(
-                stream_id.clone(),
-                "camera".into(),
-                "camera".into(),
-                RtpCodecKind::Video,
-                codings,
-            );
-            planned.push((
-                Arc::new(TrackLocalStaticRTP::new(track)),
-                camera_source,
-                layers,
-            ));
-        }
-        if spec.screen {
-            let ssrc: u32 = rand::random();
-            let track = MediaStreamTrack::new(
-                stream_id.clone(),
-                "screen".into(),
-                "screen".into(),
-                RtpCodecKind::Video,
-                vec![coding(MIME_TYPE_VP8, 90_000, 0, "", ssrc)],
-            );
-            planned.push((
-                Arc::new(TrackLocalStaticRTP::new(track)),
-                MediaSource::Screen,
-                vec![(StreamKind::Screen, ssrc, None)],
-            ));
-        }
-        if planned.is_empty() {
-            return Err(Error::Usage("nothing to publish".into()));
-        }
-
-        let mut transceivers: Vec<Arc<dyn RtpTransceiver>> = Vec::new();
-        for (track, _, _) in &planned {
-            let t = peer
-                .pc
-                .add_transceiver_from_track(
-                    track.clone(),
-                    Some(RTCRtpTransceiverInit {
-                        direction: RTCRtpTransceiverDirection::Sendonly,
-                        streams: vec![stream_id.clone()],
-                        send_encodings: vec![],
-                    }),
-                )
-                .await?;
-            transceivers.push(t);
-        }
-        let offer = peer.pc.create_offer(None).await?;
-        peer.pc.set_local_description(offer.clone()).await?;
-        let sdp = if inner.opts.trickle {
-            offer.sdp
-        } else {
-            peer.gathered(inner.opts.timeout).await;
-            peer.pc
-                .local_description()
-                .await
-                .map(|d| d.sdp)
-                .unwrap_or(offer.sdp)
-        };
-        let mut mids = Vec::new();
-        for t in &transceivers {
-            mids.push(
-                t.mid()
-                    .await?
-                    .ok_or_else(|| Error::Media("transceiver without mid after offer".into()))?,
-            );
-        }
+        let (stream_id, planned) = plan_tracks(&inner.participant, &spec)?;
+        let (transceivers, sdp, mids) =
+            offer_tracks(&peer, &inner.opts, &planned, &stream_id).await?;
         let tracks: Vec<Value> = planned
             .iter()
             .zip(&mids)
@@ -693,111 +627,19 @@ impl Client {
             .map_err(|_| Error::Timeout("publish_answer".into()))?
             .map_err(|_| Error::Protocol("publish acked without publish_answer".into()))??;
 
-        // What was negotiated: payload types and header extension ids per sender.
-        let audio_level = Arc::new(AtomicU8::new(spec.audio_level.unwrap_or(AUDIO_LEVEL_NONE)));
-        let mut all = Vec::new();
-        for (((track, source, layers), t), mid) in planned.into_iter().zip(&transceivers).zip(&mids)
-        {
-            let sender = t
-                .sender()
-                .await?
-                .ok_or_else(|| Error::Media("transceiver lost its sender".into()))?;
-            let params = sender.get_parameters().await?;
-            let ext = |uri: &str| {
-                params
-                    .rtp_parameters
-                    .header_extensions
-                    .iter()
-                    .find(|e| e.uri == uri)
-                    .map(|e| e.id as u8)
-            };
-            let want = if layers[0].0 == StreamKind::Audio {
-                MIME_TYPE_OPUS
-            } else {
-                MIME_TYPE_VP8
-            };
-            let payload_type = params
-                .rtp_parameters
-                .codecs
-                .iter()
-                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(want))
-                .map(|c| c.payload_type)
-                .ok_or_else(|| Error::Media(format!("{want} not negotiated on mid {mid}")))?;
-            let streams: Vec<OutStream> = layers
-                .iter()
-                .map(|(kind, ssrc, rid)| {
-                    let mut extensions = Vec::new();
-                    if let Some(id) = ext(MID_URI) {
-                        extensions.push((id, Bytes::from(mid.clone())));
-                    }
-                    if let (Some(id), Some(rid)) = (ext(RID_URI), rid) {
-                        extensions.push((id, Bytes::from(rid.clone())));
-                    }
-                    OutStream {
-                        source,
-                        stream: *kind,
-                        tag: stream_tag(&inner.participant, *kind),
-                        mid: mid.clone(),
-                        rid: rid.clone(),
-                        ssrc: *ssrc,
-                        payload_type,
-                        extensions,
-                        audio_level_id: ext(AUDIO_LEVEL_URI),
-                        counters: Arc::new(Counters::default()),
-                        faults: inner.faults.clone(),
-                    }
-                })
-                .collect();
-            inner.spawn(pump::run_feedback(track.clone(), streams.clone()));
-            for s in &streams {
-                let (track, s, spec, level, peer) = (
-                    track.clone(),
-                    s.clone(),
-                    spec.clone(),
-                    audio_level.clone(),
-                    peer.clone(),
-                );
-                inner.spawn(async move {
-                    if peer.connected().await.is_err() {
-                        return;
-                    }
-                    match s.stream {
-                        StreamKind::Audio => pump::run_audio(track, s, spec, level).await,
-                        StreamKind::Video(layer) => {
-                            let rate = if spec.video_layers >= 2 {
-                                spec.layers[usize::from(layer.min(2))]
-                            } else {
-                                spec.single_layer
-                            };
-                            pump::run_video(
-                                track,
-                                s,
-                                rate,
-                                spec.packet_size,
-                                spec.keyframe_interval,
-                            )
-                            .await
-                        }
-                        StreamKind::Screen => {
-                            pump::run_video(
-                                track,
-                                s,
-                                spec.screen_rate,
-                                spec.packet_size,
-                                spec.keyframe_interval,
-                            )
-                            .await
-                        }
-                    }
-                });
-            }
-            all.extend(streams);
-        }
-        let snapshot = all.iter().map(OutStream::snapshot).collect();
-        *inner.published.lock().unwrap_or_else(|e| e.into_inner()) = Some(Published {
-            streams: all,
-            audio_level,
-        });
+        let published = start_pumps(
+            &inner.tasks,
+            &peer,
+            planned,
+            &transceivers,
+            &mids,
+            &spec,
+            &inner.participant,
+            &inner.faults,
+        )
+        .await?;
+        let snapshot = published.streams.iter().map(OutStream::snapshot).collect();
+        *inner.published.lock().unwrap_or_else(|e| e.into_inner()) = Some(published);
         Ok(snapshot)
     }
 
@@ -922,11 +764,7 @@ impl Client {
 
     /// A snapshot per received track, keyed by `mid`, with the slot the server named for it.
     pub fn stats(&self) -> Vec<TrackStats> {
-        let r = self.lock_reception();
-        r.recorders
-            .iter()
-            .map(|(mid, rec)| rec.snapshot(slot_of(&r.slots, mid)))
-            .collect()
+        self.lock_reception().stats()
     }
 
     /// The received track on `mid`, if any packet arrived on it.
@@ -939,11 +777,7 @@ impl Client {
 
     /// Raw one-way delay samples (µs) of the track on `mid`, in arrival order.
     pub fn latency_samples(&self, mid: &str) -> Vec<u32> {
-        self.lock_reception()
-            .recorders
-            .get(mid)
-            .map(|r| r.latency_samples().to_vec())
-            .unwrap_or_default()
+        self.lock_reception().latency_samples(mid)
     }
 
     /// Polls [`stats`](Self::stats) every 20 ms until `pred` holds (or the timeout).
@@ -979,11 +813,7 @@ impl Client {
             return;
         }
         // Pumps first, so nothing writes into a closing connection.
-        let tasks: Vec<JoinHandle<()>> =
-            std::mem::take(&mut *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for t in &tasks {
-            t.abort();
-        }
+        inner.tasks.abort_all();
         let publish = inner.publish.lock().await.take();
         let screen = inner.screen.lock().await.take();
         let subscribe = inner.subscribe.lock().await.take();
@@ -1011,10 +841,6 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let io = self.io.get_mut().unwrap_or_else(|e| e.into_inner());
         for t in io.drain(..) {
-            t.abort();
-        }
-        let tasks = self.tasks.get_mut().unwrap_or_else(|e| e.into_inner());
-        for t in tasks.drain(..) {
             t.abort();
         }
     }
@@ -1180,6 +1006,273 @@ async fn apply_publish_answer(inner: &Arc<Inner>, m: &Value) -> Result<()> {
     Ok(())
 }
 
+/// The tracks `spec` asks for, each with its planned streams (mid, PT and extension ids come
+/// with the negotiation). Returns the stream id (`rt-{participant}`) too.
+pub(crate) fn plan_tracks(
+    participant: &str,
+    spec: &PublishSpec,
+) -> Result<(String, Vec<PlannedTrack>)> {
+    // The tracks, each with its planned streams (mid, PT and extension ids come later).
+    let mut planned: Vec<PlannedTrack> = Vec::new();
+    let stream_id = format!("rt-{participant}");
+    let (audio_source, camera_source) = if spec.source_program {
+        (MediaSource::Program, MediaSource::Program)
+    } else {
+        (MediaSource::Microphone, MediaSource::Camera)
+    };
+    let coding =
+        |mime: &str, clock: u32, channels: u16, rid: &str, ssrc: u32| RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                rid: rid.to_owned(),
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: RTCRtpCodec {
+                mime_type: mime.to_owned(),
+                clock_rate: clock,
+                channels,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![],
+            },
+            ..Default::default()
+        };
+    if spec.audio {
+        let ssrc: u32 = rand::random();
+        let track = MediaStreamTrack::new(
+            stream_id.clone(),
+            "audio".into(),
+            "audio".into(),
+            RtpCodecKind::Audio,
+            vec![coding(MIME_TYPE_OPUS, 48_000, 2, "", ssrc)],
+        );
+        planned.push((
+            Arc::new(TrackLocalStaticRTP::new(track)),
+            audio_source,
+            vec![(StreamKind::Audio, ssrc, None)],
+        ));
+    }
+    if spec.video_layers > 0 {
+        let layers: Vec<(StreamKind, u32, Option<String>)> = if spec.video_layers >= 2 {
+            ["q", "h", "f"][..usize::from(spec.video_layers)]
+                .iter()
+                .enumerate()
+                .map(|(i, rid)| {
+                    (
+                        StreamKind::Video(i as u8),
+                        rand::random(),
+                        Some(rid.to_string()),
+                    )
+                })
+                .collect()
+        } else {
+            vec![(StreamKind::Video(2), rand::random(), None)]
+        };
+        let codings = layers
+            .iter()
+            .map(|(_, ssrc, rid)| {
+                coding(
+                    MIME_TYPE_VP8,
+                    90_000,
+                    0,
+                    rid.as_deref().unwrap_or(""),
+                    *ssrc,
+                )
+            })
+            .collect();
+        let track = MediaStreamTrack::new(
+            stream_id.clone(),
+            "camera".into(),
+            "camera".into(),
+            RtpCodecKind::Video,
+            codings,
+        );
+        planned.push((
+            Arc::new(TrackLocalStaticRTP::new(track)),
+            camera_source,
+            layers,
+        ));
+    }
+    if spec.screen {
+        let ssrc: u32 = rand::random();
+        let track = MediaStreamTrack::new(
+            stream_id.clone(),
+            "screen".into(),
+            "screen".into(),
+            RtpCodecKind::Video,
+            vec![coding(MIME_TYPE_VP8, 90_000, 0, "", ssrc)],
+        );
+        planned.push((
+            Arc::new(TrackLocalStaticRTP::new(track)),
+            MediaSource::Screen,
+            vec![(StreamKind::Screen, ssrc, None)],
+        ));
+    }
+    if planned.is_empty() {
+        return Err(Error::Usage("nothing to publish".into()));
+    }
+
+    Ok((stream_id, planned))
+}
+
+/// Adds a send-only transceiver per planned track and makes the offer: returns the
+/// transceivers, the offer's SDP (with the candidates when `opts.trickle` is off) and the mids.
+pub(crate) async fn offer_tracks(
+    peer: &Peer,
+    opts: &ClientOptions,
+    planned: &[PlannedTrack],
+    stream_id: &str,
+) -> Result<(Vec<Arc<dyn RtpTransceiver>>, String, Vec<String>)> {
+    let mut transceivers: Vec<Arc<dyn RtpTransceiver>> = Vec::new();
+    for (track, _, _) in planned {
+        let t = peer
+            .pc
+            .add_transceiver_from_track(
+                track.clone(),
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    streams: vec![stream_id.to_owned()],
+                    send_encodings: vec![],
+                }),
+            )
+            .await?;
+        transceivers.push(t);
+    }
+    let offer = peer.pc.create_offer(None).await?;
+    peer.pc.set_local_description(offer.clone()).await?;
+    let sdp = if opts.trickle {
+        offer.sdp
+    } else {
+        peer.gathered(opts.timeout).await;
+        peer.pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .unwrap_or(offer.sdp)
+    };
+    let mut mids = Vec::new();
+    for t in &transceivers {
+        mids.push(
+            t.mid()
+                .await?
+                .ok_or_else(|| Error::Media("transceiver without mid after offer".into()))?,
+        );
+    }
+    Ok((transceivers, sdp, mids))
+}
+
+/// Once the answer is applied: reads what was negotiated (payload types, extension ids) and
+/// starts a pump per stream (each waits until the connection is up) and a feedback reader per
+/// track.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn start_pumps(
+    tasks: &Tasks,
+    peer: &Arc<Peer>,
+    planned: Vec<PlannedTrack>,
+    transceivers: &[Arc<dyn RtpTransceiver>],
+    mids: &[String],
+    spec: &PublishSpec,
+    participant: &str,
+    faults: &Arc<pump::Faults>,
+) -> Result<Published> {
+    // What was negotiated: payload types and header extension ids per sender.
+    let audio_level = Arc::new(AtomicU8::new(spec.audio_level.unwrap_or(AUDIO_LEVEL_NONE)));
+    let mut all = Vec::new();
+    for (((track, source, layers), t), mid) in planned.into_iter().zip(transceivers).zip(mids) {
+        let sender = t
+            .sender()
+            .await?
+            .ok_or_else(|| Error::Media("transceiver lost its sender".into()))?;
+        let params = sender.get_parameters().await?;
+        let ext = |uri: &str| {
+            params
+                .rtp_parameters
+                .header_extensions
+                .iter()
+                .find(|e| e.uri == uri)
+                .map(|e| e.id as u8)
+        };
+        let want = if layers[0].0 == StreamKind::Audio {
+            MIME_TYPE_OPUS
+        } else {
+            MIME_TYPE_VP8
+        };
+        let payload_type = params
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(want))
+            .map(|c| c.payload_type)
+            .ok_or_else(|| Error::Media(format!("{want} not negotiated on mid {mid}")))?;
+        let streams: Vec<OutStream> = layers
+            .iter()
+            .map(|(kind, ssrc, rid)| {
+                let mut extensions = Vec::new();
+                if let Some(id) = ext(MID_URI) {
+                    extensions.push((id, Bytes::from(mid.clone())));
+                }
+                if let (Some(id), Some(rid)) = (ext(RID_URI), rid) {
+                    extensions.push((id, Bytes::from(rid.clone())));
+                }
+                OutStream {
+                    source,
+                    stream: *kind,
+                    tag: stream_tag(participant, *kind),
+                    mid: mid.clone(),
+                    rid: rid.clone(),
+                    ssrc: *ssrc,
+                    payload_type,
+                    extensions,
+                    audio_level_id: ext(AUDIO_LEVEL_URI),
+                    counters: Arc::new(Counters::default()),
+                    faults: faults.clone(),
+                }
+            })
+            .collect();
+        tasks.spawn(pump::run_feedback(track.clone(), streams.clone()));
+        for s in &streams {
+            let (track, s, spec, level, peer) = (
+                track.clone(),
+                s.clone(),
+                spec.clone(),
+                audio_level.clone(),
+                peer.clone(),
+            );
+            tasks.spawn(async move {
+                if peer.connected().await.is_err() {
+                    return;
+                }
+                match s.stream {
+                    StreamKind::Audio => pump::run_audio(track, s, spec, level).await,
+                    StreamKind::Video(layer) => {
+                        let rate = if spec.video_layers >= 2 {
+                            spec.layers[usize::from(layer.min(2))]
+                        } else {
+                            spec.single_layer
+                        };
+                        pump::run_video(track, s, rate, spec.packet_size, spec.keyframe_interval)
+                            .await
+                    }
+                    StreamKind::Screen => {
+                        pump::run_video(
+                            track,
+                            s,
+                            spec.screen_rate,
+                            spec.packet_size,
+                            spec.keyframe_interval,
+                        )
+                        .await
+                    }
+                }
+            });
+        }
+        all.extend(streams);
+    }
+    Ok(Published {
+        streams: all,
+        audio_level,
+    })
+}
+
 async fn answer_subscribe_offer(inner: &Arc<Inner>, m: &Value) -> Result<()> {
     let sdp = m["sdp"]
         .as_str()
@@ -1203,7 +1296,7 @@ async fn answer_subscribe_offer(inner: &Arc<Inner>, m: &Value) -> Result<()> {
                     rx,
                     Arc::downgrade(&p),
                     inner.reception.clone(),
-                    Arc::downgrade(inner),
+                    Arc::downgrade(&inner.tasks),
                 ));
                 *sub = Some(p.clone());
                 p
@@ -1275,15 +1368,15 @@ async fn add_server_candidate(inner: &Arc<Inner>, m: &Value) -> Result<()> {
 }
 
 /// Spawns a reader per remote track of the subscribe connection.
-async fn route_tracks(
+pub(crate) async fn route_tracks(
     mut rx: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
     peer: Weak<Peer>,
     reception: Arc<StdMutex<Reception>>,
-    inner: Weak<Inner>,
+    tasks: Weak<Tasks>,
 ) {
     while let Some(track) = rx.recv().await {
-        let Some(inner) = inner.upgrade() else { return };
-        inner.spawn(read_track(track, peer.clone(), reception.clone()));
+        let Some(tasks) = tasks.upgrade() else { return };
+        tasks.spawn(read_track(track, peer.clone(), reception.clone()));
     }
 }
 

@@ -28,12 +28,14 @@
 #![deny(missing_docs)]
 
 mod client;
+mod janus;
 pub mod payload;
 mod peer;
 mod pump;
 pub mod stats;
 
 pub use client::{Client, ClientOptions};
+pub use janus::{JanusClient, JanusStream};
 pub use payload::{Mark, StreamKind, stream_tag};
 pub use pump::{LayerRate, PublishSpec, SentStats};
 pub use stats::{LatencySummary, SeqSummary, StreamRecv, TrackStats};
