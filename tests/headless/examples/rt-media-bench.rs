@@ -1519,7 +1519,8 @@ async fn run_janus(args: &BakuArgs, api: &str) -> Result<Value> {
     }
     for chunk in plan.chunks(args.join_batch.max(1)) {
         let mut set = JoinSet::new();
-        for (c, list) in chunk.iter().cloned() {
+        for (c, list) in chunk {
+            let (c, list) = (c.clone(), list.clone());
             set.spawn(async move {
                 c.subscribe(&list)
                     .await
