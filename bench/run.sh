@@ -5,6 +5,7 @@
 #
 #   bash bench/run.sh                 # everything (about 5 minutes on 2 cores)
 #   BAKU_SECS=20 FANOUT_ROUNDS=100    # the bounds, with their defaults
+#   BENCH_JANUS=0                     # without Janus (else started as root, or with sudo)
 #
 # Run it on a quiet machine: browsers or builds beside it distort every figure.
 set -euo pipefail
@@ -18,11 +19,21 @@ echo "== build (release)"
 cargo build --release --quiet --bin roundtable --bin rt-bench
 cargo build --release --quiet -p roundtable-headless --example rt-media-bench
 
-echo "== baku: 30 delegates, the server in process, and the bare floor"
-target/release/examples/rt-media-bench baku --secs "${BAKU_SECS:-20}" --out "$OUT/baku.json"
-echo "== baku: the server in a child process (its RSS and CPU alone)"
-target/release/examples/rt-media-bench baku --secs "${BAKU_SECS:-20}" --no-floor --spawn-server \
-  --out "$OUT/baku-spawned.json"
+# Janus VideoRoom beside it (bench/janus/janus.sh: its own network namespace, which needs root).
+JANUS_URL=""
+if [ "${BENCH_JANUS:-1}" = 1 ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  if $SUDO bash bench/janus/janus.sh start; then
+    JANUS_URL=$(bash bench/janus/janus.sh url)
+    trap '$SUDO bash bench/janus/janus.sh stop >/dev/null 2>&1 || true' EXIT
+  else
+    echo "!! Janus did not start: the results will have no Janus figures (janus: null)"
+  fi
+fi
+
+echo "== baku: 30 delegates, the server in a child process, the bare floor, then Janus on the same load"
+target/release/examples/rt-media-bench baku --secs "${BAKU_SECS:-20}" --spawn-server \
+  ${JANUS_URL:+--janus "$JANUS_URL"} --out "$OUT/baku.json"
 echo "== fanout: 1,000 websocket clients"
 target/release/rt-bench fanout --clients 1000 --rounds "${FANOUT_ROUNDS:-100}" \
   --spawn-server target/release/roundtable --out "$OUT/fanout.json"

@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # What the tests need: the Rust toolchain (on the machine) with rustfmt and clippy, coturn
 # (Debian) for the relay test, which starts its own turnserver on loopback, and for the browser
 # tests Debian's Chromium and the npm packages pinned in package-lock.json (playwright-core,
-# typescript), installed by tests/e2e/install.sh.
+# typescript), installed by tests/e2e/install.sh; Janus (Debian) for the side-by-side benchmark
+# smoke, installed by bench/janus/janus.sh.
 if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
 if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
 if ! command -v turnserver >/dev/null 2>&1; then
@@ -28,9 +29,16 @@ echo "== tests"
 cargo test --workspace --all-targets 2>&1 | tee /tmp/roundtable-tests.log
 echo "== benchmark smoke (websocket fan-out, 100 clients)"
 cargo run --release --quiet --bin rt-bench -- fanout --clients 100 --rounds 20 --out target/bench-smoke/fanout.json
-echo "== benchmark smoke (media, baku with 4 delegates; debug build, reuses the test build's dependencies)"
+echo "== benchmark smoke (media: baku with 4 delegates against roundtable, the bare floor, then Janus; debug build)"
 ulimit -n 4096 2>/dev/null || true
-cargo run --quiet -p roundtable-headless --example rt-media-bench -- baku --delegates 4 --secs 5 --out target/bench-smoke/baku.json
+# Janus VideoRoom (Debian's janus, installed by the script) in its own network namespace, as
+# bench/run.sh runs it: the adapter (JanusClient) is exercised here so that it cannot rot.
+if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+$SUDO bash bench/janus/janus.sh start
+trap '$SUDO bash bench/janus/janus.sh stop >/dev/null 2>&1 || true' EXIT
+cargo run --quiet -p roundtable-headless --example rt-media-bench -- baku --delegates 4 --secs 5 \
+  --janus "$(bash bench/janus/janus.sh url)" --out target/bench-smoke/baku.json
+$SUDO bash bench/janus/janus.sh stop
 echo "== browser tests (web/ type check, then real Chromium against the release binary)"
 cargo build --release --quiet --bin roundtable
 # Join time: the target is 1 s (docs/PERFORMANCE.md; p50 ~650 ms here on 2 cores). The bound

@@ -91,8 +91,10 @@ CFG
 }
 
 start() {
-  if ! command -v janus >/dev/null || ! command -v curl >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq janus curl >/dev/null
+  if ! command -v janus >/dev/null || ! command -v curl >/dev/null || ! command -v ip >/dev/null; then
+    echo "== installing janus, curl, iproute2"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq janus curl iproute2 >/dev/null
   fi
   stop >/dev/null 2>&1 || true
   ip netns add "$NS"
