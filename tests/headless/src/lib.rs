@@ -23,6 +23,10 @@
 //! payload carries a [`Mark`] (stream tag, own sequence, send time): see [`payload`]. Packets
 //! carry mid/rid, transport-cc and audio-level extensions when negotiated; PLI/FIR make the next
 //! frame a keyframe. Dropping a client without [`Client::close`] leaves its sockets to the runtime.
+//!
+//! [`JanusClient`] is the same participant against Janus VideoRoom (its HTTP API), for the
+//! side-by-side benchmark: the same peer connection setup, pumps, marks and recorders, Janus's
+//! signaling instead of ours.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
