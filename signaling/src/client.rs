@@ -228,6 +228,9 @@ pub enum Command {
     MediaPreferences {
         /// Other delegates' cameras as thumbnails (low layer).
         thumbnails: bool,
+        /// Which other microphones get an m-line (absent: `all`).
+        #[serde(default, skip_serializing_if = "Microphones::is_all")]
+        microphones: Microphones,
         /// The height each video m-line is rendered at: the server picks the simulcast layer
         /// that covers it (absent: the slot's default layer).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -492,5 +495,27 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (Option<String>
                 detail: e.to_string(),
             },
         )),
+    }
+}
+
+/// Which other participants' microphones a subscriber receives (`media_preferences`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Microphones {
+    /// Every other microphone has an m-line from the start; the floor gate drops the closed
+    /// ones at the server, so a grant is heard at once. The default.
+    #[default]
+    All,
+    /// Only the microphones whose floor gate is open (the chair, the room, the floor holders):
+    /// their m-lines come and go with the floor, and after the first grant a new speaker takes
+    /// over the previous one's quiet m-line (`subscribe_slots`, no renegotiation). For large
+    /// meetings: a forum of 300 would otherwise give every subscriber 300 audio m-lines.
+    Open,
+}
+
+impl Microphones {
+    /// Whether this is the default (`all`).
+    pub fn is_all(&self) -> bool {
+        *self == Microphones::All
     }
 }

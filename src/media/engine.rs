@@ -190,6 +190,8 @@ pub enum RouterOp {
     },
     /// Thumbnails on or off for a subscriber.
     SetThumbnails(PeerId, bool),
+    /// Open microphones only (true), or every microphone, for a subscriber.
+    SetOpenMicsOnly(PeerId, bool),
     /// A technician's override of what a subscriber receives.
     SetForce(PeerId, router::Force),
     /// The height a subscriber renders a slot at (picks the simulcast layer).
@@ -2162,6 +2164,7 @@ impl Engine {
                         Ok(())
                     }
                     RouterOp::SetThumbnails(peer, on) => router.set_thumbnails(peer, on),
+                    RouterOp::SetOpenMicsOnly(peer, on) => router.set_open_mics_only(peer, on),
                     RouterOp::SetForce(peer, force) => router.set_force(peer, force),
                     RouterOp::SetRenderHeight(peer, slot, h) => {
                         router.set_render_height(peer, slot, h)

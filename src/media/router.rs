@@ -19,7 +19,9 @@
 //! - Every peer but the room receives the room program (audio, and video on the high layer).
 //! - Every peer receives every other peer's microphone; the **floor gate** drops a delegate's
 //!   audio at the server unless the gate is open for them (moderated mode: they hold the floor;
-//!   the moderator and the room always pass; open mode: everyone passes).
+//!   the moderator and the room always pass; open mode: everyone passes). A subscriber that
+//!   asks for open microphones only ([`Router::set_open_mics_only`], for large meetings) has a
+//!   slot only for those: a closed one's slot retires and the next to open reuses it.
 //! - Every peer but the room's own feed owner receives the speaker slot (high layer) and the
 //!   screen slot. The screen slot shows a presenter's screen, or failing that the screen of a
 //!   floor holder who shares one.
@@ -251,6 +253,8 @@ impl std::error::Error for RouterError {}
 struct Peer {
     role: MediaRole,
     thumbnails: bool,
+    /// Only microphones whose gate is open get a slot ([`Router::set_open_mics_only`]).
+    open_mics_only: bool,
     /// Height the subscriber renders a slot at, in pixels (picks the simulcast layer).
     render: HashMap<Slot, u32>,
     /// Dropped audio packets (floor gate).
@@ -306,7 +310,8 @@ pub struct Router {
     presenters: Vec<PeerId>,
     downs: HashMap<(PeerId, Slot), Down>,
     /// Retired streams per (subscriber, kind), oldest first, with the slot they last served:
-    /// reused by the next slot of that kind before any new one is added.
+    /// reused, newest first, by the next slot of that kind before any new one is added (the
+    /// newest is the one a speaker just left: the next speaker takes it over).
     retired: HashMap<(PeerId, Kind), Vec<(Slot, Down)>>,
     /// For each (track, layer): the slots that take it now or want it at the next keyframe.
     fanout: HashMap<(TrackId, u8), Vec<(PeerId, Slot)>>,
@@ -342,6 +347,7 @@ impl Router {
             Peer {
                 role,
                 thumbnails: false,
+                open_mics_only: false,
                 render: HashMap::new(),
                 gate_dropped: 0,
                 force: Force::Auto,
@@ -446,6 +452,18 @@ impl Router {
     /// Audio packets the floor gate held back since the router began (peers gone included).
     pub fn gate_dropped_total(&self) -> u64 {
         self.gate_dropped
+    }
+
+    /// Whether a subscriber receives only the microphones whose floor gate is open (their
+    /// slots come and go with the floor; a closed one's slot retires and the next opened one
+    /// reuses it) instead of every microphone with the gate dropping the closed ones.
+    pub fn set_open_mics_only(&mut self, peer: PeerId, on: bool) -> Result<(), RouterError> {
+        self.peers
+            .get_mut(&peer)
+            .ok_or(RouterError::UnknownPeer(peer))?
+            .open_mics_only = on;
+        self.recompute();
+        Ok(())
     }
 
     /// Whether a subscriber wants other delegates' cameras as thumbnails.
@@ -759,6 +777,7 @@ impl Router {
                     continue;
                 }
                 let layer = match (t.source, t.kind) {
+                    (_, Kind::Audio) if peer.open_mics_only && !self.gate_open(t.owner) => None,
                     (_, Kind::Audio) => Some(0),
                     (Source::Program, Kind::Video) => Some(top(t)),
                     (Source::Camera, Kind::Video) if peer.thumbnails => Some(0),
@@ -842,11 +861,7 @@ impl Router {
         }
         for (key, kind, src) in want {
             if !self.downs.contains_key(&key) {
-                let reuse = self
-                    .retired
-                    .get_mut(&(key.0, kind))
-                    .filter(|v| !v.is_empty())
-                    .map(|v| v.remove(0));
+                let reuse = self.retired.get_mut(&(key.0, kind)).and_then(|v| v.pop());
                 let down = match reuse {
                     Some((from, down)) => {
                         self.changes.push(SlotChange::Reused {

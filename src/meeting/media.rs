@@ -340,17 +340,19 @@ impl MeetingMedia {
         participant: &str,
         role: Role,
         thumbnails: bool,
+        microphones: sig::Microphones,
         render: Vec<sig::RenderSize>,
         out: &mut Outbox,
     ) -> Result<(), (ErrorCode, String)> {
         let peer = self.ensure_peer(participant, role, out).await?;
-        let changes = self
-            .hub
-            .engine
-            .router(self.room, RouterOp::SetThumbnails(peer, thumbnails))
-            .await
-            .map_err(err)?;
-        self.apply_changes(changes, out).await;
+        let open_only = microphones == sig::Microphones::Open;
+        for op in [
+            RouterOp::SetOpenMicsOnly(peer, open_only),
+            RouterOp::SetThumbnails(peer, thumbnails),
+        ] {
+            let changes = self.hub.engine.router(self.room, op).await.map_err(err)?;
+            self.apply_changes(changes, out).await;
+        }
         for size in render {
             let slot = self
                 .peers

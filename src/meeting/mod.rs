@@ -957,8 +957,12 @@ impl Meeting {
             Command::IceCandidate { pc, candidate, .. } => {
                 av.candidate(&who.id, pc, candidate).await
             }
-            Command::MediaPreferences { thumbnails, render } => {
-                av.preferences(&who.id, who.role, thumbnails, render, &mut out)
+            Command::MediaPreferences {
+                thumbnails,
+                microphones,
+                render,
+            } => {
+                av.preferences(&who.id, who.role, thumbnails, microphones, render, &mut out)
                     .await
             }
             _ => Ok(()),

@@ -127,6 +127,87 @@ fn audio_sequence_numbers_stay_continuous_across_a_closed_gate() {
 }
 
 #[test]
+fn open_microphones_only_gives_slots_to_open_gates_and_the_next_speaker_reuses_the_stream() {
+    let mut r = meeting();
+    r.take_changes();
+    r.set_open_mics_only(ROOM, true).unwrap();
+    // The delegates' closed microphones leave the room's slots; the chair's would stay.
+    let slots = |r: &Router| {
+        r.slots(ROOM)
+            .into_iter()
+            .map(|(s, _, _)| s)
+            .collect::<Vec<_>>()
+    };
+    assert!(!slots(&r).contains(&Slot::Track(D1_MIC)));
+    assert!(!slots(&r).contains(&Slot::Track(D2_MIC)));
+    // D2 still has every microphone (the default).
+    assert!(
+        r.slots(D2)
+            .iter()
+            .any(|(s, _, _)| *s == Slot::Track(D1_MIC))
+    );
+    r.take_changes();
+    // D1 takes the floor: a slot appears at the room (a new stream: the first speaker).
+    r.set_floor(true, &[D1], &[]);
+    assert!(slots(&r).contains(&Slot::Track(D1_MIC)));
+    let a = to(
+        &route(&mut r, 0, pkt(D1_MIC, 0, 100, 0, false)),
+        ROOM,
+        Slot::Track(D1_MIC),
+    )
+    .unwrap();
+    // D1 yields to D2: D2's microphone takes over a retired audio stream (the first retired:
+    // here the one it had before the preference), nothing renegotiated.
+    r.take_changes();
+    r.set_floor(true, &[D2], &[]);
+    let changes = r.take_changes();
+    assert!(
+        changes.iter().any(
+            |c| matches!(c, SlotChange::Reused { peer, slot, kind: Kind::Audio, .. }
+            if *peer == ROOM && *slot == Slot::Track(D2_MIC))
+        ),
+        "{changes:?}"
+    );
+    assert!(
+        !changes
+            .iter()
+            .any(|c| matches!(c, SlotChange::Added { peer, .. } if *peer == ROOM))
+    );
+    assert!(route(&mut r, 20, pkt(D1_MIC, 0, 101, 960, false)).is_empty());
+    let b = to(
+        &route(&mut r, 40, pkt(D2_MIC, 0, 7, 5000, false)),
+        ROOM,
+        Slot::Track(D2_MIC),
+    )
+    .unwrap();
+    assert_eq!(
+        r.slots(ROOM)
+            .iter()
+            .filter(|(_, k, _)| *k == Kind::Audio)
+            .count(),
+        1
+    );
+    // D1 again: it takes over D2's stream (the one it left is still retired), numbered on
+    // from D2's last packet.
+    r.set_floor(true, &[D1], &[]);
+    let c = to(
+        &route(&mut r, 60, pkt(D1_MIC, 0, 102, 1920, false)),
+        ROOM,
+        Slot::Track(D1_MIC),
+    )
+    .unwrap();
+    assert!(c.ssrc == a.ssrc || c.ssrc == b.ssrc);
+    if c.ssrc == b.ssrc {
+        assert_eq!(c.seq.wrapping_sub(b.seq), 1);
+    } else {
+        assert_eq!(c.seq.wrapping_sub(a.seq), 1);
+    }
+    // Open mode opens every gate: every microphone gets its slot back.
+    r.set_floor(false, &[], &[]);
+    assert!(slots(&r).contains(&Slot::Track(D1_MIC)) && slots(&r).contains(&Slot::Track(D2_MIC)));
+}
+
+#[test]
 fn the_speaker_slot_follows_the_floor_and_switches_at_a_keyframe_without_a_gap() {
     let mut r = meeting();
     r.set_floor(true, &[D1], &[]);

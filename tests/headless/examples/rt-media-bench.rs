@@ -98,6 +98,9 @@ struct Cli {
 enum Cmd {
     /// The `baku` scenario: room program + N delegates (audio + 2-layer camera), moderated.
     Baku(BakuArgs),
+    /// The `ramp` scenario (and `forum`, its step at 300): the room's program and audio-only
+    /// delegates added in steps until loss or p99 exceeds the bounds; roundtable, then Janus.
+    Ramp(RampArgs),
     /// (Internal) the server for `--spawn-server`: prints `ready <ws base>`, then answers
     /// `stats` and `token <role> <id>` lines on stdin; `quit` or end of input stops it.
     #[command(hide = true)]
@@ -158,6 +161,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Baku(args) => baku(args),
+        Cmd::Ramp(args) => ramp(args),
         Cmd::ServeChild => serve_child(),
     };
     match result {
@@ -1371,6 +1375,631 @@ fn baku(args: BakuArgs) -> Result<()> {
         "scenarios": {"baku": baku},
     });
     write_json(&args.out, &result)?;
+    progress!("wrote {}", args.out.display());
+    Ok(())
+}
+
+// ----- forum and ramp ---------------------------------------------------------------------
+
+#[derive(Debug, Clone, Args)]
+struct RampArgs {
+    /// Delegates at the first step.
+    #[arg(long, default_value_t = 50)]
+    start: usize,
+    /// Delegates added per step.
+    #[arg(long, default_value_t = 50)]
+    step: usize,
+    /// Most delegates tried.
+    #[arg(long, default_value_t = 500)]
+    max: usize,
+    /// The `forum` figures are those of the step with this many delegates (always measured,
+    /// even past a failed step, unless it cannot be reached).
+    #[arg(long, default_value_t = 300)]
+    forum: usize,
+    /// Measured window per step, seconds.
+    #[arg(long, default_value_t = 5)]
+    secs: u64,
+    /// Seconds between a step's subscribers all receiving and its window.
+    #[arg(long, default_value_t = 2)]
+    settle_secs: u64,
+    /// Longest wait for a step's subscribers to receive what they should, seconds.
+    #[arg(long, default_value_t = 120)]
+    ready_timeout_secs: u64,
+    /// Clients joining and negotiating at once.
+    #[arg(long, default_value_t = 10)]
+    join_batch: usize,
+    /// A step passes with loss at most this (0.001: 0.1 %).
+    #[arg(long, default_value_t = 0.001)]
+    loss_max: f64,
+    /// A step passes with end-to-end p99 at most this, ms.
+    #[arg(long, default_value_t = 10.0)]
+    p99_max_ms: f64,
+    /// roundtable's server in a child process (its CPU and RSS alone).
+    #[arg(long)]
+    spawn_server: bool,
+    /// Also ramp Janus VideoRoom at this HTTP API address, after roundtable.
+    #[arg(long)]
+    janus: Option<String>,
+    /// The VideoRoom room of `--janus`.
+    #[arg(long, default_value_t = 1234)]
+    janus_room: u64,
+    /// The local address the clients bind for `--janus`.
+    #[arg(long, default_value = "10.77.0.1")]
+    janus_bind: std::net::IpAddr,
+    /// Where to write the JSON result.
+    #[arg(long, default_value = "bench/results/ramp.json")]
+    out: PathBuf,
+}
+
+/// A forum participant on either server.
+#[derive(Clone)]
+enum Part {
+    Rt(Client),
+    Janus(JanusClient),
+}
+
+impl Part {
+    fn stats(&self) -> Vec<TrackStats> {
+        match self {
+            Part::Rt(c) => c.stats(),
+            Part::Janus(c) => c.stats(),
+        }
+    }
+    fn latency_samples(&self, mid: &str) -> Vec<u32> {
+        match self {
+            Part::Rt(c) => c.latency_samples(mid),
+            Part::Janus(c) => c.latency_samples(mid),
+        }
+    }
+    fn sent(&self) -> u64 {
+        let s = match self {
+            Part::Rt(c) => c.sent_stats(),
+            Part::Janus(c) => c.sent_stats(),
+        };
+        s.iter().map(|s| s.packets).sum()
+    }
+    fn errors(&self) -> Vec<String> {
+        match self {
+            Part::Rt(c) => c.errors(),
+            Part::Janus(c) => c.errors(),
+        }
+    }
+    async fn close(&self) {
+        match self {
+            Part::Rt(c) => c.close().await,
+            Part::Janus(c) => c.close().await,
+        }
+    }
+}
+
+/// The server side of a ramp.
+enum Side {
+    Rt {
+        sut: Sut,
+        chair: Client,
+        media_tid: u32,
+    },
+    Janus {
+        api: String,
+        room: u64,
+        opts: ClientOptions,
+        proc: String,
+    },
+}
+
+impl Side {
+    fn proc(&self) -> &str {
+        match self {
+            Side::Rt { sut, .. } => sut.proc(),
+            Side::Janus { proc, .. } => proc,
+        }
+    }
+    fn name(&self) -> &'static str {
+        match self {
+            Side::Rt { .. } => "roundtable",
+            Side::Janus { .. } => "janus",
+        }
+    }
+
+    /// What a new participant needs to join (a token is asked of the server here).
+    async fn joiner(&mut self, id: &str, room: bool) -> Result<Joiner> {
+        Ok(match self {
+            Side::Rt { sut, .. } => {
+                let role = if room { Role::Room } else { Role::Delegate };
+                Joiner::Rt {
+                    token: sut.token(role, id).await?,
+                    base: sut.base().to_owned(),
+                }
+            }
+            Side::Janus {
+                api, room: r, opts, ..
+            } => Joiner::Janus {
+                api: api.clone(),
+                room: *r,
+                id: id.to_owned(),
+                opts: opts.clone(),
+            },
+        })
+    }
+}
+
+/// One participant about to join (cheap, `Send`: joins run concurrently).
+enum Joiner {
+    Rt {
+        base: String,
+        token: String,
+    },
+    Janus {
+        api: String,
+        room: u64,
+        id: String,
+        opts: ClientOptions,
+    },
+}
+
+impl Joiner {
+    /// Joins and publishes `spec`; returns once the publish connection is up.
+    async fn publish(self, spec: PublishSpec) -> std::result::Result<Part, String> {
+        match self {
+            Joiner::Rt { base, token } => {
+                let c = Client::join(&base, &token)
+                    .await
+                    .map_err(|e| format!("join: {e}"))?;
+                c.publish(spec).await.map_err(|e| format!("publish: {e}"))?;
+                c.wait_published()
+                    .await
+                    .map_err(|e| format!("publish connection: {e}"))?;
+                Ok(Part::Rt(c))
+            }
+            Joiner::Janus {
+                api,
+                room,
+                id,
+                opts,
+            } => {
+                let c = JanusClient::join(&api, room, &id, opts)
+                    .await
+                    .map_err(|e| format!("join: {e}"))?;
+                c.publish(spec).await.map_err(|e| format!("publish: {e}"))?;
+                c.wait_published()
+                    .await
+                    .map_err(|e| format!("publish connection: {e}"))?;
+                Ok(Part::Janus(c))
+            }
+        }
+    }
+}
+
+/// What one ramp step measured.
+#[derive(Debug, Clone)]
+struct Step {
+    delegates: usize,
+    json: Value,
+    loss: f64,
+    p99_ms: f64,
+}
+
+fn forum_spec(speaking: bool) -> PublishSpec {
+    PublishSpec {
+        audio: true,
+        video_layers: 0,
+        // A listener's microphone is muted by the floor gate but sends DTX: a small packet
+        // every 400 ms (as Opus DTX in a browser); the floor holder speaks, 50 packets/s.
+        audio_interval: Duration::from_millis(if speaking { 20 } else { 400 }),
+        audio_size: if speaking { (80, 160) } else { (24, 32) },
+        audio_level: Some(if speaking { 30 } else { 127 }),
+        ..Default::default()
+    }
+}
+
+/// Subscribes one forum participant: the program (audio and its top video layer) and the floor
+/// holder's microphone (the room: the holder's microphone only).
+async fn forum_subscribe(
+    who: Part,
+    room: Part,
+    holder: Part,
+    is_room: bool,
+) -> std::result::Result<usize, String> {
+    let e = |e: roundtable_headless::Error| format!("subscribe: {e}");
+    match &who {
+        Part::Rt(c) => {
+            c.cmd(json!({"type": "media_preferences", "thumbnails": false, "microphones": "open"}))
+                .await
+                .map_err(e)?;
+            c.wait_subscribed(1).await.map_err(e)?;
+            let is_holder = matches!(holder, Part::Rt(h) if h.participant() == c.participant());
+            Ok(if is_room {
+                1
+            } else if is_holder {
+                2
+            } else {
+                3
+            })
+        }
+        Part::Janus(c) => {
+            let (Part::Janus(r), Part::Janus(h)) = (&room, &holder) else {
+                return Err("mixed sides".into());
+            };
+            let mut list = Vec::new();
+            if !is_room {
+                let m = r.mids();
+                list.push(JanusStream {
+                    feed: r.feed(),
+                    mid: m[0].clone(),
+                    substream: None,
+                });
+                // Janus's substream 0 is the first rid offered, `q`... see run_janus: our top
+                // layer `f` of three is Janus's 0.
+                list.push(JanusStream {
+                    feed: r.feed(),
+                    mid: m[1].clone(),
+                    substream: Some(0),
+                });
+            }
+            if h.feed() != c.feed() {
+                list.push(JanusStream {
+                    feed: h.feed(),
+                    mid: h.mids()[0].clone(),
+                    substream: None,
+                });
+            }
+            let n = list.len();
+            c.subscribe(&list).await.map_err(e)?;
+            Ok(n)
+        }
+    }
+}
+
+/// Ramps one side: delegates join in steps; each step is measured once everyone receives.
+async fn ramp_side(args: &RampArgs, mut side: Side) -> Result<(Vec<Step>, Option<String>)> {
+    let name = side.name();
+    let rss_base = rss_kib(side.proc());
+    let t0 = Instant::now();
+    let room = side
+        .joiner("room", true)
+        .await?
+        .publish(PublishSpec {
+            audio: true,
+            video_layers: 3,
+            source_program: true,
+            ..Default::default()
+        })
+        .await?;
+    let mut delegates: Vec<Part> = Vec::new();
+    let mut subs: Vec<(Part, usize)> = Vec::new();
+    let mut steps: Vec<Step> = Vec::new();
+    let mut failure: Option<String> = None;
+    let mut target = args.start.max(1);
+    let mut passed_all = true;
+    loop {
+        // Join the new delegates, publishing (the first speaks and holds the floor).
+        let from = delegates.len();
+        let ids: Vec<usize> = (from + 1..=target).collect();
+        for chunk in ids.chunks(args.join_batch.max(1)) {
+            let mut set = JoinSet::new();
+            for &i in chunk {
+                let j = side.joiner(&format!("d{i:03}"), false).await?;
+                set.spawn(async move { (i, j.publish(forum_spec(i == 1)).await) });
+            }
+            let mut got = Vec::new();
+            while let Some(r) = set.join_next().await {
+                let (i, p) = r?;
+                got.push((i, p.map_err(|e| format!("d{i:03} {e}"))?));
+            }
+            got.sort_by_key(|(i, _)| *i);
+            delegates.extend(got.into_iter().map(|(_, p)| p));
+        }
+        let holder = delegates[0].clone();
+        if from == 0
+            && let (Side::Rt { chair, .. }, Part::Rt(h)) = (&side, &holder)
+        {
+            let ack = h.cmd(json!({"type": "raise_hand"})).await?;
+            chair
+                .cmd(json!({"type": "grant", "request": ack["request"]}))
+                .await?;
+        }
+        // Subscribe them (and the room, at the first step).
+        let mut new: Vec<(Part, bool)> = delegates[from..]
+            .iter()
+            .map(|d| (d.clone(), false))
+            .collect();
+        if from == 0 {
+            new.insert(0, (room.clone(), true));
+        }
+        for chunk in new.chunks(args.join_batch.max(1)) {
+            let mut set = JoinSet::new();
+            for (k, (p, is_room)) in chunk.iter().cloned().enumerate() {
+                let (room, holder) = (room.clone(), holder.clone());
+                set.spawn(async move { (k, forum_subscribe(p, room, holder, is_room).await) });
+            }
+            let mut got = Vec::new();
+            while let Some(r) = set.join_next().await {
+                let (k, n) = r?;
+                got.push((k, n?));
+            }
+            got.sort_by_key(|(k, _)| *k);
+            for (k, n) in got {
+                subs.push((chunk[k].0.clone(), n));
+            }
+        }
+        // Everyone receives what they should.
+        let deadline = Instant::now() + Duration::from_secs(args.ready_timeout_secs);
+        let ready = loop {
+            let lagging = subs
+                .iter()
+                .filter(|(p, want)| p.stats().iter().filter(|t| t.packets > 0).count() < *want)
+                .count();
+            if lagging == 0 {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        if !ready {
+            failure = Some(format!(
+                "{target} delegates: not every subscriber received what it should within {} s",
+                args.ready_timeout_secs
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+        // The window.
+        let lat_before: Vec<BTreeMap<String, usize>> = subs
+            .iter()
+            .map(|(p, _)| {
+                p.stats()
+                    .iter()
+                    .map(|t| (t.mid.clone(), p.latency_samples(&t.mid).len()))
+                    .collect()
+            })
+            .collect();
+        let proc = side.proc().to_owned();
+        let (media_ns0, counters0) = match &mut side {
+            Side::Rt { sut, media_tid, .. } => (
+                schedstat_ns(&format!("{proc}/task/{media_tid}/schedstat")).unwrap_or(0),
+                Some(sut.counters().await?),
+            ),
+            Side::Janus { .. } => (0, None),
+        };
+        let ticks0 = stat_ticks(&format!("{proc}/stat")).unwrap_or(0);
+        let stats0: Vec<Vec<TrackStats>> = subs.iter().map(|(p, _)| p.stats()).collect();
+        let sent0: u64 = std::iter::once(&room)
+            .chain(&delegates)
+            .map(Part::sent)
+            .sum();
+        let at0 = Instant::now();
+        tokio::time::sleep(Duration::from_secs(args.secs)).await;
+        let secs = at0.elapsed().as_secs_f64();
+        let stats1: Vec<Vec<TrackStats>> = subs.iter().map(|(p, _)| p.stats()).collect();
+        let sent1: u64 = std::iter::once(&room)
+            .chain(&delegates)
+            .map(Part::sent)
+            .sum();
+        let ticks1 = stat_ticks(&format!("{proc}/stat")).unwrap_or(0);
+        let (media_ns1, counters1) = match &mut side {
+            Side::Rt { sut, media_tid, .. } => (
+                schedstat_ns(&format!("{proc}/task/{media_tid}/schedstat")).unwrap_or(0),
+                Some(sut.counters().await?),
+            ),
+            Side::Janus { .. } => (0, None),
+        };
+        let rss = rss_kib(&proc);
+        let mut all = Vec::new();
+        for ((p, _), start) in subs.iter().zip(&lat_before) {
+            for t in p.stats() {
+                let samples = p.latency_samples(&t.mid);
+                let from = start.get(&t.mid).copied().unwrap_or(0).min(samples.len());
+                all.extend_from_slice(&samples[from..]);
+            }
+        }
+        let latency = LatencySummary::of(&all);
+        let d = delivery(&stats0, &stats1);
+        let received = d.audio_packets + d.video_packets;
+        let delivery_ratio = d.received as f64 / d.expected.max(1) as f64;
+        let loss = 1.0 - delivery_ratio;
+        let process_cpu_s = (ticks1 - ticks0) as f64 / TICKS_PER_SEC;
+        let forwarded = match (&counters0, &counters1) {
+            (Some(a), Some(b)) => b.rtp_forwarded - a.rtp_forwarded,
+            _ => received,
+        };
+        let mut json = json!({
+            "delegates": target,
+            "subscribers": subs.len(),
+            "window_s": round(secs, 2),
+            "process_cpu_us_per_forwarded_packet": round(process_cpu_s * 1e6 / forwarded.max(1) as f64, 3),
+            "process_core_share": round(process_cpu_s / secs, 3),
+            "delivery_ratio": round(delivery_ratio, 6),
+            "added_latency_p50_ms": ms(latency.p50_us),
+            "added_latency_p99_ms": ms(latency.p99_us),
+            "rss_per_participant_mib": round(rss.saturating_sub(rss_base) as f64 / 1024.0 / (target + 1) as f64, 3),
+            "packets_forwarded_per_s": round(forwarded as f64 / secs, 1),
+            "packets_received_per_s": round(received as f64 / secs, 1),
+            "packets_sent_per_s": round((sent1 - sent0) as f64 / secs, 1),
+            "latency": latency_json(&latency),
+        });
+        if let (Some(a), Some(b)) = (&counters0, &counters1) {
+            let media_ns = media_ns1 - media_ns0;
+            json["cpu_us_per_forwarded_packet"] =
+                json!(round(media_ns as f64 / 1000.0 / forwarded.max(1) as f64, 3));
+            json["media_thread_core_share"] = json!(round(media_ns as f64 / 1e9 / secs, 3));
+            let server = b.forward_latency.since(&a.forward_latency);
+            json["server_latency_ms"] = json!({
+                "p50": round(server.quantile_us(0.5) as f64 / 1000.0, 3),
+                "p99": round(server.quantile_us(0.99) as f64 / 1000.0, 3),
+            });
+        } else {
+            json["cpu_us_per_forwarded_packet"] =
+                json["process_cpu_us_per_forwarded_packet"].clone();
+        }
+        let p99_ms = ms(latency.p99_us);
+        let ok = loss <= args.loss_max && p99_ms <= args.p99_max_ms;
+        json["passed"] = json!(ok);
+        progress!(
+            "{name}: {target} delegates: {:.0} packets/s forwarded, {} us per packet ({:.0}% of a \
+             core), delivery {delivery_ratio:.5}, latency p50 {:.2} ms p99 {p99_ms:.2} ms: {} \
+             ({:.0} s in)",
+            forwarded as f64 / secs,
+            json["cpu_us_per_forwarded_packet"],
+            process_cpu_s * 100.0 / secs,
+            ms(latency.p50_us),
+            if ok { "passes" } else { "fails" },
+            t0.elapsed().as_secs_f64()
+        );
+        steps.push(Step {
+            delegates: target,
+            json,
+            loss,
+            p99_ms,
+        });
+        passed_all &= ok;
+        let next = target + args.step.max(1);
+        // Go on while passing (up to --max), and in any case up to the forum size.
+        let need_forum = target < args.forum;
+        if next > args.max.max(args.forum) || (!passed_all && !need_forum) || args.step == 0 {
+            break;
+        }
+        // Past a failed step, straight to the forum size.
+        target = if passed_all { next } else { args.forum };
+    }
+    // Errors nobody waited for (at most 20), on the last step.
+    let errors: Vec<String> = std::iter::once(&room)
+        .chain(&delegates)
+        .flat_map(Part::errors)
+        .take(20)
+        .collect();
+    if let Some(last) = steps.last_mut() {
+        last.json["client_errors"] = json!(errors);
+    }
+    let mut set = JoinSet::new();
+    for p in std::iter::once(room).chain(delegates) {
+        set.spawn(async move { p.close().await });
+    }
+    while set.join_next().await.is_some() {}
+    match side {
+        Side::Rt { sut, chair, .. } => {
+            chair.close().await;
+            sut.stop().await;
+        }
+        Side::Janus { .. } => {}
+    }
+    Ok((steps, failure))
+}
+
+/// The largest delegate count of consecutive passing steps from the first.
+fn max_passing(steps: &[Step]) -> usize {
+    steps
+        .iter()
+        .take_while(|s| s.json["passed"] == true)
+        .last()
+        .map_or(0, |s| s.delegates)
+}
+
+fn side_json(steps: &[Step], failure: &Option<String>, forum: usize) -> Value {
+    let at_forum = steps
+        .iter()
+        .find(|s| s.delegates == forum)
+        .map(|s| s.json.clone());
+    json!({
+        "max_delegates": max_passing(steps),
+        "forum": at_forum,
+        "steps": steps.iter().map(|s| s.json.clone()).collect::<Vec<_>>(),
+        "stopped": failure,
+        "worst_step": steps.iter().max_by(|a, b| (a.loss, a.p99_ms).partial_cmp(&(b.loss, b.p99_ms)).unwrap_or(std::cmp::Ordering::Equal)).map(|s| s.delegates),
+    })
+}
+
+fn ramp(args: RampArgs) -> Result<()> {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async {
+        let mut sut = Sut::start(args.spawn_server, true).await?;
+        let mut media_tid = None;
+        for _ in 0..100 {
+            media_tid = threads(sut.proc())
+                .into_iter()
+                .find(|(_, comm)| comm == MEDIA_THREAD_COMM)
+                .map(|(tid, _)| tid);
+            if media_tid.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let media_tid = media_tid.ok_or("no roundtable-media thread")?;
+        let token = sut.token(Role::Moderator, "chair").await?;
+        let chair = Client::join(sut.base(), &token).await?;
+        progress!(
+            "ramp: roundtable ({}), steps of {} from {} (forum at {})",
+            if args.spawn_server {
+                "child process"
+            } else {
+                "in process"
+            },
+            args.step,
+            args.start,
+            args.forum
+        );
+        let rt = ramp_side(
+            &args,
+            Side::Rt {
+                sut,
+                chair,
+                media_tid,
+            },
+        )
+        .await?;
+        let janus = match &args.janus {
+            Some(api) => {
+                let pid = janus_pid()?;
+                progress!("ramp: Janus at {api} (pid {pid})");
+                let side = Side::Janus {
+                    api: api.clone(),
+                    room: args.janus_room,
+                    opts: ClientOptions {
+                        bind_ip: args.janus_bind,
+                        ..Default::default()
+                    },
+                    proc: format!("/proc/{pid}"),
+                };
+                Some(ramp_side(&args, side).await?)
+            }
+            None => None,
+        };
+        Ok::<_, BoxError>((rt, janus))
+    });
+    drop(runtime);
+    let ((rt_steps, rt_fail), janus) = result?;
+    let rt = side_json(&rt_steps, &rt_fail, args.forum);
+    let mut out = json!({
+        "machine": machine(),
+        "date": utc_now(),
+        "command": command,
+        "load": {
+            "what": "forum: the room's program (Opus 50/s + VP8 q/h/f) and N audio-only delegates: the first speaks (50/s) and holds the floor, the others send DTX (a small packet every 400 ms, dropped by the floor gate); every delegate receives the program (audio, top layer) and the holder's microphone, the room the holder's microphone (roundtable: media_preferences microphones = open)",
+            "step": args.step, "start": args.start, "forum": args.forum,
+            "pass": {"loss_max": args.loss_max, "p99_max_ms": args.p99_max_ms},
+            "window_s": args.secs,
+        },
+        "roundtable": rt,
+    });
+    if let Some((steps, fail)) = &janus {
+        out["janus"] = side_json(steps, fail, args.forum);
+    }
+    progress!(
+        "ramp: roundtable keeps loss <= {} and p99 <= {} ms up to {} delegates{}",
+        args.loss_max,
+        args.p99_max_ms,
+        max_passing(&rt_steps),
+        janus
+            .as_ref()
+            .map(|(s, _)| format!("; Janus up to {}", max_passing(s)))
+            .unwrap_or_default()
+    );
+    write_json(&args.out, &out)?;
     progress!("wrote {}", args.out.display());
     Ok(())
 }

@@ -217,6 +217,110 @@ async fn the_floor_gate_opens_on_grant_and_closes_on_revoke() {
     let _ = server.stop.send(());
 }
 
+/// Packets received from `who`'s microphone on any m-line (by the stream tag each payload
+/// carries, so a reused m-line counts each speaker apart), and the mids that carried them.
+fn voice_of(client: &Client, who: &str) -> (u64, Vec<String>) {
+    let tag = stream_tag(who, StreamKind::Audio);
+    let mut mids = Vec::new();
+    let mut n = 0;
+    for t in client.stats() {
+        if let Some(s) = t.streams.get(&tag) {
+            n += s.packets;
+            mids.push(t.mid.clone());
+        }
+    }
+    (n, mids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_open_microphones_only_the_next_speaker_takes_over_the_last_ones_m_line() {
+    let server = start().await;
+    let chair = server.join(Role::Moderator, "chair").await;
+    let audio_only = PublishSpec {
+        audio: true,
+        video_layers: 0,
+        ..Default::default()
+    };
+    let d1 = publishing(&server, Role::Delegate, "d1", audio_only.clone()).await;
+    let d2 = publishing(&server, Role::Delegate, "d2", audio_only).await;
+    let room = server.join(Role::Room, "room").await;
+    room.cmd(serde_json::json!({"type": "media_preferences", "thumbnails": false, "microphones": "open"}))
+        .await
+        .expect("media_preferences");
+    room.wait_subscribed(1).await.expect("room offer");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mics = |c: &Client| {
+        c.slots()
+            .iter()
+            .filter(|s| matches!(s, SlotInfo::Track { kind, .. } if kind == "audio"))
+            .count()
+    };
+    assert_eq!(
+        mics(&room),
+        0,
+        "no m-line for a closed microphone: {:?}",
+        room.slots()
+    );
+
+    let grant = async |who: &Client| {
+        let ack = who
+            .cmd(serde_json::json!({"type": "raise_hand"}))
+            .await
+            .expect("raise");
+        chair
+            .cmd(serde_json::json!({"type": "grant", "request": ack["request"]}))
+            .await
+            .expect("grant");
+        ack["request"].clone()
+    };
+    // The first speaker: a new m-line (an offer).
+    let r1 = grant(&d1).await;
+    room.wait_subscribed(2).await.expect("offer with d1's mic");
+    room.wait_stats(Duration::from_secs(10), |_| voice_of(&room, "d1").0 >= 50)
+        .await
+        .expect("d1 heard");
+    let offers = room.subscribe_offers();
+    chair
+        .cmd(serde_json::json!({"type": "revoke", "request": r1}))
+        .await
+        .expect("revoke");
+    // The next speaker takes over that m-line: relabeled, not renegotiated.
+    grant(&d2).await;
+    room.wait_stats(Duration::from_secs(10), |_| voice_of(&room, "d2").0 >= 50)
+        .await
+        .expect("d2 heard");
+    let (_, d1_mids) = voice_of(&room, "d1");
+    let (_, d2_mids) = voice_of(&room, "d2");
+    assert_eq!(d1_mids, d2_mids, "one m-line carried both speakers");
+    assert_eq!(
+        room.subscribe_offers(),
+        offers,
+        "no renegotiation for the second speaker"
+    );
+    assert!(
+        room.relabels() >= 1,
+        "subscribe_slots named the new speaker"
+    );
+    assert_eq!(mics(&room), 1, "{:?}", room.slots());
+    assert!(
+        room.slots().iter().any(|s| matches!(s, SlotInfo::Track { participant, source: MediaSource::Microphone, .. } if participant == "d2")),
+        "{:?}",
+        room.slots()
+    );
+    let t = room.track_stats(&d2_mids[0]).expect("the m-line's stats");
+    assert_eq!(
+        t.rtp.gaps, 0,
+        "numbering continued across the speakers: {t:?}"
+    );
+    for c in [&chair, &room, &d1, &d2] {
+        assert!(c.errors().is_empty(), "{:?}", c.errors());
+    }
+    for c in [d1, d2, room, chair] {
+        c.close().await;
+    }
+    let _ = server.stop.send(());
+}
+
 /// The floor gate's drop counter for a participant, asked of the meeting task.
 async fn server_gate(server: &Server, participant: &str) -> u64 {
     server.meeting.gate_dropped(participant).await
