@@ -4,7 +4,7 @@
 # docs/PERFORMANCE.md. Not part of CI (a smoke version of each tool runs in tests/run.sh).
 #
 #   bash bench/run.sh                 # everything (about 5 minutes on 2 cores)
-#   BAKU_SECS=20 FANOUT_ROUNDS=100    # the bounds, with their defaults
+#   BAKU_SECS=20 FANOUT_ROUNDS=100 RAMP_SECS=5   # the bounds, with their defaults
 #   BENCH_JANUS=0                     # without Janus (else started as root, or with sudo)
 #
 # Run it on a quiet machine: browsers or builds beside it distort every figure.
@@ -37,6 +37,10 @@ target/release/examples/rt-media-bench baku --secs "${BAKU_SECS:-20}" --spawn-se
 echo "== fanout: 1,000 websocket clients"
 target/release/rt-bench fanout --clients 1000 --rounds "${FANOUT_ROUNDS:-100}" \
   --spawn-server target/release/roundtable --out "$OUT/fanout.json"
+
+echo "== ramp (and forum, its step at 300): audio-only delegates in steps of 50, roundtable then Janus"
+target/release/examples/rt-media-bench ramp --spawn-server --secs "${RAMP_SECS:-5}" \
+  ${JANUS_URL:+--janus "$JANUS_URL"} --out "$OUT/ramp.json"
 
 echo "== latest.json and docs/PERFORMANCE.md"
 python3 bench/summarize.py "$OUT" docs/PERFORMANCE.md

@@ -9,8 +9,7 @@ from pathlib import Path
 
 FIGURES = ["cpu_us_per_forwarded_packet", "delivery_ratio", "added_latency_p50_ms",
            "added_latency_p99_ms", "rss_per_participant_mib"]
-NOT_YET = ("not measured yet: forum needs gated audio slots in the router (today every "
-           "subscriber gets an m-line per other microphone, 300 x 300 in forum), and ramp runs on forum")
+NOT_RUN = "not run (bench/results/ramp.json missing)"
 
 
 def load(path):
@@ -33,6 +32,31 @@ def main(out_dir, doc):
     rt["media_thread_cpu_us_per_forwarded_packet"] = b["roundtable"]["cpu_us_per_forwarded_packet"]
     floor = {"cpu_us_per_forwarded_packet": b["floor"]["cpu_us_per_forwarded_packet"]}
     janus = figures(b["janus"]) if b.get("janus") else None
+    ramp_path = out / "ramp.json"
+    ramp = load(ramp_path) if ramp_path.exists() else None
+
+    def forum_side(side):
+        f = (ramp or {}).get(side, {}).get("forum")
+        return figures(f) if f else None
+
+    forum_rt, forum_j = forum_side("roundtable"), forum_side("janus")
+    if ramp:
+        forum = {
+            "roundtable": forum_rt,
+            "janus": forum_j,
+            "ratio_vs_janus": (round(forum_rt["cpu_us_per_forwarded_packet"]
+                                     / forum_j["cpu_us_per_forwarded_packet"], 3)
+                               if forum_rt and forum_j else None),
+            "delegates": ramp["load"]["forum"],
+        }
+        ramp_out = {
+            "max_delegates": ramp["roundtable"]["max_delegates"],
+            "janus_max_delegates": ramp.get("janus", {}).get("max_delegates"),
+            "pass": ramp["load"]["pass"],
+        }
+    else:
+        forum = {"roundtable": None, "janus": None, "status": NOT_RUN}
+        ramp_out = {"max_delegates": None, "janus_max_delegates": None, "status": NOT_RUN}
     latest = {
         "machine": baku_run["machine"],
         "date": baku_run["date"],
@@ -46,8 +70,8 @@ def main(out_dir, doc):
                 "ratio_vs_floor": round(rt["cpu_us_per_forwarded_packet"]
                                         / floor["cpu_us_per_forwarded_packet"], 3),
             },
-            "forum": {"roundtable": None, "janus": None, "status": NOT_YET},
-            "ramp": {"max_delegates": None, "janus_max_delegates": None, "status": NOT_YET},
+            "forum": forum,
+            "ramp": ramp_out,
             "fanout": {
                 "clients": fan["clients"],
                 "p50_ms": fan["fanout_ms"]["p50"],
@@ -73,8 +97,25 @@ def main(out_dir, doc):
          jv("rss_per_participant_mib", " MiB"), "", ""),
         ("fanout: 1,000 clients, p50 / p99", f"{s['fanout']['p50_ms']} / {s['fanout']['p99_ms']} ms", "", "",
          "p99 ≤ 20 ms"),
-        ("forum, ramp", "not measured yet", "", "", "ramp ≥ 300 and more than Janus"),
     ]
+    if ramp:
+        def fx(f, k, unit=""):
+            return f"{f[k]}{unit}" if f else "not reached"
+        n = forum["delegates"]
+        rows += [
+            (f"forum ({n} delegates): CPU per forwarded packet (server process)",
+             fx(forum_rt, "cpu_us_per_forwarded_packet", " µs"),
+             fx(forum_j, "cpu_us_per_forwarded_packet", " µs") + (f", ratio {forum['ratio_vs_janus']}" if forum["ratio_vs_janus"] else ""),
+             "", "≤ 0.5 × Janus"),
+            (f"forum ({n}): delivery", fx(forum_rt, "delivery_ratio"), fx(forum_j, "delivery_ratio"), "", "≥ 0.999"),
+            (f"forum ({n}): added latency p50 / p99",
+             f"{forum_rt['added_latency_p50_ms']} / {forum_rt['added_latency_p99_ms']} ms" if forum_rt else "not reached",
+             f"{forum_j['added_latency_p50_ms']} / {forum_j['added_latency_p99_ms']} ms" if forum_j else "not reached", "", ""),
+            ("ramp: most delegates with loss ≤ 0.1 % and p99 ≤ 10 ms", f"{ramp_out['max_delegates']}",
+             f"{ramp_out['janus_max_delegates']}", "", "≥ 300 and more than Janus"),
+        ]
+    else:
+        rows.append(("forum, ramp", "not run", "", "", "ramp ≥ 300 and more than Janus"))
     table = [f"Latest `bench/run.sh` ({latest['date']}, {latest['machine']}; `bench/results/latest.json`):", "",
              "| figure | roundtable | Janus 1.1.2 | bare floor | target |", "| --- | --- | --- | --- | --- |"]
     table += [f"| {a} | {b_} | {c} | {d} | {e} |" for a, b_, c, d, e in rows]

@@ -1408,6 +1408,12 @@ struct RampArgs {
     /// Clients joining and negotiating at once.
     #[arg(long, default_value_t = 10)]
     join_batch: usize,
+    /// Periodic keyframe interval of the room's program, seconds. 0 (the default): the first
+    /// keyframe and those asked for (each joining subscriber asks), as a browser's encoder does
+    /// (libwebrtc sends no periodic VP8 keyframes); the synthetic periodic keyframe is a
+    /// back-to-back burst of 20 packets per subscriber, which alone decides the p99 (baku).
+    #[arg(long, default_value_t = 0.0)]
+    keyframe_secs: f64,
     /// A step passes with loss at most this (0.001: 0.1 %).
     #[arg(long, default_value_t = 0.001)]
     loss_max: f64,
@@ -1542,7 +1548,7 @@ impl Joiner {
     async fn publish(self, spec: PublishSpec) -> std::result::Result<Part, String> {
         match self {
             Joiner::Rt { base, token } => {
-                let c = Client::join(&base, &token)
+                let c = Client::join_with(&base, &token, ramp_options())
                     .await
                     .map_err(|e| format!("join: {e}"))?;
                 c.publish(spec).await.map_err(|e| format!("publish: {e}"))?;
@@ -1567,6 +1573,14 @@ impl Joiner {
                 Ok(Part::Janus(c))
             }
         }
+    }
+}
+
+/// A ramp client's options: negotiation steps may take longer while hundreds join under load.
+fn ramp_options() -> ClientOptions {
+    ClientOptions {
+        timeout: Duration::from_secs(30),
+        ..Default::default()
     }
 }
 
@@ -1662,6 +1676,7 @@ async fn ramp_side(args: &RampArgs, mut side: Side) -> Result<(Vec<Step>, Option
             audio: true,
             video_layers: 3,
             source_program: true,
+            keyframe_interval: Duration::from_secs_f64(args.keyframe_secs.max(0.0)),
             ..Default::default()
         })
         .await?;
@@ -1672,55 +1687,73 @@ async fn ramp_side(args: &RampArgs, mut side: Side) -> Result<(Vec<Step>, Option
     let mut target = args.start.max(1);
     let mut passed_all = true;
     loop {
-        // Join the new delegates, publishing (the first speaks and holds the floor).
-        let from = delegates.len();
-        let ids: Vec<usize> = (from + 1..=target).collect();
-        for chunk in ids.chunks(args.join_batch.max(1)) {
-            let mut set = JoinSet::new();
-            for &i in chunk {
-                let j = side.joiner(&format!("d{i:03}"), false).await?;
-                set.spawn(async move { (i, j.publish(forum_spec(i == 1)).await) });
+        // Join the new delegates, publishing (the first speaks and holds the floor), and
+        // subscribe them; a failure ends the ramp at this step.
+        let joined: std::result::Result<(), String> = async {
+            // Join the new delegates, publishing (the first speaks and holds the floor).
+            let from = delegates.len();
+            let ids: Vec<usize> = (from + 1..=target).collect();
+            for chunk in ids.chunks(args.join_batch.max(1)) {
+                let mut set = JoinSet::new();
+                for &i in chunk {
+                    let j = side
+                        .joiner(&format!("d{i:03}"), false)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    set.spawn(async move { (i, j.publish(forum_spec(i == 1)).await) });
+                }
+                let mut got = Vec::new();
+                while let Some(r) = set.join_next().await {
+                    let (i, p) = r.map_err(|e| e.to_string())?;
+                    got.push((i, p.map_err(|e| format!("d{i:03} {e}"))?));
+                }
+                got.sort_by_key(|(i, _)| *i);
+                delegates.extend(got.into_iter().map(|(_, p)| p));
             }
-            let mut got = Vec::new();
-            while let Some(r) = set.join_next().await {
-                let (i, p) = r?;
-                got.push((i, p.map_err(|e| format!("d{i:03} {e}"))?));
+            let holder = delegates[0].clone();
+            if from == 0
+                && let (Side::Rt { chair, .. }, Part::Rt(h)) = (&side, &holder)
+            {
+                let ack = h
+                    .cmd(json!({"type": "raise_hand"}))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                chair
+                    .cmd(json!({"type": "grant", "request": ack["request"]}))
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
-            got.sort_by_key(|(i, _)| *i);
-            delegates.extend(got.into_iter().map(|(_, p)| p));
+            // Subscribe them (and the room, at the first step).
+            let mut new: Vec<(Part, bool)> = delegates[from..]
+                .iter()
+                .map(|d| (d.clone(), false))
+                .collect();
+            if from == 0 {
+                new.insert(0, (room.clone(), true));
+            }
+            for chunk in new.chunks(args.join_batch.max(1)) {
+                let mut set = JoinSet::new();
+                for (k, (p, is_room)) in chunk.iter().cloned().enumerate() {
+                    let (room, holder) = (room.clone(), holder.clone());
+                    set.spawn(async move { (k, forum_subscribe(p, room, holder, is_room).await) });
+                }
+                let mut got = Vec::new();
+                while let Some(r) = set.join_next().await {
+                    let (k, n) = r.map_err(|e| e.to_string())?;
+                    got.push((k, n?));
+                }
+                got.sort_by_key(|(k, _)| *k);
+                for (k, n) in got {
+                    subs.push((chunk[k].0.clone(), n));
+                }
+            }
+            Ok(())
         }
-        let holder = delegates[0].clone();
-        if from == 0
-            && let (Side::Rt { chair, .. }, Part::Rt(h)) = (&side, &holder)
-        {
-            let ack = h.cmd(json!({"type": "raise_hand"})).await?;
-            chair
-                .cmd(json!({"type": "grant", "request": ack["request"]}))
-                .await?;
-        }
-        // Subscribe them (and the room, at the first step).
-        let mut new: Vec<(Part, bool)> = delegates[from..]
-            .iter()
-            .map(|d| (d.clone(), false))
-            .collect();
-        if from == 0 {
-            new.insert(0, (room.clone(), true));
-        }
-        for chunk in new.chunks(args.join_batch.max(1)) {
-            let mut set = JoinSet::new();
-            for (k, (p, is_room)) in chunk.iter().cloned().enumerate() {
-                let (room, holder) = (room.clone(), holder.clone());
-                set.spawn(async move { (k, forum_subscribe(p, room, holder, is_room).await) });
-            }
-            let mut got = Vec::new();
-            while let Some(r) = set.join_next().await {
-                let (k, n) = r?;
-                got.push((k, n?));
-            }
-            got.sort_by_key(|(k, _)| *k);
-            for (k, n) in got {
-                subs.push((chunk[k].0.clone(), n));
-            }
+        .await;
+        if let Err(e) = joined {
+            failure = Some(format!("{target} delegates: {e}"));
+            progress!("{name}: {target} delegates: {e}");
+            break;
         }
         // Everyone receives what they should.
         let deadline = Instant::now() + Duration::from_secs(args.ready_timeout_secs);
@@ -1961,7 +1994,7 @@ fn ramp(args: RampArgs) -> Result<()> {
                     room: args.janus_room,
                     opts: ClientOptions {
                         bind_ip: args.janus_bind,
-                        ..Default::default()
+                        ..ramp_options()
                     },
                     proc: format!("/proc/{pid}"),
                 };
@@ -1983,6 +2016,7 @@ fn ramp(args: RampArgs) -> Result<()> {
             "step": args.step, "start": args.start, "forum": args.forum,
             "pass": {"loss_max": args.loss_max, "p99_max_ms": args.p99_max_ms},
             "window_s": args.secs,
+            "keyframe_interval_s": args.keyframe_secs,
         },
         "roundtable": rt,
     });
