@@ -38,7 +38,7 @@ echo "== fanout: 1,000 websocket clients"
 target/release/rt-bench fanout --clients 1000 --rounds "${FANOUT_ROUNDS:-100}" \
   --spawn-server target/release/roundtable --out "$OUT/fanout.json"
 
-echo "== ramp (and forum, its step at 300): audio-only delegates in steps of 50, roundtable then Janus"
+echo "== ramp (and forum, its step at 300): audio-only delegates in steps of 10, roundtable then Janus"
 target/release/examples/rt-media-bench ramp --spawn-server --secs "${RAMP_SECS:-5}" \
   ${JANUS_URL:+--janus "$JANUS_URL"} --out "$OUT/ramp.json"
 

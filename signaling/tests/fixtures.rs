@@ -424,6 +424,15 @@ fn wrong_field_type() {
 }
 
 #[test]
+fn an_unknown_microphones_choice_is_refused() {
+    let detail = invalid_fields(
+        r#"{"id": "9", "type": "media_preferences", "thumbnails": false, "microphones": "loud"}"#,
+        "media_preferences",
+    );
+    assert!(detail.contains("loud"), "{detail}");
+}
+
+#[test]
 fn unknown_fields_are_refused() {
     let detail = invalid_fields(
         r#"{"id": "9", "type": "grant", "request": 15, "minutes": 3}"#,

@@ -1384,10 +1384,10 @@ fn baku(args: BakuArgs) -> Result<()> {
 #[derive(Debug, Clone, Args)]
 struct RampArgs {
     /// Delegates at the first step.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 10)]
     start: usize,
     /// Delegates added per step.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 10)]
     step: usize,
     /// Most delegates tried.
     #[arg(long, default_value_t = 500)]
