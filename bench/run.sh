@@ -23,9 +23,9 @@ cargo build --release --quiet -p roundtable-headless --example rt-media-bench
 JANUS_URL=""
 if [ "${BENCH_JANUS:-1}" = 1 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  trap '$SUDO bash bench/janus/janus.sh stop >/dev/null 2>&1 || true' EXIT
   if $SUDO bash bench/janus/janus.sh start; then
     JANUS_URL=$(bash bench/janus/janus.sh url)
-    trap '$SUDO bash bench/janus/janus.sh stop >/dev/null 2>&1 || true' EXIT
   else
     echo "!! Janus did not start: the results will have no Janus figures (janus: null)"
   fi

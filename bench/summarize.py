@@ -37,7 +37,12 @@ def main(out_dir, doc):
 
     def forum_side(side):
         f = (ramp or {}).get(side, {}).get("forum")
-        return figures(f) if f else None
+        if not f:
+            return None
+        out = figures(f)
+        # Whole server processes on both sides, as in baku.
+        out["cpu_us_per_forwarded_packet"] = f["process_cpu_us_per_forwarded_packet"]
+        return out
 
     forum_rt, forum_j = forum_side("roundtable"), forum_side("janus")
     if ramp:

@@ -12,7 +12,7 @@
 # address; every other plugin, transport, logger and event handler disabled; half-trickle,
 # mDNS ignored, no STUN/TURN; `event_loops = 1` (Janus's better threading for this load);
 # a VideoRoom room 1234 with `bitrate = 0` (no cap, no REMB), `fir_freq = 0`, VP8 and Opus,
-# no recording, up to 400 publishers.
+# no recording, up to 1000 publishers (the ramp must not be capped by the room).
 set -euo pipefail
 NS=rtjanus
 HOST_IF=rtj0
@@ -25,7 +25,8 @@ URL="http://$NS_IP:$PORT/janus"
 
 cfg() {
   rm -rf "$DIR/etc" && mkdir -p "$DIR/etc" "$DIR/log"
-  local lib=/usr/lib/x86_64-linux-gnu/janus
+  local lib
+  lib=$(dirname "$(dirname "$(dpkg -L janus | grep '/plugins/libjanus_videoroom.so$' | head -1)")")
   local plugins transports
   plugins=$(cd "$lib/plugins" && ls *.so | grep -v '^libjanus_videoroom.so$' | paste -sd, -)
   transports=$(cd "$lib/transports" && ls *.so | grep -v '^libjanus_http.so$' | paste -sd, -)
@@ -80,7 +81,7 @@ general: {
 }
 room-1234: {
   description = "roundtable bench"
-  publishers = 400
+  publishers = 1000
   bitrate = 0
   fir_freq = 0
   audiocodec = "opus"
@@ -106,6 +107,7 @@ start() {
   ip netns exec "$NS" ip link set "$NS_IF" up
   ip netns exec "$NS" ip link set lo up
   cfg
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   ip netns exec "$NS" janus -F "$DIR/etc" -L "$DIR/log/janus.log" -N -b >/dev/null
   for _ in $(seq 1 100); do
     if curl -fsS "$URL/info" >/dev/null 2>&1; then

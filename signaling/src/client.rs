@@ -228,9 +228,9 @@ pub enum Command {
     MediaPreferences {
         /// Other delegates' cameras as thumbnails (low layer).
         thumbnails: bool,
-        /// Which other microphones get an m-line (absent: `all`).
-        #[serde(default, skip_serializing_if = "Microphones::is_all")]
-        microphones: Microphones,
+        /// Which other microphones get an m-line (absent: as before; at first `all`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        microphones: Option<Microphones>,
         /// The height each video m-line is rendered at: the server picks the simulcast layer
         /// that covers it (absent: the slot's default layer).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]

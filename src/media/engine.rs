@@ -2237,8 +2237,11 @@ impl Engine {
                         self.rooms.slots.insert(to, at);
                         // Bound on a connection already up (it connected before its first
                         // slot was bound): its slots may ask for keyframes now.
-                        if up && let Some(r) = self.rooms.routers.get_mut(&at.0) {
-                            r.subscriber_up(at.1);
+                        if let Some(r) = self.rooms.routers.get_mut(&at.0) {
+                            r.slot_bound(at.1, at.2);
+                            if up {
+                                r.subscriber_up(at.1);
+                            }
                         }
                         Ok(())
                     }

@@ -296,6 +296,9 @@ struct Down {
     seq_offset: u16,
     ts_offset: u32,
     last_out: Option<(u16, u32, Millis)>,
+    /// The engine bound a sender to it ([`Router::slot_bound`]): it has an m-line at the
+    /// subscriber. Only such streams are worth keeping for reuse when the slot goes.
+    bound: bool,
 }
 
 /// The router. See the module docs.
@@ -310,8 +313,9 @@ pub struct Router {
     presenters: Vec<PeerId>,
     downs: HashMap<(PeerId, Slot), Down>,
     /// Retired streams per (subscriber, kind), oldest first, with the slot they last served:
-    /// reused, newest first, by the next slot of that kind before any new one is added (the
-    /// newest is the one a speaker just left: the next speaker takes it over).
+    /// reused by the next slot of that kind before any new one is added: the slot's own
+    /// earlier stream first, else the newest (the one a speaker just left: the next speaker
+    /// takes it over). Only streams bound to a sender are kept.
     retired: HashMap<(PeerId, Kind), Vec<(Slot, Down)>>,
     /// For each (track, layer): the slots that take it now or want it at the next keyframe.
     fanout: HashMap<(TrackId, u8), Vec<(PeerId, Slot)>>,
@@ -452,6 +456,14 @@ impl Router {
     /// Audio packets the floor gate held back since the router began (peers gone included).
     pub fn gate_dropped_total(&self) -> u64 {
         self.gate_dropped
+    }
+
+    /// The engine bound a sender (an m-line) to this slot's stream: kept for reuse when the
+    /// slot goes.
+    pub fn slot_bound(&mut self, peer: PeerId, slot: Slot) {
+        if let Some(d) = self.downs.get_mut(&(peer, slot)) {
+            d.bound = true;
+        }
     }
 
     /// Whether a subscriber receives only the microphones whose floor gate is open (their
@@ -844,7 +856,8 @@ impl Router {
             if let Some(mut down) = self.downs.remove(&key) {
                 down.current = None;
                 down.target = None;
-                if self.peers.contains_key(&key.0) {
+                // A stream never bound to a sender has no m-line: nothing to reuse.
+                if down.bound && self.peers.contains_key(&key.0) {
                     self.retired
                         .entry((key.0, down.kind))
                         .or_default()
@@ -861,7 +874,15 @@ impl Router {
         }
         for (key, kind, src) in want {
             if !self.downs.contains_key(&key) {
-                let reuse = self.retired.get_mut(&(key.0, kind)).and_then(|v| v.pop());
+                let reuse = self.retired.get_mut(&(key.0, kind)).and_then(|v| {
+                    // The slot's own earlier stream if it has one (a speaker granted again),
+                    // else the newest (the one a speaker just left). So a slot has at most
+                    // one retired stream.
+                    match v.iter().position(|(s, _)| *s == key.1) {
+                        Some(i) => Some(v.remove(i)),
+                        None => v.pop(),
+                    }
+                });
                 let down = match reuse {
                     Some((from, down)) => {
                         self.changes.push(SlotChange::Reused {
@@ -890,6 +911,7 @@ impl Router {
                             seq_offset: 0,
                             ts_offset: 0,
                             last_out: None,
+                            bound: false,
                         }
                     }
                 };

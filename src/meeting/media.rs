@@ -340,16 +340,18 @@ impl MeetingMedia {
         participant: &str,
         role: Role,
         thumbnails: bool,
-        microphones: sig::Microphones,
+        microphones: Option<sig::Microphones>,
         render: Vec<sig::RenderSize>,
         out: &mut Outbox,
     ) -> Result<(), (ErrorCode, String)> {
         let peer = self.ensure_peer(participant, role, out).await?;
-        let open_only = microphones == sig::Microphones::Open;
-        for op in [
-            RouterOp::SetOpenMicsOnly(peer, open_only),
-            RouterOp::SetThumbnails(peer, thumbnails),
-        ] {
+        // Absent: as before (a later call that only changes `render` keeps it).
+        let mics =
+            microphones.map(|m| RouterOp::SetOpenMicsOnly(peer, m == sig::Microphones::Open));
+        for op in mics
+            .into_iter()
+            .chain([RouterOp::SetThumbnails(peer, thumbnails)])
+        {
             let changes = self.hub.engine.router(self.room, op).await.map_err(err)?;
             self.apply_changes(changes, out).await;
         }

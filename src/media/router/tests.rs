@@ -39,7 +39,15 @@ fn meeting() -> Router {
         .unwrap();
     r.publish(D2, D2_CAM, Kind::Video, Source::Camera, 2)
         .unwrap();
+    bind_all(&mut r);
     r
+}
+
+/// Marks every stream as bound to a sender, as the engine does once it has negotiated them.
+fn bind_all(r: &mut Router) {
+    for d in r.downs.values_mut() {
+        d.bound = true;
+    }
 }
 
 fn pkt(track: TrackId, layer: u8, seq: u16, ts: u32, keyframe: bool) -> Incoming {
@@ -124,6 +132,55 @@ fn audio_sequence_numbers_stay_continuous_across_a_closed_gate() {
     assert_eq!(a.ssrc, b.ssrc);
     assert_eq!(b.seq.wrapping_sub(a.seq), 1);
     assert!(b.timestamp.wrapping_sub(a.timestamp) >= 960);
+}
+
+#[test]
+fn a_forum_subscriber_keeps_no_stream_for_microphones_it_never_negotiated() {
+    // The forum: the room asks for open microphones before anything was negotiated.
+    let mut r = Router::new(true);
+    r.add_peer(ROOM, MediaRole::Room);
+    r.subscriber_up(ROOM);
+    for (i, p) in [D1, D2, D3].into_iter().enumerate() {
+        r.add_peer(p, MediaRole::Delegate);
+        r.publish(
+            p,
+            TrackId(500 + i as u32),
+            Kind::Audio,
+            Source::Microphone,
+            1,
+        )
+        .unwrap();
+    }
+    r.set_open_mics_only(ROOM, true).unwrap();
+    assert_eq!(r.retired(ROOM), 0, "nothing bound, nothing kept");
+    r.take_changes();
+    // The first speaker: a new stream, which the engine binds (negotiated).
+    r.set_floor(true, &[D1], &[]);
+    let changes = r.take_changes();
+    assert!(
+        changes
+            .iter()
+            .any(|c| matches!(c, SlotChange::Added { peer, .. } if *peer == ROOM))
+    );
+    r.slot_bound(ROOM, Slot::Track(TrackId(500)));
+    // The next two take it over in turn: no new stream.
+    for (holder, track) in [(D2, 501), (D3, 502), (D1, 500)] {
+        r.set_floor(true, &[holder], &[]);
+        let changes = r.take_changes();
+        assert!(
+            changes
+                .iter()
+                .any(|c| matches!(c, SlotChange::Reused { peer, slot, .. }
+                if *peer == ROOM && *slot == Slot::Track(TrackId(track)))),
+            "{changes:?}"
+        );
+        assert!(
+            !changes
+                .iter()
+                .any(|c| matches!(c, SlotChange::Added { .. }))
+        );
+    }
+    assert_eq!(r.retired(ROOM), 0);
 }
 
 #[test]
@@ -601,6 +658,7 @@ fn retired_streams_stay_bounded_however_many_come_and_go() {
             2,
         )
         .unwrap();
+        bind_all(&mut r);
         r.remove_peer(peer);
         added += r
             .take_changes()

@@ -821,7 +821,7 @@ async fn run_media(args: &BakuArgs) -> Result<MediaRun> {
             s.client
                 .stats()
                 .iter()
-                .map(|t| (t.mid.clone(), s.client.latency_samples(&t.mid).len()))
+                .map(|t| (t.mid.clone(), s.client.latency_count(&t.mid)))
                 .collect()
         })
         .collect();
@@ -1347,9 +1347,19 @@ fn baku(args: BakuArgs) -> Result<()> {
             .worker_threads(2)
             .enable_all()
             .build()?;
-        let janus = runtime.block_on(run_janus(&args, api))?;
+        let janus = runtime.block_on(run_janus(&args, api));
         drop(runtime);
-        let j = janus["cpu_us_per_forwarded_packet"].as_f64().unwrap_or(0.0);
+        // A Janus failure is recorded; roundtable's figures are written all the same.
+        let janus = match janus {
+            Ok(j) => j,
+            Err(e) => {
+                progress!("janus failed: {e}");
+                json!({"error": e.to_string()})
+            }
+        };
+        let j = janus["cpu_us_per_forwarded_packet"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
         // Like for like: both servers' whole processes (roundtable's only when it runs apart).
         let (mine, what) = if run.spawned {
             (
@@ -1365,7 +1375,11 @@ fn baku(args: BakuArgs) -> Result<()> {
         let ratio = mine / j.max(1e-9);
         progress!("ratio roundtable / Janus (CPU per forwarded packet): {ratio:.3} ({what})");
         baku["janus"] = janus;
-        baku["ratio_vs_janus"] = json!(round(ratio, 3));
+        baku["ratio_vs_janus"] = if ratio.is_finite() {
+            json!(round(ratio, 3))
+        } else {
+            Value::Null
+        };
         baku["ratio_vs_janus_basis"] = json!(what);
     }
     let result = json!({
@@ -1455,6 +1469,12 @@ impl Part {
         match self {
             Part::Rt(c) => c.latency_samples(mid),
             Part::Janus(c) => c.latency_samples(mid),
+        }
+    }
+    fn latency_count(&self, mid: &str) -> usize {
+        match self {
+            Part::Rt(c) => c.latency_count(mid),
+            Part::Janus(c) => c.latency_count(mid),
         }
     }
     fn sent(&self) -> u64 {
@@ -1784,7 +1804,7 @@ async fn ramp_side(args: &RampArgs, mut side: Side) -> Result<(Vec<Step>, Option
             .map(|(p, _)| {
                 p.stats()
                     .iter()
-                    .map(|t| (t.mid.clone(), p.latency_samples(&t.mid).len()))
+                    .map(|t| (t.mid.clone(), p.latency_count(&t.mid)))
                     .collect()
             })
             .collect();
@@ -1832,9 +1852,9 @@ async fn ramp_side(args: &RampArgs, mut side: Side) -> Result<(Vec<Step>, Option
         let received = d.audio_packets + d.video_packets;
         let delivery_ratio = d.received as f64 / d.expected.max(1) as f64;
         let loss = 1.0 - delivery_ratio;
-        let process_cpu_s = (ticks1 - ticks0) as f64 / TICKS_PER_SEC;
+        let process_cpu_s = ticks1.saturating_sub(ticks0) as f64 / TICKS_PER_SEC;
         let forwarded = match (&counters0, &counters1) {
-            (Some(a), Some(b)) => b.rtp_forwarded - a.rtp_forwarded,
+            (Some(a), Some(b)) => b.rtp_forwarded.saturating_sub(a.rtp_forwarded),
             _ => received,
         };
         let mut json = json!({
@@ -1849,11 +1869,11 @@ async fn ramp_side(args: &RampArgs, mut side: Side) -> Result<(Vec<Step>, Option
             "rss_per_participant_mib": round(rss.saturating_sub(rss_base) as f64 / 1024.0 / (target + 1) as f64, 3),
             "packets_forwarded_per_s": round(forwarded as f64 / secs, 1),
             "packets_received_per_s": round(received as f64 / secs, 1),
-            "packets_sent_per_s": round((sent1 - sent0) as f64 / secs, 1),
+            "packets_sent_per_s": round(sent1.saturating_sub(sent0) as f64 / secs, 1),
             "latency": latency_json(&latency),
         });
         if let (Some(a), Some(b)) = (&counters0, &counters1) {
-            let media_ns = media_ns1 - media_ns0;
+            let media_ns = media_ns1.saturating_sub(media_ns0);
             json["cpu_us_per_forwarded_packet"] =
                 json!(round(media_ns as f64 / 1000.0 / forwarded.max(1) as f64, 3));
             json["media_thread_core_share"] = json!(round(media_ns as f64 / 1e9 / secs, 3));
@@ -1887,7 +1907,10 @@ async fn ramp_side(args: &RampArgs, mut side: Side) -> Result<(Vec<Step>, Option
             p99_ms,
         });
         passed_all &= ok;
-        let next = target + args.step.max(1);
+        let mut next = target + args.step.max(1);
+        if target < args.forum && next > args.forum {
+            next = args.forum; // the forum size is measured even off the step grid
+        }
         // Go on while passing (up to --max), and in any case up to the forum size.
         let need_forum = target < args.forum;
         if next > args.max.max(args.forum) || (!passed_all && !need_forum) || args.step == 0 {
@@ -1987,18 +2010,22 @@ fn ramp(args: RampArgs) -> Result<()> {
         .await?;
         let janus = match &args.janus {
             Some(api) => {
-                let pid = janus_pid()?;
-                progress!("ramp: Janus at {api} (pid {pid})");
-                let side = Side::Janus {
-                    api: api.clone(),
-                    room: args.janus_room,
-                    opts: ClientOptions {
-                        bind_ip: args.janus_bind,
-                        ..ramp_options()
-                    },
-                    proc: format!("/proc/{pid}"),
+                let run = async {
+                    let pid = janus_pid()?;
+                    progress!("ramp: Janus at {api} (pid {pid})");
+                    let side = Side::Janus {
+                        api: api.clone(),
+                        room: args.janus_room,
+                        opts: ClientOptions {
+                            bind_ip: args.janus_bind,
+                            ..ramp_options()
+                        },
+                        proc: format!("/proc/{pid}"),
+                    };
+                    ramp_side(&args, side).await
                 };
-                Some(ramp_side(&args, side).await?)
+                // A Janus failure is recorded; roundtable's figures are written all the same.
+                Some(run.await.map_err(|e| e.to_string()))
             }
             None => None,
         };
@@ -2020,18 +2047,21 @@ fn ramp(args: RampArgs) -> Result<()> {
         },
         "roundtable": rt,
     });
-    if let Some((steps, fail)) = &janus {
-        out["janus"] = side_json(steps, fail, args.forum);
+    match &janus {
+        Some(Ok((steps, fail))) => out["janus"] = side_json(steps, fail, args.forum),
+        Some(Err(e)) => out["janus"] = json!({"error": e, "max_delegates": null, "forum": null}),
+        None => {}
     }
     progress!(
         "ramp: roundtable keeps loss <= {} and p99 <= {} ms up to {} delegates{}",
         args.loss_max,
         args.p99_max_ms,
         max_passing(&rt_steps),
-        janus
-            .as_ref()
-            .map(|(s, _)| format!("; Janus up to {}", max_passing(s)))
-            .unwrap_or_default()
+        match &janus {
+            Some(Ok((s, _))) => format!("; Janus up to {}", max_passing(s)),
+            Some(Err(e)) => format!("; Janus failed: {e}"),
+            None => String::new(),
+        }
     );
     write_json(&args.out, &out)?;
     progress!("wrote {}", args.out.display());
@@ -2234,7 +2264,7 @@ async fn run_janus(args: &BakuArgs, api: &str) -> Result<Value> {
         .map(|(c, _)| {
             c.stats()
                 .iter()
-                .map(|t| (t.mid.clone(), c.latency_samples(&t.mid).len()))
+                .map(|t| (t.mid.clone(), c.latency_count(&t.mid)))
                 .collect()
         })
         .collect();
@@ -2254,7 +2284,7 @@ async fn run_janus(args: &BakuArgs, api: &str) -> Result<Value> {
     let latency = LatencySummary::of(&all);
     let d = delivery(&before.subs, &after.subs);
     let received = d.audio_packets + d.video_packets;
-    let cpu_s = (after.ticks - before.ticks) as f64 / TICKS_PER_SEC;
+    let cpu_s = after.ticks.saturating_sub(before.ticks) as f64 / TICKS_PER_SEC;
     let us = cpu_s * 1e6 / received.max(1) as f64;
     let delivery_ratio = d.received as f64 / d.expected.max(1) as f64;
     let rss_per = after.rss_kib.saturating_sub(rss_base) as f64 / 1024.0 / (n + 1) as f64;
@@ -2294,7 +2324,7 @@ async fn run_janus(args: &BakuArgs, api: &str) -> Result<Value> {
         "rss_kib": {"before_join": rss_base, "after_window": after.rss_kib, "participants": n + 1},
         "load": {
             "window_s": round(secs, 3),
-            "packets_sent_by_publishers": after.sent - before.sent,
+            "packets_sent_by_publishers": after.sent.saturating_sub(before.sent),
             "packets_received_per_s": round(received as f64 / secs, 1),
             "audio_packets_received": d.audio_packets,
             "video_packets_received": d.video_packets,

@@ -197,6 +197,13 @@ impl Reception {
             .collect()
     }
 
+    /// How many delay samples the track on `mid` has.
+    pub(crate) fn latency_count(&self, mid: &str) -> usize {
+        self.recorders
+            .get(mid)
+            .map_or(0, |r| r.latency_samples().len())
+    }
+
     /// Raw one-way delay samples (µs) of the track on `mid`, in arrival order.
     pub(crate) fn latency_samples(&self, mid: &str) -> Vec<u32> {
         self.recorders
@@ -778,6 +785,11 @@ impl Client {
     /// Raw one-way delay samples (µs) of the track on `mid`, in arrival order.
     pub fn latency_samples(&self, mid: &str) -> Vec<u32> {
         self.lock_reception().latency_samples(mid)
+    }
+
+    /// How many delay samples the track on `mid` has (without copying them).
+    pub fn latency_count(&self, mid: &str) -> usize {
+        self.lock_reception().latency_count(mid)
     }
 
     /// Polls [`stats`](Self::stats) every 20 ms until `pred` holds (or the timeout).

@@ -90,8 +90,15 @@ impl Api {
         })
     }
 
-    /// One request on its own connection (`Connection: close`), the body read to the end.
+    /// One request on its own connection (`Connection: close`), the body read to the end;
+    /// at most a minute (a long poll answers within 30 s).
     async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        tokio::time::timeout(Duration::from_secs(60), self.call_once(method, path, body))
+            .await
+            .map_err(|_| Error::Timeout(format!("Janus {method} {path}")))?
+    }
+
+    async fn call_once(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
         let body = body.map(Value::to_string).unwrap_or_default();
         let req = format!(
             "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
@@ -110,40 +117,41 @@ impl Api {
         s.read_to_end(&mut buf)
             .await
             .map_err(|e| Error::Media(format!("Janus read: {e}")))?;
-        let text = String::from_utf8_lossy(&buf);
-        let (head, payload) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| Error::Protocol(format!("Janus answered {text:?}")))?;
-        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        let split = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| Error::Protocol("Janus answered without a header end".into()))?;
+        let head = String::from_utf8_lossy(&buf[..split]).to_ascii_lowercase();
+        let payload = &buf[split + 4..];
+        if !head.starts_with("http/1.1 200") && !head.starts_with("http/1.0 200") {
             return Err(Error::Protocol(format!(
                 "Janus answered {}",
                 head.lines().next().unwrap_or("")
             )));
         }
-        let payload = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
+        let payload = if head.contains("transfer-encoding: chunked") {
             dechunk(payload)
         } else {
-            payload.to_owned()
+            payload.to_vec()
         };
-        Ok(serde_json::from_str(&payload)?)
+        Ok(serde_json::from_slice(&payload)?)
     }
 }
 
-/// The body of a chunked HTTP/1.1 response.
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+/// The body of a chunked HTTP/1.1 response (bytes: a chunk may end inside a character).
+fn dechunk(mut s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = s.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&s[..eol]);
+        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else {
             break;
         };
+        let rest = &s[eol + 2..];
         if n == 0 || rest.len() < n {
             break;
         }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
+        out.extend_from_slice(&rest[..n]);
+        s = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
     }
     out
 }
@@ -251,13 +259,22 @@ impl JanusClient {
             closed: AtomicBool::new(false),
         });
         start_poller(&inner);
-        let joined = message(
-            &inner,
+        let client = JanusClient { inner };
+        let joined = match message(
+            &client.inner,
             handle,
             json!({"request": "join", "ptype": "publisher", "room": room, "display": display}),
             None,
         )
-        .await?;
+        .await
+        {
+            Ok(j) => j,
+            Err(e) => {
+                client.close().await; // the session goes now, not at Janus's timeout
+                return Err(e);
+            }
+        };
+        let inner = client.inner;
         let feed = joined["plugindata"]["data"]["id"]
             .as_u64()
             .ok_or_else(|| Error::Protocol(format!("join answered {joined}")))?;
@@ -438,6 +455,15 @@ impl JanusClient {
             .latency_samples(mid)
     }
 
+    /// How many delay samples the track on `mid` has (without copying them).
+    pub fn latency_count(&self, mid: &str) -> usize {
+        self.inner
+            .reception
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .latency_count(mid)
+    }
+
     /// What each published stream has sent so far.
     pub fn sent_stats(&self) -> Vec<SentStats> {
         self.inner
@@ -600,6 +626,11 @@ fn start_poller(inner: &Arc<Inner>) {
                 return;
             }
             match got {
+                Ok(v) if v["janus"] == "error" => {
+                    // The session is gone (timed out or destroyed): say so, poll slowly.
+                    inner.outbox.note_error(format!("long poll: {v}"));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
                 Ok(v) => {
                     let events = match v {
                         Value::Array(a) => a,
@@ -671,7 +702,15 @@ mod tests {
 
     #[test]
     fn a_chunked_body_is_joined() {
-        assert_eq!(dechunk("3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n"), "{\"a\":1}");
+        assert_eq!(
+            dechunk(b"3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n"),
+            b"{\"a\":1}".to_vec()
+        );
+        // A chunk boundary inside a two-byte character.
+        assert_eq!(
+            dechunk(b"1\r\n\xc3\r\n1\r\n\xa9\r\n0\r\n\r\n"),
+            "é".as_bytes().to_vec()
+        );
     }
 
     #[test]
