@@ -45,7 +45,10 @@ else
   JANUS_ARGS=()
 fi
 cargo run --quiet -p roundtable-headless --example rt-media-bench -- baku --delegates 4 --secs 5 \
-  "${JANUS_ARGS[@]}" --out target/bench-smoke/baku.json
+  --strict "${JANUS_ARGS[@]}" --out target/bench-smoke/baku.json
+# The ramp (forum) tool too: two steps of two audio-only delegates, then Janus.
+cargo run --quiet -p roundtable-headless --example rt-media-bench -- ramp --start 2 --step 2 \
+  --max 4 --forum 4 --secs 2 --settle-secs 1 --strict "${JANUS_ARGS[@]}" --out target/bench-smoke/ramp.json
 $SUDO bash bench/janus/janus.sh stop
 echo "== browser tests (web/ type check, then real Chromium against the release binary)"
 cargo build --release --quiet --bin roundtable

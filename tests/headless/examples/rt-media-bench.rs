@@ -151,6 +151,10 @@ struct BakuArgs {
     /// The local address the clients bind for `--janus` (the host side of janus.sh's veth).
     #[arg(long, default_value = "10.77.0.1")]
     janus_bind: std::net::IpAddr,
+    /// Exit with an error when anything failed (a Janus run, a join, a step), after writing
+    /// the JSON: for the smoke runs in tests/run.sh.
+    #[arg(long)]
+    strict: bool,
 }
 
 macro_rules! progress {
@@ -1389,6 +1393,11 @@ fn baku(args: BakuArgs) -> Result<()> {
         "scenarios": {"baku": baku},
     });
     write_json(&args.out, &result)?;
+    if args.strict
+        && let Some(e) = result["scenarios"]["baku"]["janus"]["error"].as_str()
+    {
+        return Err(format!("--strict: Janus failed: {e}").into());
+    }
     progress!("wrote {}", args.out.display());
     Ok(())
 }
@@ -1446,6 +1455,10 @@ struct RampArgs {
     /// The local address the clients bind for `--janus`.
     #[arg(long, default_value = "10.77.0.1")]
     janus_bind: std::net::IpAddr,
+    /// Exit with an error when anything failed (a Janus run, a join, a step), after writing
+    /// the JSON: for the smoke runs in tests/run.sh.
+    #[arg(long)]
+    strict: bool,
     /// Where to write the JSON result.
     #[arg(long, default_value = "bench/results/ramp.json")]
     out: PathBuf,
@@ -2064,6 +2077,30 @@ fn ramp(args: RampArgs) -> Result<()> {
         }
     );
     write_json(&args.out, &out)?;
+    if args.strict {
+        let mut failed = Vec::new();
+        if let Some(f) = &rt_fail {
+            failed.push(format!("roundtable: {f}"));
+        }
+        if rt_steps.is_empty() {
+            failed.push("roundtable: no step measured".into());
+        }
+        match &janus {
+            Some(Err(e)) => failed.push(format!("janus: {e}")),
+            Some(Ok((steps, f))) => {
+                if let Some(f) = f {
+                    failed.push(format!("janus: {f}"));
+                }
+                if steps.is_empty() {
+                    failed.push("janus: no step measured".into());
+                }
+            }
+            None => {}
+        }
+        if !failed.is_empty() {
+            return Err(format!("--strict: {}", failed.join("; ")).into());
+        }
+    }
     progress!("wrote {}", args.out.display());
     Ok(())
 }
