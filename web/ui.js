@@ -31,6 +31,9 @@ export function h(tag, attrs = {}, ...children) {
       el.className = v;
     } else if (k === 'text') {
       el.textContent = v;
+    } else if (k === 'style') {
+      // Through the CSSOM: the pages' Content-Security-Policy refuses inline style attributes.
+      el.style.cssText = String(v);
     } else if (v === true) {
       el.setAttribute(k, '');
     } else {

@@ -673,6 +673,21 @@ try {
     await phone.ctx.close();
     return `${shots.length} screenshots in ${ARTIFACTS}`;
   });
+  // ------------------------------------------------------------------------ 13
+  // Every page above ran under its Content-Security-Policy (the early-join inline script by
+  // hash, everything else from this origin): nothing it needs was refused.
+  await test('13. no page broke its Content-Security-Policy, and the headers are there', async () => {
+    const refused = consoleLog.filter((l) => /Content Security Policy|Refused to (execute|load|connect|apply)/i.test(l));
+    assert(refused.length === 0, `CSP refusals: ${refused.slice(0, 3).join(' | ')}`);
+    const { ctx, page } = await open(srv.invite('delegate', 'Header check', 'Test delegation', 'dlg'), 'headers');
+    const r = await page.request.get(page.url());
+    const h = r.headers();
+    await ctx.close();
+    assert(/script-src 'self' 'sha256-/.test(h['content-security-policy'] ?? ''), `csp ${h['content-security-policy']}`);
+    assert(h['x-frame-options'] === 'DENY', `x-frame-options ${h['x-frame-options']}`);
+    assert(/microphone=\(self\)/.test(h['permissions-policy'] ?? ''), `permissions-policy ${h['permissions-policy']}`);
+    return `no refusals in ${consoleLog.length} console lines; ${h['content-security-policy'].split(';').length} directives`;
+  });
 } catch (e) {
   console.log(`FAIL set-up: ${e?.stack ?? e}`);
   results.push({ name: 'set-up', ok: false, error: String(e) });
