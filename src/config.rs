@@ -201,6 +201,9 @@ pub struct ServerConfig {
     pub command_burst: u32,
     /// Lifetime of issued tokens, in hours. Default 72.
     pub token_ttl_hours: u32,
+    /// Origins (`https://host[:port]`) whose pages may open the websocket besides the
+    /// server's own (the request's `Host`, and [`Self::public_url`]'s). Default none.
+    pub allowed_origins: Vec<String>,
 }
 
 /// One meeting: identity, schedule, floor rules and agenda.
@@ -344,6 +347,7 @@ impl Default for ServerConfig {
             commands_per_second: 20,
             command_burst: 40,
             token_ttl_hours: 72,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -488,6 +492,18 @@ impl ServerConfig {
                 ),
             )
         })?;
+        for o in &self.allowed_origins {
+            let ok = match o.trim_end_matches('/').split_once("://") {
+                Some(("http" | "https", host)) => !host.is_empty() && !host.contains('/'),
+                _ => false,
+            };
+            if !ok {
+                return Err(invalid(
+                    "server.allowed_origins",
+                    format!("each must be an origin like \"https://host:port\" (got {o:?})"),
+                ));
+            }
+        }
         let url = self.public_url.trim();
         let has_scheme = url.starts_with("http://") || url.starts_with("https://");
         if !url.is_empty() && !has_scheme {
@@ -880,6 +896,19 @@ minutes = 5
     fn rejects_bad_listen() {
         assert_eq!(server_error("listen = \"localhost\""), "server.listen");
         assert_eq!(server_error("listen = \"127.0.0.1\""), "server.listen");
+    }
+
+    #[test]
+    fn rejects_an_allowed_origin_that_is_not_an_origin() {
+        for bad in ["example.org", "https://example.org/path", "ftp://x"] {
+            assert_eq!(
+                server_error(&format!("allowed_origins = [\"{bad}\"]")),
+                "server.allowed_origins",
+                "{bad}"
+            );
+        }
+        let src = format!("[server]\nallowed_origins = [\"https://portal.example.org\"]\n{MIN}");
+        assert!(Config::from_toml_str(&src, "test").is_ok());
     }
 
     #[test]

@@ -122,6 +122,16 @@ pub async fn prepare(config: &Config, clock: Clock) -> Result<Prepared, ServerEr
             max_frame_bytes: config.server.max_frame_bytes as usize,
             commands_per_second: config.server.commands_per_second,
             command_burst: config.server.command_burst,
+            allowed_origins: config
+                .server
+                .allowed_origins
+                .iter()
+                .map(|o| crate::http::origin_of(o))
+                .chain(
+                    (!config.server.public_url.trim().is_empty())
+                        .then(|| crate::http::origin_of(&config.server.public_url)),
+                )
+                .collect(),
         },
         started: Instant::now(),
         next_conn: AtomicU64::new(1),

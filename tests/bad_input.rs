@@ -331,6 +331,39 @@ async fn bad_tokens_are_refused_before_the_upgrade() {
         let url = format!("ws://{}{}", server.addr, path);
         assert!(tokio_tungstenite::connect_async(url).await.is_err());
     }
+    // A page on another site holding a good token cannot open the websocket: a browser sends
+    // its Origin, and only the server's own (or an allowed one) passes. No Origin (not a
+    // browser) and the server's own origin do.
+    {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("ws://{}/ws?token={good}", server.addr);
+        for (origin, ok) in [
+            (Some("https://evil.example".to_owned()), false),
+            (Some(format!("http://{}.evil.example", server.addr)), false),
+            (Some(format!("http://{}", server.addr)), true),
+            (None, true),
+        ] {
+            let mut req = url.as_str().into_client_request().expect("request");
+            if let Some(o) = &origin {
+                req.headers_mut()
+                    .insert("origin", o.parse().expect("header"));
+            }
+            match tokio_tungstenite::connect_async(req).await {
+                Ok((mut ws, _)) => {
+                    assert!(ok, "{origin:?} was let in");
+                    let _ = ws.close(None).await;
+                }
+                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                    assert!(!ok, "{origin:?} refused: {resp:?}");
+                    assert_eq!(resp.status(), 403);
+                    let v: Value = serde_json::from_slice(resp.body().as_deref().unwrap_or(b"{}"))
+                        .expect("JSON");
+                    assert_eq!(v["code"], "origin_forbidden");
+                }
+                Err(e) => panic!("{origin:?}: {e}"),
+            }
+        }
+    }
     // The good token still works; its invitation page names the guest.
     let _ = Client::join(server.addr, &good).await;
     let (s, page) = http_get(server.addr, &format!("/join?token={good}")).await;

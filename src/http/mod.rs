@@ -24,7 +24,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -54,6 +54,32 @@ pub struct Limits {
     pub commands_per_second: u32,
     /// Token bucket size.
     pub command_burst: u32,
+    /// Origins whose pages may open the websocket besides the server's own, normalised
+    /// (lowercase, no trailing slash): `server.allowed_origins` and `public_url`'s origin.
+    pub allowed_origins: Vec<String>,
+}
+
+/// `scheme://host[:port]` of a URL, lowercase, without a path or trailing slash.
+pub fn origin_of(url: &str) -> String {
+    let url = url.trim().to_ascii_lowercase();
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", &url));
+    let host = rest.split('/').next().unwrap_or("");
+    format!("{scheme}://{host}")
+}
+
+/// Whether a websocket upgrade from a page at `origin` may go on: no `Origin` (not a browser),
+/// the server's own host (the request's `Host`), or an allowed origin. A browser always sends
+/// `Origin` on a websocket, so a page elsewhere cannot open one with a token it holds.
+fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
+    let Some(origin) = origin else {
+        return true;
+    };
+    let o = origin_of(origin);
+    let own = host.is_some_and(|h| {
+        let h = h.to_ascii_lowercase();
+        o == format!("http://{h}") || o == format!("https://{h}")
+    });
+    own || allowed.contains(&o)
 }
 
 /// State shared by every request handler.
@@ -313,8 +339,26 @@ fn who(claims: &Claims) -> Who {
 async fn ws(
     State(s): State<Arc<Shared>>,
     Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if !origin_allowed(
+        text(header::ORIGIN),
+        text(header::HOST),
+        &s.limits.allowed_origins,
+    ) {
+        tracing::info!(origin = ?text(header::ORIGIN), "refused a websocket from another origin");
+        return error(
+            StatusCode::FORBIDDEN,
+            "origin_forbidden",
+            "this page's origin may not open the meeting's websocket (server.allowed_origins)",
+        );
+    }
     // The token is checked before anything else: a bad one never gets a websocket.
     let (claims, meeting) = match authenticate(&s, q.token.as_deref()) {
         Ok(v) => v,
@@ -391,4 +435,49 @@ async fn minutes_handler(
     }
     let (body, mime) = minutes::render(&m, format);
     ([(header::CONTENT_TYPE, mime)], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_websocket_from_another_origin_is_refused_unless_allowed() {
+        let allowed = vec![origin_of("https://Portal.example.org/")];
+        let host = Some("rt.example.org:8443");
+        // Not a browser: no Origin header.
+        assert!(origin_allowed(None, host, &[]));
+        // The server's own pages, either scheme (behind a TLS proxy the Host is the same).
+        assert!(origin_allowed(
+            Some("https://rt.example.org:8443"),
+            host,
+            &[]
+        ));
+        assert!(origin_allowed(
+            Some("http://RT.example.org:8443"),
+            host,
+            &[]
+        ));
+        // Another site, another port, a look-alike.
+        for o in [
+            "https://evil.example",
+            "https://rt.example.org",
+            "https://rt.example.org:8443.evil.example",
+            "null",
+        ] {
+            assert!(!origin_allowed(Some(o), host, &[]), "{o}");
+        }
+        // An allowed portal.
+        assert!(origin_allowed(
+            Some("https://portal.example.org"),
+            host,
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            Some("https://portal.example.org"),
+            None,
+            &[]
+        ));
+        assert_eq!(origin_of("https://a.b:1/x/y"), "https://a.b:1");
+    }
 }
