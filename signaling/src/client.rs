@@ -512,10 +512,3 @@ pub enum Microphones {
     /// meetings: a forum of 300 would otherwise give every subscriber 300 audio m-lines.
     Open,
 }
-
-impl Microphones {
-    /// Whether this is the default (`all`).
-    pub fn is_all(&self) -> bool {
-        *self == Microphones::All
-    }
-}

@@ -821,13 +821,7 @@ async fn run_media(args: &BakuArgs) -> Result<MediaRun> {
     publishers.extend(delegates.iter().map(|(_, c)| c.clone()));
     let lat_before: Vec<BTreeMap<String, usize>> = subs
         .iter()
-        .map(|s| {
-            s.client
-                .stats()
-                .iter()
-                .map(|t| (t.mid.clone(), s.client.latency_count(&t.mid)))
-                .collect()
-        })
+        .map(|s| sample_counts(&s.client.stats(), |m| s.client.latency_count(m)))
         .collect();
     let before = snapshot(&mut sut, media_tid, &subs, &publishers).await?;
     progress!("measuring {} s", args.secs);
@@ -1675,12 +1669,11 @@ async fn forum_subscribe(
                     mid: m[0].clone(),
                     substream: None,
                 });
-                // Janus's substream 0 is the first rid offered, `q`... see run_janus: our top
-                // layer `f` of three is Janus's 0.
+                // The program's top layer (`f`, the third of three).
                 list.push(JanusStream {
                     feed: r.feed(),
                     mid: m[1].clone(),
-                    substream: Some(0),
+                    substream: Some(janus_substream(3, 2)),
                 });
             }
             if h.feed() != c.feed() {
@@ -1814,12 +1807,7 @@ async fn ramp_side(args: &RampArgs, mut side: Side) -> Result<(Vec<Step>, Option
         // The window.
         let lat_before: Vec<BTreeMap<String, usize>> = subs
             .iter()
-            .map(|(p, _)| {
-                p.stats()
-                    .iter()
-                    .map(|t| (t.mid.clone(), p.latency_count(&t.mid)))
-                    .collect()
-            })
+            .map(|(p, _)| sample_counts(&p.stats(), |m| p.latency_count(m)))
             .collect();
         let proc = side.proc().to_owned();
         let (media_ns0, counters0) = match &mut side {
@@ -1854,11 +1842,7 @@ async fn ramp_side(args: &RampArgs, mut side: Side) -> Result<(Vec<Step>, Option
         let rss = rss_kib(&proc);
         let mut all = Vec::new();
         for ((p, _), start) in subs.iter().zip(&lat_before) {
-            for t in p.stats() {
-                let samples = p.latency_samples(&t.mid);
-                let from = start.get(&t.mid).copied().unwrap_or(0).min(samples.len());
-                all.extend_from_slice(&samples[from..]);
-            }
+            samples_since(&p.stats(), start, |m| p.latency_samples(m), &mut all);
         }
         let latency = LatencySummary::of(&all);
         let d = delivery(&stats0, &stats1);
@@ -2107,6 +2091,38 @@ fn ramp(args: RampArgs) -> Result<()> {
 
 // ----- Janus side by side -----------------------------------------------------------------
 
+/// Janus's substream for our simulcast layer `ours` (0 = `q`) of a publisher with `layers`.
+/// Janus numbers a publisher's rids from the top: the first rid in `a=simulcast` is its
+/// highest substream (janus.js offers `h;m;l`). Ours are offered low first (`q;h;f`, as the
+/// roundtable web client does), so our layer `l` of `n` is Janus's `n - 1 - l` (measured:
+/// substream 2 of the room's three layers gave the `q` rate, 16 packets/s, and substream 0 of
+/// a two-layer camera its `h` rate, 61).
+fn janus_substream(layers: u8, ours: u8) -> u8 {
+    layers.saturating_sub(1).saturating_sub(ours)
+}
+
+/// How many delay samples each received track has now (by mid): the start of a window.
+fn sample_counts(tracks: &[TrackStats], count: impl Fn(&str) -> usize) -> BTreeMap<String, usize> {
+    tracks
+        .iter()
+        .map(|t| (t.mid.clone(), count(&t.mid)))
+        .collect()
+}
+
+/// Appends to `out` every delay sample that arrived since `start` ([`sample_counts`]).
+fn samples_since(
+    tracks: &[TrackStats],
+    start: &BTreeMap<String, usize>,
+    samples: impl Fn(&str) -> Vec<u32>,
+    out: &mut Vec<u32>,
+) {
+    for t in tracks {
+        let all = samples(&t.mid);
+        let from = start.get(&t.mid).copied().unwrap_or(0).min(all.len());
+        out.extend_from_slice(&all[from..]);
+    }
+}
+
 /// The Janus process (`janus -F …`, as bench/janus/janus.sh starts it).
 fn janus_pid() -> Result<u32> {
     for e in std::fs::read_dir("/proc")?.flatten() {
@@ -2213,12 +2229,7 @@ async fn run_janus(args: &BakuArgs, api: &str) -> Result<Value> {
     );
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
-    // Janus numbers a publisher's rids from the top: the first rid in `a=simulcast` is its
-    // highest substream (janus.js offers `h;m;l`). Ours are offered low first (`q;h;f`, as the
-    // roundtable web client does), so our layer `l` of `layers` is Janus's `layers - 1 - l`
-    // (measured: substream 2 of the room's three layers gave the `q` rate, 16 packets/s, and
-    // substream 0 of a two-layer camera its `h` rate, 61).
-    let janus_layer = |layers: u8, ours: u8| Some(layers - 1 - ours);
+    let janus_layer = |layers: u8, ours: u8| Some(janus_substream(layers, ours));
     let stream = |c: &JanusClient, i: usize, layer: Option<u8>| JanusStream {
         feed: c.feed(),
         mid: c.mids().get(i).cloned().unwrap_or_default(),
@@ -2298,12 +2309,7 @@ async fn run_janus(args: &BakuArgs, api: &str) -> Result<Value> {
     pubs.extend(delegates.iter().cloned());
     let lat_before: Vec<BTreeMap<String, usize>> = subs
         .iter()
-        .map(|(c, _)| {
-            c.stats()
-                .iter()
-                .map(|t| (t.mid.clone(), c.latency_count(&t.mid)))
-                .collect()
-        })
+        .map(|(c, _)| sample_counts(&c.stats(), |m| c.latency_count(m)))
         .collect();
     let before = janus_snap(&proc, &subs, &pubs);
     progress!("janus: measuring {} s", args.secs);
@@ -2312,11 +2318,7 @@ async fn run_janus(args: &BakuArgs, api: &str) -> Result<Value> {
     let secs = (after.at - before.at).as_secs_f64();
     let mut all = Vec::new();
     for ((c, _), start) in subs.iter().zip(&lat_before) {
-        for t in c.stats() {
-            let samples = c.latency_samples(&t.mid);
-            let from = start.get(&t.mid).copied().unwrap_or(0).min(samples.len());
-            all.extend_from_slice(&samples[from..]);
-        }
+        samples_since(&c.stats(), start, |m| c.latency_samples(m), &mut all);
     }
     let latency = LatencySummary::of(&all);
     let d = delivery(&before.subs, &after.subs);
