@@ -125,6 +125,10 @@ pub struct Claims {
     /// Short random id of this particular invite (for auditing / revocation).
     #[serde(rename = "i")]
     pub invite: String,
+    /// The invite works once: its first connection redeems it, and later connections use
+    /// the session token the server hands out in `welcome`.
+    #[serde(rename = "o", default, skip_serializing_if = "std::ops::Not::not")]
+    pub once: bool,
 }
 
 impl Claims {
@@ -319,6 +323,7 @@ pub fn new_invite(
         delegation: delegation.to_owned(),
         expires_at: now_unix.saturating_add(ttl),
         invite: random_hex(4),
+        once: false,
     }
 }
 

@@ -204,6 +204,67 @@ pub struct ServerConfig {
     /// Origins (`https://host[:port]`) whose pages may open the websocket besides the
     /// server's own (the request's `Host`, and [`Self::public_url`]'s). Default none.
     pub allowed_origins: Vec<String>,
+    /// How long a participant whose connection dropped keeps their place in the queue and
+    /// their floor, waiting for them to come back, in seconds (0..=3600). Default 60.
+    pub resume_grace_secs: u32,
+    /// TLS certificate chain (PEM); with [`Self::tls_key`], the server speaks HTTPS/WSS itself.
+    /// Empty: plain HTTP (behind a reverse proxy, or on a LAN). Default empty.
+    pub tls_cert: String,
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1). Default empty.
+    pub tls_key: String,
+    /// Open connections per remote IP address (0: no limit). Default 512.
+    pub max_connections_per_ip: u32,
+    /// New connections per second per remote IP address, with a burst of ten times this (0: no
+    /// limit). Default 50.
+    pub connections_per_ip_per_sec: u32,
+    /// How many participants of each role may be connected to a meeting at once.
+    pub max_per_role: RoleLimits,
+}
+
+/// Connected participants per role and meeting (`[server.max_per_role]`); each 1..=10000.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoleLimits {
+    /// The chair (and co-chairs). Default 4.
+    pub moderator: u32,
+    /// Remote delegates. Default 300.
+    pub delegate: u32,
+    /// Room endpoints. Default 4.
+    pub room: u32,
+    /// Technicians. Default 8.
+    pub technician: u32,
+    /// Observers. Default 500.
+    pub observer: u32,
+    /// Floor assistants. Default 8.
+    pub assistant: u32,
+}
+
+impl Default for RoleLimits {
+    fn default() -> Self {
+        RoleLimits {
+            moderator: 4,
+            delegate: 300,
+            room: 4,
+            technician: 8,
+            observer: 500,
+            assistant: 8,
+        }
+    }
+}
+
+impl RoleLimits {
+    /// The limit for `role`.
+    pub fn of(&self, role: roundtable_signaling::Role) -> u32 {
+        use roundtable_signaling::Role as R;
+        match role {
+            R::Moderator => self.moderator,
+            R::Delegate => self.delegate,
+            R::Room => self.room,
+            R::Technician => self.technician,
+            R::Observer => self.observer,
+            R::Assistant => self.assistant,
+        }
+    }
 }
 
 /// One meeting: identity, schedule, floor rules and agenda.
@@ -348,6 +409,12 @@ impl Default for ServerConfig {
             command_burst: 40,
             token_ttl_hours: 72,
             allowed_origins: Vec::new(),
+            resume_grace_secs: 60,
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            max_connections_per_ip: 512,
+            connections_per_ip_per_sec: 50,
+            max_per_role: RoleLimits::default(),
         }
     }
 }
@@ -391,7 +458,12 @@ impl ServerConfig {
     pub fn base_url(&self) -> String {
         let url = self.public_url.trim().trim_end_matches('/');
         if url.is_empty() {
-            format!("http://{}", self.listen_addr)
+            let scheme = if self.tls_cert.trim().is_empty() {
+                "http"
+            } else {
+                "https"
+            };
+            format!("{scheme}://{}", self.listen_addr)
         } else {
             url.to_string()
         }
@@ -524,6 +596,26 @@ impl ServerConfig {
         check_positive("server.commands_per_second", self.commands_per_second)?;
         check_positive("server.command_burst", self.command_burst)?;
         check_positive("server.token_ttl_hours", self.token_ttl_hours)?;
+        check_range("server.resume_grace_secs", self.resume_grace_secs, 0, 3600)?;
+        for role in roundtable_signaling::Role::ALL {
+            check_range(
+                &format!("server.max_per_role.{}", role.as_str()),
+                self.max_per_role.of(role),
+                1,
+                10_000,
+            )?;
+        }
+        if self.tls_cert.trim().is_empty() != self.tls_key.trim().is_empty() {
+            let key = if self.tls_cert.trim().is_empty() {
+                "server.tls_cert"
+            } else {
+                "server.tls_key"
+            };
+            return Err(invalid(
+                key,
+                "tls_cert and tls_key go together: set both (HTTPS) or neither (HTTP)".to_owned(),
+            ));
+        }
         let secret_len = self.secret.chars().count();
         if secret_len > 0 && secret_len < crate::auth::MIN_SECRET_LEN {
             return Err(invalid(

@@ -11,6 +11,7 @@
 //! - [`store`]: the SQLite journal (group commit, synced) and the minutes built from it.
 //! - [`http`]: `app()`, the axum router: websocket, minutes API, health.
 //! - [`auth`]: HMAC-signed invite tokens and the server secret.
+//! - [`invites`]: invites revoked by the chair or redeemed once, checked before every upgrade.
 //! - [`config`]: TOML configuration; `config/default.toml` (the Baku roundtable) is built in.
 //! - [`server`]: `prepare`/`serve`/`run(listener, config, clock, shutdown)`, called by `main`
 //!   and by the integration tests alike.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod floor;
 pub mod health;
 pub mod http;
+pub mod invites;
 pub mod media;
 pub mod meeting;
 pub mod metrics;

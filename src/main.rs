@@ -54,6 +54,10 @@ enum Cmd {
         /// Validity in hours (default: server.token_ttl_hours).
         #[arg(long)]
         hours: Option<u32>,
+        /// The link works once: its first connection redeems it (a forwarded copy is refused
+        /// with token_used); the page keeps a session token for its reconnects.
+        #[arg(long)]
+        once: bool,
     },
     /// Print the minutes of a meeting from the journal.
     Minutes {
@@ -133,6 +137,7 @@ fn run(command: Option<Cmd>, mut config: Config) -> anyhow::Result<()> {
             participant,
             meeting,
             hours,
+            once,
         } => {
             let m = pick_meeting(&config, meeting.as_deref())?;
             if let Some(id) = participant.as_deref() {
@@ -147,7 +152,7 @@ fn run(command: Option<Cmd>, mut config: Config) -> anyhow::Result<()> {
             }
             let secret = server::secret(&config)?;
             let ttl = u64::from(hours.unwrap_or(config.server.token_ttl_hours)) * 3600;
-            let claims = auth::new_invite(
+            let mut claims = auth::new_invite(
                 &m.id,
                 role,
                 participant.as_deref(),
@@ -156,6 +161,8 @@ fn run(command: Option<Cmd>, mut config: Config) -> anyhow::Result<()> {
                 ttl,
                 now_unix(),
             );
+            claims.once = once;
+            eprintln!("invite id: {}", claims.invite);
             println!(
                 "{}",
                 auth::join_url(&config.server.base_url(), &auth::sign(&secret, &claims))

@@ -95,6 +95,27 @@ pub fn render(
     let _ = writeln!(o, "roundtable_websocket_clients {ws_clients}");
     metric(
         &mut o,
+        "roundtable_tokio_tasks",
+        "gauge",
+        "Tasks alive in the server's async runtime (a leak shows as growth).",
+    );
+    let tasks = tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_alive_tasks())
+        .unwrap_or(0);
+    let _ = writeln!(o, "roundtable_tokio_tasks {tasks}");
+    metric(
+        &mut o,
+        "roundtable_resumes_total",
+        "counter",
+        "Connections that resumed their event stream from a sequence number.",
+    );
+    let _ = writeln!(
+        o,
+        "roundtable_resumes_total {}",
+        counters.resumes.load(Ordering::Relaxed)
+    );
+    metric(
+        &mut o,
         "roundtable_participants",
         "gauge",
         "Connected participants by meeting and role.",

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
@@ -41,6 +40,9 @@ pub enum ServerError {
     /// The listener failed.
     #[error("http: {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS certificate or key could not be loaded.
+    #[error("tls: {0}")]
+    Tls(#[from] crate::http::listen::ListenError),
     /// The media engine could not start (e.g. its UDP port is taken).
     #[error("media: {0}")]
     Media(#[from] crate::media::engine::MediaError),
@@ -55,6 +57,8 @@ pub struct Prepared {
     media: Option<crate::media::engine::MediaHandle>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    addr_limits: crate::http::listen::AddrLimits,
 }
 
 impl Prepared {
@@ -76,6 +80,14 @@ pub fn secret(config: &Config) -> Result<Secret, AuthError> {
 /// Opens the journal and starts every meeting.
 pub async fn prepare(config: &Config, clock: Clock) -> Result<Prepared, ServerError> {
     let secret = secret(config)?;
+    let tls = if config.server.tls_cert.trim().is_empty() {
+        None
+    } else {
+        Some(crate::http::listen::tls_acceptor(
+            config.server.tls_cert.trim(),
+            config.server.tls_key.trim(),
+        )?)
+    };
     let path = config.server.data_dir.join(JOURNAL_FILE);
     let journal = tokio::task::spawn_blocking(move || Journal::open(&path))
         .await
@@ -99,9 +111,19 @@ pub async fn prepare(config: &Config, clock: Clock) -> Result<Prepared, ServerEr
     } else {
         (None, None)
     };
+    let invites = Arc::new(
+        crate::invites::Invites::load(journal.clone())
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?,
+    );
     for (room, m) in config.meetings.iter().enumerate() {
         let (handle, task) = meeting::start(
             m,
+            meeting::Settings {
+                grace_ms: i64::from(config.server.resume_grace_secs) * 1000,
+                invites: invites.clone(),
+                max_per_role: config.server.max_per_role.clone(),
+            },
             media.clone(),
             hub.clone().map(|h| (h, room as u32 + 1)),
             journal.clone(),
@@ -118,6 +140,8 @@ pub async fn prepare(config: &Config, clock: Clock) -> Result<Prepared, ServerEr
         meetings,
         journal,
         clock,
+        invites,
+        listen: Default::default(),
         limits: Limits {
             max_frame_bytes: config.server.max_frame_bytes as usize,
             commands_per_second: config.server.commands_per_second,
@@ -146,6 +170,11 @@ pub async fn prepare(config: &Config, clock: Clock) -> Result<Prepared, ServerEr
         media: hub.map(|h| h.engine),
         shutdown_tx,
         tasks,
+        tls,
+        addr_limits: crate::http::listen::AddrLimits {
+            max_open: config.server.max_connections_per_ip,
+            per_sec: config.server.connections_per_ip_per_sec,
+        },
     })
 }
 
@@ -161,28 +190,22 @@ pub async fn serve(
         shutdown_tx,
         tasks,
         media,
+        tls,
+        addr_limits,
         ..
     } = prepared;
-    info!(addr = %listener.local_addr()?, "listening");
+    info!(addr = %listener.local_addr()?, tls = tls.is_some(), "listening");
     let app = http::app(shared.clone());
-    let mut stop = shared.shutdown.clone();
+    let stop = shared.shutdown.clone();
     let tx = shutdown_tx.clone();
     tokio::spawn(async move {
         shutdown.await;
         let _ = tx.send(true);
     });
-    // Events and acks are small frames sent back to back: without TCP_NODELAY, Nagle's
-    // algorithm holds each behind the client's delayed ACK (~40 ms; docs/PERFORMANCE.md).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await?;
+    // Our own accept loop (TLS, per-address limits, header timeout, TCP_NODELAY: events and
+    // acks are small frames sent back to back, and Nagle's algorithm would hold each behind
+    // the client's delayed ACK, ~40 ms; docs/PERFORMANCE.md).
+    http::listen::serve(listener, app, tls, addr_limits, shared.listen.clone(), stop).await?;
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(3), async {
         for t in tasks {

@@ -191,6 +191,48 @@ async fn malformed_frames_get_errors_and_the_connection_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_from_every_role_is_checked() {
     let server = TestServer::start("roles").await;
+    // The role matrix of docs/SECURITY.md: command → the roles with a ✓.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/SECURITY.md"))
+        .expect("docs/SECURITY.md");
+    let mut header: Vec<String> = Vec::new();
+    let mut matrix: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for line in doc.lines() {
+        let cells: Vec<&str> = line
+            .trim()
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
+        if cells.first() == Some(&"command") && cells.get(1) == Some(&"moderator") {
+            header = cells[1..].iter().map(|c| (*c).to_owned()).collect();
+            continue;
+        }
+        if header.is_empty() || !line.starts_with("| `") {
+            if !header.is_empty() && !matrix.is_empty() && !line.starts_with('|') {
+                break;
+            }
+            continue;
+        }
+        let name = cells[0].trim_matches('`');
+        if name.contains(' ') {
+            continue; // an HTTP route (`GET /api/minutes`)
+        }
+        let roles = header
+            .iter()
+            .zip(&cells[1..])
+            .filter(|(_, c)| c.starts_with('✓'))
+            .map(|(r, _)| r.clone())
+            .collect();
+        matrix.insert(name.to_owned(), roles);
+    }
+    let mut documented: Vec<&str> = matrix.keys().map(String::as_str).collect();
+    documented.sort_unstable();
+    let mut all: Vec<&str> = Command::TYPES.to_vec();
+    all.sort_unstable();
+    assert_eq!(
+        documented, all,
+        "SECURITY.md's matrix lists exactly the protocol's commands"
+    );
     let samples: Vec<Value> = Command::TYPES
         .iter()
         .filter(|t| !matches!(**t, "hello" | "ping"))
@@ -239,10 +281,23 @@ async fn every_command_from_every_role_is_checked() {
         let mut c = server
             .join(role, &format!("p-{}", role.as_str()), "P", "X")
             .await;
-        for cmd in &samples {
+        // `leave` ends the connection: it goes last.
+        let (leave, rest): (Vec<&Value>, Vec<&Value>) =
+            samples.iter().partition(|c| c["type"] == "leave");
+        for cmd in rest.into_iter().chain(leave) {
             let parsed: Command = serde_json::from_value(cmd.clone()).expect("sample parses");
             let answer = c.cmd(cmd.clone()).await;
             let allowed = roundtable::meeting::allowed(role, &parsed);
+            // The documented matrix says the same.
+            let t = cmd["type"].as_str().unwrap_or("");
+            let documented = matrix
+                .get(t)
+                .unwrap_or_else(|| panic!("docs/SECURITY.md has no row for {t}"))
+                .contains(&role.as_str().to_owned());
+            assert_eq!(
+                allowed, documented,
+                "{role:?} {t}: roles.rs and SECURITY.md differ"
+            );
             if allowed {
                 assert_ne!(answer["code"], "forbidden", "{role:?} {cmd} → {answer}");
             } else {

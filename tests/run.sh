@@ -50,8 +50,13 @@ cargo run --quiet -p roundtable-headless --example rt-media-bench -- baku --dele
 cargo run --quiet -p roundtable-headless --example rt-media-bench -- ramp --start 2 --step 2 \
   --max 4 --forum 4 --secs 2 --settle-secs 1 --strict "${JANUS_ARGS[@]}" --out target/bench-smoke/ramp.json
 $SUDO bash bench/janus/janus.sh stop
-echo "== browser tests (web/ type check, then real Chromium against the release binary)"
 cargo build --release --quiet --bin roundtable
+echo "== soak (bounded): 200 websocket and 20 media delegates join, raise hands, drop and resume"
+# The longer run (10 minutes and more) is in docs/PERFORMANCE.md. Clients: debug build (built
+# by the tests above); server: the release binary.
+cargo run --quiet -p roundtable-headless --example rt-soak -- --server target/release/roundtable \
+  --secs "${SOAK_SECS:-60}" --out target/bench-smoke/soak.json --strict
+echo "== browser tests (web/ type check, then real Chromium against the release binary)"
 # Join time: the target is 1 s (docs/PERFORMANCE.md; p50 ~650 ms here on 2 cores). The bound
 # here is 2 s so that a noisy CI machine does not turn a measurement into a failure, while a
 # real regression (a lost keyframe request costs a second) still fails.

@@ -299,7 +299,7 @@ function start(conn) {
       /* nothing remembered */
     }
     media.close();
-    conn.close('left');
+    void conn.leave();
     for (const t of local?.getTracks() ?? []) t.stop();
     fill(app, h('section', { class: 'check panel' }, h('h1', {}, S.conn.left), h('button', { class: 'primary big', type: 'button', onclick: () => location.reload() }, S.conn.rejoin)));
   });
@@ -487,8 +487,8 @@ function start(conn) {
   }, 100);
 
   store.on('change', render);
-  // Every welcome restarts media afresh: forget the old connection's tracks.
-  conn.on('welcome', () => {
+  // Every join (welcome or resumed) restarts media afresh: forget the old connection's tracks.
+  conn.on('joined', () => {
     received.clear();
     videos.clear();
     audioHost.replaceChildren();

@@ -282,7 +282,7 @@ function start(conn) {
         'li',
         { 'data-request': r.id, tabindex: isChair ? '0' : undefined, draggable: isChair ? 'true' : undefined, 'aria-label': `${ordinal(r.position ?? 0)}: ${r.beneficiary.name}` },
         h('span', { class: 'pos' }, ordinal(r.position ?? 0)),
-        who(r),
+        who(r, store.participants.get(r.beneficiary.participant)?.presence),
         h(
           'span',
           { class: 'actions' },
@@ -343,7 +343,7 @@ function start(conn) {
             'div',
             { class: 'holder', 'data-request': r.id },
             h('span', {}, '◉'),
-            who(r),
+            who(r, store.participants.get(r.beneficiary.participant)?.presence),
             r.slot ? h('span', { class: 'tag' }, S.agenda.kind.presentation) : null,
             clock,
             isChair ? h('button', { type: 'button', class: 'small bad', 'data-act': 'revoke', onclick: () => void cmd('revoke', { request: r.id }) }, S.mod.revoke) : null,
@@ -355,7 +355,7 @@ function start(conn) {
       h(
         'li',
         { 'data-request': r.id },
-        who(r),
+        who(r, store.participants.get(r.beneficiary.participant)?.presence),
         isChair ? h('button', { type: 'button', class: 'small', onclick: () => void cmd('accept', { request: r.id }) }, S.mod.accept) : null,
         isChair ? h('button', { type: 'button', class: 'small good', onclick: () => void cmd('grant', { request: r.id }) }, S.mod.grant) : null,
         isChair ? h('button', { type: 'button', class: 'small', onclick: () => void cmd('deny', { request: r.id }) }, S.mod.deny) : null,
@@ -410,9 +410,12 @@ function start(conn) {
     renderSide();
     byId(`remove-${p.id}`)?.focus();
   }
-  /** @param {Participant} p */
-  async function removeParticipant(p) {
-    const ok = await cmd('remove', { participant: p.id });
+  /**
+   * @param {Participant} p
+   * @param {boolean} [revoke] also revoke the invitation they joined with (their link stops working)
+   */
+  async function removeParticipant(p, revoke = false) {
+    const ok = await cmd('remove', revoke ? { participant: p.id, revoke_invite: true } : { participant: p.id });
     confirming = null;
     keepFocus(partsPanel, renderSide);
     if (ok) {
@@ -445,6 +448,7 @@ function start(conn) {
         { class: 'confirm-box', role: 'group', 'aria-labelledby': `remove-q-${p.id}`, id: `remove-confirm-${p.id}` },
         h('span', { id: `remove-q-${p.id}` }, S.mod.removeConfirm(p.name)),
         h('button', { type: 'button', class: 'small bad', id: `remove-yes-${p.id}`, 'data-act': 'remove-yes', onclick: () => void removeParticipant(p) }, S.mod.removeYes),
+        h('button', { type: 'button', class: 'small bad', id: `remove-revoke-${p.id}`, 'data-act': 'remove-revoke', onclick: () => void removeParticipant(p, true) }, S.mod.removeRevoke),
         h('button', { type: 'button', class: 'small', id: `remove-no-${p.id}`, 'data-act': 'remove-no', onclick: () => keepParticipant(p) }, S.mod.removeNo),
       );
       actions.addEventListener('keydown', (ev) => {

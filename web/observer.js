@@ -35,7 +35,7 @@ if (conn) {
     render();
   });
   media.on('failed', () => setTimeout(() => conn.restart('media failed'), 2000));
-  conn.on('welcome', () => {
+  conn.on('joined', () => {
     received.clear();
     videos.clear();
     audioHost.replaceChildren();

@@ -150,6 +150,20 @@ export const PROTOCOL_VERSION = 1;
  * @property {number} seq
  * @property {Snapshot} snapshot
  * @property {IceServerInfo[]} [ice_servers]
+ * @property {string} [session_token] for a one-time invite: the token of later connections
+ */
+
+/**
+ * The answer to a `hello` with `resume_seq`: the store is kept, the events after `seq`
+ * follow.
+ * @typedef {object} Resumed
+ * @property {'resumed'} type
+ * @property {number} protocol
+ * @property {number} server_time
+ * @property {Participant} you
+ * @property {number} seq
+ * @property {IceServerInfo[]} [ice_servers]
+ * @property {string} [session_token]
  */
 
 /**
@@ -651,7 +665,8 @@ function takeEarlySocket(url) {
  *   message: [any],
  *   command_error: [ProtocolError],
  *   goodbye: [GoodbyeReason],
- *   joined: [Welcome],
+ *   joined: [Welcome | Resumed],
+ *   resumed: [Resumed],
  *   publish_answer: [{type: 'publish_answer', sdp: string}],
  *   subscribe_offer: [{type: 'subscribe_offer', sdp: string, slots: SlotInfo[]}],
  *   subscribe_slots: [{type: 'subscribe_slots', slots: SlotInfo[]}],
@@ -692,8 +707,12 @@ export class Connection extends Emitter {
     this._immediate = false;
     /** Consecutive failed attempts (reset by a welcome). */
     this.attempts = 0;
-    /** How many times a welcome arrived (1 on the first join). */
+    /** How many times a welcome (or `resumed`) arrived (1 on the first join). */
     this.joins = 0;
+    /** How many of those joins resumed the event stream (no snapshot). */
+    this.resumes = 0;
+    /** The invite token this page was opened with (the key of its session token). */
+    this.inviteToken = (typeof location !== 'undefined' && new URLSearchParams(location.search).get('token')) || opts.token;
     this.clock = new Clock();
     this.store = new MeetingStore();
     /** @type {WebSocket | null} */
@@ -740,7 +759,12 @@ export class Connection extends Emitter {
     ws.onopen = () => {
       opened = true;
       this.mark('ws_open');
-      this._sendRaw({ id: this._id('h'), type: 'hello', protocol: PROTOCOL_VERSION });
+      // After a first join the store holds the meeting up to `seq`: ask to resume from there
+      // (the server answers `resumed` and the missed events, or a full `welcome`).
+      /** @type {Record<string, unknown>} */
+      const hello = { id: this._id('h'), type: 'hello', protocol: PROTOCOL_VERSION };
+      if (this.joins > 0 && this.store.seq > 0) hello.resume_seq = this.store.seq;
+      this._sendRaw(hello);
       this.mark('hello_sent');
     };
     /** @param {unknown} data */
@@ -918,13 +942,43 @@ export class Connection extends Emitter {
   }
 
   /**
-   * A websocket that never opened: is the invite refused? The pages' own routes check the
-   * token like `/ws` does, with a JSON body on refusal.
+   * A one-time invite's first connection gets a session token for its reconnects (and the
+   * page's reloads, through sessionStorage): the invite link itself no longer works.
+   * @param {string | undefined} t
+   */
+  _keepSessionToken(t) {
+    if (!t || t === this.token) return;
+    this.token = t;
+    this.url = this.url.replace(/([?&]token=)[^&]*/, `$1${encodeURIComponent(t)}`);
+    try {
+      sessionStorage.setItem(`rt-session:${this.inviteToken}`, t);
+    } catch {
+      /* no storage (private mode): a reload will show "link used" */
+    }
+  }
+
+  /**
+   * Leaves on purpose: the server releases this participant's floor and requests at once
+   * (a lost connection keeps them for the grace period), then the connection closes for good.
+   * @returns {Promise<void>}
+   */
+  async leave() {
+    try {
+      await this.send('leave', {}, { silent: true });
+    } catch {
+      /* not connected: the grace period will release them */
+    }
+    this.close();
+  }
+
+  /**
+   * A websocket that never opened: is the invite refused? `/api/token` checks the token as
+   * `/ws` does (revoked, a used one-time link), with a JSON body on refusal.
    * @returns {Promise<string | null>} the refusal, or null when the token is fine (or unknown)
    */
   async _checkToken() {
     try {
-      const r = await fetch(`/timer?token=${encodeURIComponent(this.token)}`, { cache: 'no-store' });
+      const r = await fetch(`/api/token?token=${encodeURIComponent(this.token)}`, { cache: 'no-store' });
       if (r.status === 401 || r.status === 404) {
         const body = await r.json().catch(() => ({}));
         return `${body.code ?? r.status}: ${body.message ?? 'invite refused'}`;
@@ -1001,12 +1055,29 @@ export class Connection extends Emitter {
         this.clock.rough(m.server_time, Date.now());
         // Media first (`joined`: the subscription is asked for before any page renders),
         // then the store and the pages.
+        this._keepSessionToken(m.session_token);
         this.store.iceServers = m.ice_servers ?? [];
         this._setState('open', '');
         this.emit('joined', m);
         this.store.applyWelcome(m);
         this._startPings();
         this.emit('welcome', m);
+        break;
+      case 'resumed':
+        // The store stays: the missed events follow this message, then the live ones.
+        this.mark('welcome');
+        this.attempts = 0;
+        this.joins++;
+        this.resumes++;
+        this.goodbye = '';
+        this.clock.rough(m.server_time, Date.now());
+        this._keepSessionToken(m.session_token);
+        this.store.you = m.you;
+        this.store.iceServers = m.ice_servers ?? [];
+        this._setState('open', '');
+        this.emit('joined', m);
+        this._startPings();
+        this.emit('resumed', m);
         break;
       case 'event':
         if (!this.store.applyEvent(m)) {
@@ -2226,7 +2297,13 @@ export class StatsReporter {
  * @returns {string}
  */
 export function tokenFromLocation() {
-  return new URLSearchParams(location.search).get('token') ?? '';
+  const t = new URLSearchParams(location.search).get('token') ?? '';
+  // A one-time invite, once used, opens with the session token the server handed out.
+  try {
+    return sessionStorage.getItem(`rt-session:${t}`) ?? t;
+  } catch {
+    return t;
+  }
 }
 
 /**

@@ -206,8 +206,8 @@ function start(conn) {
   }, 200);
 
   store.on('change', render);
-  // Every welcome restarts media afresh: forget the old connection's tracks.
-  conn.on('welcome', () => {
+  // Every join (welcome or resumed) restarts media afresh: forget the old connection's tracks.
+  conn.on('joined', () => {
     received.clear();
     videos.clear();
     audioHost.replaceChildren();

@@ -62,6 +62,7 @@ export const S = {
     pending: 'Waiting for the chair to accept',
     emptyQueue: 'Nobody is waiting',
     inRoom: 'in the room',
+    connectionLost: 'connection lost: held for them',
     remote: 'remote',
     chair: 'Chair',
     /** @param {string} name @param {number} pos */
@@ -257,6 +258,7 @@ export const S = {
     /** @param {string} name */
     removeConfirm: (name) => `Remove ${name} from the meeting? Their page closes and their requests are cancelled.`,
     removeYes: 'Yes, remove',
+    removeRevoke: 'Remove and revoke their invitation',
     removeNo: 'Keep',
     /** @param {string} name */
     removed: (name) => `${name} was removed from the meeting`,

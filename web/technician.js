@@ -139,7 +139,7 @@ function start(conn) {
   media.on('slots', () => renderVideo());
   // A media failure restarts the media only: the health reports come over the websocket.
   media.on('failed', () => setTimeout(() => void media.restart(), 3000));
-  conn.on('welcome', () => {
+  conn.on('joined', () => {
     received.clear();
     videos.clear();
     audioHost.replaceChildren();
@@ -722,7 +722,7 @@ function start(conn) {
       renderRoom(lastHealth);
     }
   });
-  conn.on('welcome', () => {
+  conn.on('joined', () => {
     lastHealth = null;
     updatedEl.dataset.level = 'unknown';
     updatedEl.textContent = S.tech.waiting;

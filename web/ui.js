@@ -348,11 +348,15 @@ export function playAudio(track, host) {
 }
 
 /**
- * A line describing a request: name, delegation, where.
+ * A line describing a request: name, delegation, where, and (given their presence) whether
+ * their connection is lost: the chair sees that the floor or the place in line is being held
+ * for them during the grace period.
  * @param {import('./protocol.js').RequestInfo} r
+ * @param {import('./protocol.js').Presence} [presence]
  */
-export function who(r) {
+export function who(r, presence) {
   const b = r.beneficiary;
+  const away = !b.in_room && (presence === 'connection_lost' || presence === 'left');
   return h(
     'span',
     { class: 'who' },
@@ -360,6 +364,7 @@ export function who(r) {
     b.delegation ? h('span', { class: 'who-del' }, ` · ${b.delegation}`) : null,
     b.in_room ? h('span', { class: 'tag tag-room' }, S.floor.inRoom) : null,
     r.chair ? h('span', { class: 'tag tag-chair' }, S.floor.chair) : null,
+    away ? h('span', { class: 'tag tag-away', 'data-away': 'true' }, S.floor.connectionLost) : null,
   );
 }
 

@@ -57,6 +57,11 @@ pub enum Command {
     Hello {
         /// Must equal [`crate::PROTOCOL_VERSION`].
         protocol: u32,
+        /// Resume: the last event sequence number this client applied on its previous
+        /// connection. When the server can resume, it answers `resumed` and sends the events
+        /// after it; otherwise a full `welcome`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_seq: Option<u64>,
     },
     /// Clock sync: answered by `pong` with the server's time.
     Ping {
@@ -191,7 +196,14 @@ pub enum Command {
     Remove {
         /// The participant id.
         participant: String,
+        /// Also revoke the invites they joined with: those links stop working (401
+        /// `token_revoked`), here and after a restart.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        revoke_invite: bool,
     },
+    /// Leave the meeting on purpose: the floor and the requests of the participant go at
+    /// once (a lost connection keeps them for the resume grace period).
+    Leave,
     /// Chair: asks a participant's client to reconnect (`goodbye` `reconnect`): it comes back
     /// at once with fresh media; its queue place and floor are kept.
     AskReconnect {
@@ -298,6 +310,7 @@ impl Command {
         "agenda_jump",
         "timer_message",
         "remove",
+        "leave",
         "ask_reconnect",
         "publish",
         "unpublish",
@@ -339,6 +352,7 @@ impl Command {
             Command::AgendaJump { .. } => "agenda_jump",
             Command::TimerMessage { .. } => "timer_message",
             Command::Remove { .. } => "remove",
+            Command::Leave => "leave",
             Command::AskReconnect { .. } => "ask_reconnect",
             Command::Publish { .. } => "publish",
             Command::Unpublish { .. } => "unpublish",
@@ -360,7 +374,8 @@ impl Command {
             | Command::ChairPriority
             | Command::AgendaPause
             | Command::AgendaResume
-            | Command::AgendaEnd => false,
+            | Command::AgendaEnd
+            | Command::Leave => false,
             Command::Hello { .. }
             | Command::Ping { .. }
             | Command::RaiseHand { .. }

@@ -28,6 +28,29 @@ pub enum ServerMessage {
         /// on a LAN, or no media).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         ice_servers: Vec<IceServer>,
+        /// A token for this participant's later connections, when the invite was for one use
+        /// only (the invite link itself no longer works).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session_token: Option<String>,
+    },
+    /// The answer to a `hello` with `resume_seq` that the server can resume: the client keeps
+    /// its state, and the events after `seq` follow at once (with the current floor and
+    /// agenda views on the last ones that touch them), then the live stream.
+    Resumed {
+        /// The server's protocol version.
+        protocol: u32,
+        /// The server's clock when this was sent.
+        server_time: Millis,
+        /// The participant this connection speaks for.
+        you: ParticipantInfo,
+        /// The client's `resume_seq`: events follow from `seq + 1`.
+        seq: u64,
+        /// ICE servers (fresh TURN credentials).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
+        /// As in `welcome`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session_token: Option<String>,
     },
     /// A command succeeded.
     Ack {
@@ -189,6 +212,8 @@ pub enum ErrorCode {
     MediaUnavailable,
     /// An SDP that cannot be used: malformed, too large, or with no codec we support.
     BadSdp,
+    /// As many participants of this role as the server allows are connected already.
+    MeetingFull,
 }
 
 /// Floor settings as recorded in an event.
@@ -225,8 +250,12 @@ pub enum Event {
     ParticipantLeft {
         /// Participant id.
         participant: String,
-        /// `left` or `connection_lost`.
+        /// `left`, `connection_lost` or `removed`.
         presence: Presence,
+        /// Who made them go (the chair's `remove`, a chair's or technician's
+        /// `ask_reconnect`); absent when they went themselves.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// A floor request was made (state `pending` or `accepted`).
     FloorRequested {
@@ -485,7 +514,9 @@ impl Event {
             Event::FloorGranted { by, .. } | Event::FloorRevoked { by, .. } => by.as_deref(),
             Event::FloorRequested { request } => Some(&request.requested_by),
             Event::ParticipantJoined { participant } => Some(&participant.id),
-            Event::ParticipantLeft { participant, .. } => Some(participant),
+            Event::ParticipantLeft {
+                participant, by, ..
+            } => Some(by.as_ref().unwrap_or(participant)),
             Event::SpeakingWarning { .. }
             | Event::SpeakingOverrun { .. }
             | Event::ItemWarning { .. }

@@ -80,6 +80,7 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 /// is added, as a reminder to list it here and add its fixture.
 const SERVER_TYPES: &[&str] = &[
     "welcome",
+    "resumed",
     "ack",
     "error",
     "pong",
@@ -97,6 +98,7 @@ const SERVER_TYPES: &[&str] = &[
 fn server_type(message: &ServerMessage) -> &'static str {
     match message {
         ServerMessage::Welcome { .. } => "welcome",
+        ServerMessage::Resumed { .. } => "resumed",
         ServerMessage::Ack { .. } => "ack",
         ServerMessage::Error { .. } => "error",
         ServerMessage::Pong { .. } => "pong",

@@ -694,6 +694,44 @@ impl Engine {
         out.events
     }
 
+    /// A remote participant is gone for good (left on purpose, or away longer than the
+    /// resume grace period): the floor they hold is revoked (reason `left`, by the server)
+    /// and their waiting requests are cancelled (by them: withdrawn on their behalf).
+    /// Requests for someone in the room are never touched: nobody in the room disconnects.
+    /// Under the open policy the freed microphones go to the next in line.
+    pub fn participant_gone(&mut self, participant: &str, now: Millis) -> Vec<Event> {
+        let mut out = Outcome::default();
+        let theirs: Vec<(RequestId, bool)> = self
+            .requests
+            .values()
+            .filter(|r| r.beneficiary.participant == participant && !r.beneficiary.in_room)
+            .filter_map(|r| match r.state {
+                State::Pending | State::Accepted => Some((r.id, false)),
+                State::Granted => Some((r.id, true)),
+                _ => None,
+            })
+            .collect();
+        for (request, granted) in theirs {
+            let event = if granted {
+                Event::Revoked {
+                    request,
+                    by: None,
+                    reason: RevokeReason::Left,
+                }
+            } else {
+                Event::Cancelled {
+                    request,
+                    by: participant.to_owned(),
+                }
+            };
+            self.emit(event, now, &mut out);
+        }
+        if !out.events.is_empty() {
+            self.auto_grant(now, &mut out);
+        }
+        out.events
+    }
+
     // ----- decide helpers (each emits) ---------------------------------------------------
 
     fn new_request(

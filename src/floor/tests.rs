@@ -456,6 +456,64 @@ fn open_policy_grants_the_next_on_release() {
 }
 
 #[test]
+fn a_participant_gone_loses_the_floor_and_their_hand_but_not_the_rooms_requests() {
+    let mut s = Sim::new(with(|s| s.max_speakers = 2));
+    let a = s.raise("d1");
+    s.run("mod", Command::Grant(a));
+    let b = s.raise("d2");
+    let room = s
+        .run(
+            "d1",
+            Command::RequestFor {
+                name: "Ana".into(),
+                delegation: "FR".into(),
+                list: List::Main,
+            },
+        )
+        .request
+        .unwrap();
+    let before = s.e.clone();
+    let events = s.e.participant_gone("d1", s.now);
+    s.record(before, &events);
+    assert_eq!(
+        events,
+        vec![Event::Revoked {
+            request: a,
+            by: None,
+            reason: RevokeReason::Left
+        }]
+    );
+    assert!(s.e.request(room).is_some(), "the room's request stays");
+    let before = s.e.clone();
+    let events = s.e.participant_gone("d2", s.now);
+    s.record(before, &events);
+    assert_eq!(
+        events,
+        vec![Event::Cancelled {
+            request: b,
+            by: "d2".into()
+        }]
+    );
+    // Gone twice, or somebody with nothing: no events.
+    assert!(s.e.participant_gone("d2", s.now).is_empty());
+    assert!(s.e.participant_gone("nobody", s.now).is_empty());
+}
+
+#[test]
+fn under_the_open_policy_a_gone_holders_microphone_goes_to_the_next() {
+    let mut s = Sim::new(with(|s| s.policy = Policy::Open));
+    let a = s.raise("d1");
+    let b = s.raise("d2");
+    let before = s.e.clone();
+    let events = s.e.participant_gone("d1", s.now);
+    s.record(before, &events);
+    assert!(
+        matches!(events[0], Event::Revoked { request, reason: RevokeReason::Left, .. } if request == a)
+    );
+    assert_eq!(granted(&events), vec![b]);
+}
+
+#[test]
 fn open_policy_serves_the_queue_after_an_agenda_change_but_not_after_chair_priority() {
     let mut s = Sim::new(with(|s| s.policy = Policy::Open));
     let a = s.raise("d1");
@@ -1462,6 +1520,8 @@ fn prop_plan() -> Vec<ItemPlan> {
 enum Step {
     Command(usize, Command),
     Tick,
+    /// The actor's connection is gone for good (left, or the grace period ran out).
+    Gone(usize),
 }
 
 fn list_strategy() -> impl Strategy<Value = List> {
@@ -1540,6 +1600,7 @@ fn step_strategy() -> impl Strategy<Value = (Step, i64)> {
         prop_oneof![
             5 => (0..ACTORS.len(), command_strategy()).prop_map(|(a, c)| Step::Command(a, c)),
             1 => Just(Step::Tick),
+            1 => (0..ACTORS.len()).prop_map(Step::Gone),
         ],
         0i64..=200_000,
     )
@@ -1729,6 +1790,7 @@ proptest! {
                     prop_assert!(!quiet || events.is_empty(), "tick before next_deadline: {:?}", events);
                     events
                 }
+                Step::Gone(a) => e.participant_gone(ACTORS[*a], now),
                 Step::Command(a, command) => {
                     let who = actor(ACTORS[*a]);
                     match e.handle(&who, command.clone(), now) {

@@ -170,11 +170,11 @@ async fn run(socket: WebSocket, shared: &Shared, conn: u64, who: Who, meeting: M
                         client_time,
                         server_time: shared.clock.now(),
                     })),
-                    Command::Hello { protocol } => {
+                    Command::Hello { protocol, resume_seq } => {
                         if protocol != PROTOCOL_VERSION {
                             reply!(error_frame(Some(msg.id), ErrorCode::UnsupportedProtocol, format!("this server speaks protocol {PROTOCOL_VERSION}, not {protocol}")));
                         } else if let Some(out) = strong.take() {
-                            if !meeting.send(Msg::Join { conn, who: who.clone(), out }).await {
+                            if !meeting.send(Msg::Join { conn, who: who.clone(), out, resume: resume_seq }).await {
                                 break sig::Presence::Left;
                             }
                         } else {

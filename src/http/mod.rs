@@ -13,6 +13,7 @@
 //! No media or floor internals here: meetings are reached through their handles.
 
 mod connection;
+pub mod listen;
 pub mod web;
 
 use std::collections::HashMap;
@@ -95,6 +96,10 @@ pub struct Shared {
     pub clock: Clock,
     /// Limits.
     pub limits: Limits,
+    /// Invites revoked or redeemed.
+    pub invites: Arc<crate::invites::Invites>,
+    /// The accept loop's counters (refused by the per-address limits, failed TLS handshakes).
+    pub listen: Arc<listen::ListenCounters>,
     /// Process start, for `/healthz`.
     pub started: Instant,
     /// Connection id counter.
@@ -121,6 +126,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route("/ws", get(ws))
         .route("/api/minutes", get(minutes_handler))
         .route("/api/health", get(health_history))
+        .route("/api/token", get(token_check))
         .with_state(shared)
 }
 
@@ -324,15 +330,34 @@ fn authenticate(s: &Shared, token: Option<&str>) -> Result<(Claims, MeetingHandl
             format!("this server hosts no meeting {:?}", claims.meeting),
         )));
     };
+    if s.invites.is_revoked(&claims.meeting, &claims.invite) {
+        let e = crate::invites::InviteError::Revoked;
+        return Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            e.code(),
+            e.to_string(),
+        )));
+    }
     Ok((claims, meeting))
 }
 
-fn who(claims: &Claims) -> Who {
+fn who(s: &Shared, claims: &Claims) -> Who {
     Who {
         id: claims.participant.clone(),
         name: claims.name.clone(),
         delegation: claims.delegation.clone(),
         role: claims.role,
+        invite: claims.invite.clone(),
+        // A one-time invite's holder reconnects with the same claims, not one-time.
+        session_token: claims.once.then(|| {
+            auth::sign(
+                &s.secret,
+                &Claims {
+                    once: false,
+                    ..claims.clone()
+                },
+            )
+        }),
     }
 }
 
@@ -368,7 +393,15 @@ async fn ws(
         Ok(u) => u,
         Err(e) => return e.into_response(),
     };
-    let who = who(&claims);
+    if let Err(e) = s.invites.admit(&claims, s.clock.now()).await {
+        tracing::info!(code = e.code(), invite = %claims.invite, "refused an invite");
+        let status = match e {
+            crate::invites::InviteError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        return error(status, e.code(), e.to_string());
+    }
+    let who = who(&s, &claims);
     // Small socket buffers: tungstenite's 128 KiB defaults dominate the memory of an idle
     // client (measured with rt-bench: docs/PERFORMANCE.md).
     upgrade
@@ -377,6 +410,28 @@ async fn ws(
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
         .on_upgrade(move |socket| connection::serve(socket, s, who, meeting))
+}
+
+/// Whether a token would open the websocket now (without redeeming a one-time invite): 200
+/// with who it names, or the refusal `/ws` would give, with its JSON body. Pages ask it when
+/// their websocket does not open, to tell "link revoked" or "link used" from "server down".
+async fn token_check(State(s): State<Arc<Shared>>, Query(q): Query<TokenQuery>) -> Response {
+    let (claims, _) = match authenticate(&s, q.token.as_deref()) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    if claims.once && s.invites.is_redeemed(&claims.meeting, &claims.invite) {
+        let e = crate::invites::InviteError::Used;
+        return error(StatusCode::UNAUTHORIZED, e.code(), e.to_string());
+    }
+    Json(json!({
+        "type": "token",
+        "meeting": claims.meeting,
+        "participant": claims.participant,
+        "role": claims.role.as_str(),
+        "once": claims.once,
+    }))
+    .into_response()
 }
 
 async fn minutes_handler(

@@ -2904,7 +2904,7 @@ fn is_stun(data: &[u8]) -> bool {
 }
 
 /// The local ufrag of a STUN message's USERNAME attribute ("ours:theirs"), without allocating.
-fn stun_local_ufrag(data: &[u8]) -> Option<&[u8]> {
+pub fn stun_local_ufrag(data: &[u8]) -> Option<&[u8]> {
     const USERNAME: u16 = 0x0006;
     if !is_stun(data) {
         return None;

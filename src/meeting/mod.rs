@@ -38,6 +38,12 @@ pub use roles::allowed;
 /// How many outbound messages may wait for a slow client before it is disconnected.
 pub const CONNECTION_QUEUE: usize = 1024;
 
+/// The most events a resuming client is sent to catch up; further behind, it gets a full
+/// `welcome` (a snapshot is then smaller than the events, and they must fit its queue).
+pub const RESUME_MAX_EVENTS: u64 = 512;
+
+/// Websocket close code: normal closure, the participant left (RFC 6455).
+pub const CLOSE_NORMAL: u16 = 1000;
 /// Websocket close code: the server is going away (RFC 6455).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Websocket close code: a policy violation, such as a sustained flood (RFC 6455).
@@ -75,6 +81,8 @@ pub enum Msg {
         who: Who,
         /// The connection's outbound channel.
         out: mpsc::Sender<Outbound>,
+        /// `hello`'s `resume_seq`: the last event the client applied before.
+        resume: Option<u64>,
     },
     /// A command from a joined connection.
     Command {
@@ -132,6 +140,10 @@ pub struct Who {
     pub delegation: String,
     /// Role.
     pub role: Role,
+    /// The invite id the connection came with (revoked by `remove` with `revoke_invite`).
+    pub invite: String,
+    /// For a one-time invite: the token for this participant's later connections.
+    pub session_token: Option<String>,
 }
 
 /// Errors starting a meeting.
@@ -204,6 +216,8 @@ pub struct Counters {
     pub errors: AtomicU64,
     /// Connections dropped for being too slow.
     pub lagging: AtomicU64,
+    /// Connections that resumed from a sequence number (no snapshot sent).
+    pub resumes: AtomicU64,
     /// Time to queue a batch of events to every connection.
     pub fanout: crate::metrics::Histogram,
     /// Time to write a batch of events to the journal.
@@ -287,11 +301,23 @@ pub fn replay_engine(config: &MeetingConfig, records: &[JournalRecord]) -> Engin
     engine
 }
 
+/// Server-wide settings a meeting task needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a participant whose connection dropped keeps their requests and floor (ms).
+    pub grace_ms: Millis,
+    /// Invites revoked or redeemed (`remove` with `revoke_invite` revokes).
+    pub invites: Arc<crate::invites::Invites>,
+    /// Connected participants per role.
+    pub max_per_role: config::RoleLimits,
+}
+
 /// Starts a meeting task: replays the journal, then serves messages until `shutdown` turns
 /// true. Returns once the state is rebuilt.
 #[allow(clippy::too_many_arguments)]
 pub async fn start(
     config: &MeetingConfig,
+    settings: Settings,
     media: Arc<config::MediaConfig>,
     hub: Option<(MediaHub, u32)>,
     journal: Journal,
@@ -305,6 +331,9 @@ pub async fn start(
         engine: engine_from_config(config),
         seq: 0,
         participants: Vec::new(),
+        away: HashMap::new(),
+        invites_seen: HashMap::new(),
+        settings,
         conns: HashMap::new(),
         dropped: HashMap::new(),
         journal,
@@ -345,6 +374,12 @@ struct Meeting {
     seq: u64,
     /// Everyone who has joined, in order of first arrival.
     participants: Vec<ParticipantInfo>,
+    /// Participants whose last connection ended (or who were connected when the server
+    /// stopped), since when: their requests and floor are kept for the grace period.
+    away: HashMap<String, Millis>,
+    /// The invite ids each participant has joined with in this run (for `revoke_invite`).
+    invites_seen: HashMap<String, Vec<String>>,
+    settings: Settings,
     conns: HashMap<ConnId, Conn>,
     /// Connections dropped for being too slow, by participant: their `Leave` still counts.
     dropped: HashMap<ConnId, String>,
@@ -421,6 +456,7 @@ impl Meeting {
     fn apply(&mut self, event: &sig::Event, at: Millis) {
         match event {
             sig::Event::ParticipantJoined { participant } => {
+                self.away.remove(&participant.id);
                 match self
                     .participants
                     .iter_mut()
@@ -433,15 +469,27 @@ impl Meeting {
             sig::Event::ParticipantLeft {
                 participant,
                 presence,
+                ..
             } => {
                 if let Some(p) = self.participants.iter_mut().find(|p| &p.id == participant) {
                     p.presence = *presence;
                 }
+                match presence {
+                    Presence::Left | Presence::ConnectionLost => {
+                        self.away.insert(participant.clone(), at);
+                    }
+                    Presence::Removed | Presence::Joined => {
+                        self.away.remove(participant);
+                    }
+                }
             }
             sig::Event::ServerRestarted => {
+                // Whoever was connected when the server stopped is away from now on: the
+                // grace period starts with the restart.
                 for p in &mut self.participants {
                     if p.presence == Presence::Joined {
                         p.presence = Presence::ConnectionLost;
+                        self.away.insert(p.id.clone(), at);
                     }
                 }
             }
@@ -584,6 +632,7 @@ impl Meeting {
         &mut self,
         chair: &Who,
         participant: &str,
+        revoke_invite: bool,
     ) -> Result<Option<u64>, (ErrorCode, String)> {
         if participant == chair.id {
             return Err((
@@ -630,7 +679,43 @@ impl Meeting {
         events.push(sig::Event::ParticipantLeft {
             participant: participant.to_owned(),
             presence: Presence::Removed,
+            by: Some(chair.id.clone()),
         });
+        if revoke_invite {
+            // Every invite they joined with on a live connection, and the ones remembered
+            // from earlier connections of this run.
+            let mut invites: Vec<String> = self
+                .conns
+                .values()
+                .filter(|c| c.who.id == participant)
+                .map(|c| c.who.invite.clone())
+                .chain(
+                    self.invites_seen
+                        .get(participant)
+                        .into_iter()
+                        .flatten()
+                        .cloned(),
+                )
+                .collect();
+            invites.sort();
+            invites.dedup();
+            for invite in invites {
+                if let Err(e) = self
+                    .settings
+                    .invites
+                    .revoke(&self.info.id, &invite, participant, &chair.id, now)
+                    .await
+                {
+                    self.engine = before;
+                    warn!(error = %e, "journal failed recording a revoked invite");
+                    return Err((
+                        ErrorCode::JournalUnavailable,
+                        "the journal could not record the revoked invite; nothing changed".into(),
+                    ));
+                }
+                info!(%participant, %invite, by = %chair.id, "invite revoked");
+            }
+        }
         self.disconnect(participant, "removed", CLOSE_REMOVED).await;
         match self.commit(events, now).await {
             Ok(seq) => Ok(Some(seq)),
@@ -646,10 +731,51 @@ impl Meeting {
         }
     }
 
+    /// `leave`: the participant goes on purpose. Their floor and requests go at once (no
+    /// grace period), the leave is journaled, the ack sent, and the connection closed with
+    /// `goodbye` `left` (their other connections too, and their media).
+    async fn leave(&mut self, conn: ConnId, who: &Who, id: String) {
+        let now = self.clock.now();
+        let before = self.engine.clone();
+        let mut events: Vec<sig::Event> = self
+            .engine
+            .participant_gone(&who.id, now)
+            .iter()
+            .map(wire::event_out)
+            .collect();
+        events.push(sig::Event::ParticipantLeft {
+            participant: who.id.clone(),
+            presence: Presence::Left,
+            by: None,
+        });
+        match self.commit(events, now).await {
+            Ok(seq) => {
+                // Gone for good: no grace period to wait out.
+                self.away.remove(&who.id);
+                self.reply(conn, id, Ok(Some(seq)));
+                self.disconnect(&who.id, "left", CLOSE_NORMAL).await;
+                info!(participant = %who.id, "left");
+            }
+            Err(e) => {
+                self.engine = before;
+                warn!(error = %e, "journal failed recording a leave");
+                self.reply(
+                    conn,
+                    id,
+                    Err((
+                        ErrorCode::JournalUnavailable,
+                        "the journal could not be written; nothing changed".into(),
+                    )),
+                );
+            }
+        }
+    }
+
     /// `ask_reconnect`: closes the participant's connections with `goodbye` `reconnect`; their
     /// client comes back at once. Journaled as a leave (the return is a join).
     async fn ask_reconnect(
         &mut self,
+        by: &Who,
         participant: &str,
     ) -> Result<Option<u64>, (ErrorCode, String)> {
         if !self
@@ -665,6 +791,7 @@ impl Meeting {
         let event = sig::Event::ParticipantLeft {
             participant: participant.to_owned(),
             presence: Presence::Left,
+            by: Some(by.id.clone()),
         };
         match self.commit(vec![event], now).await {
             Ok(seq) => Ok(Some(seq)),
@@ -1013,7 +1140,11 @@ impl Meeting {
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let now = self.clock.now();
-            let wait = self.engine.next_deadline().map(|d| (d - now).max(0) as u64);
+            let next = match (self.engine.next_deadline(), self.grace_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let wait = next.map(|d| (d - now).max(0) as u64);
             let manual = clock_moved.is_some();
             let sleep = async move {
                 match wait {
@@ -1057,11 +1188,36 @@ impl Meeting {
         debug!("meeting task stopped");
     }
 
+    /// When the first away participant's grace period ends.
+    fn grace_deadline(&self) -> Option<Millis> {
+        self.away
+            .values()
+            .min()
+            .map(|since| since + self.settings.grace_ms)
+    }
+
     async fn tick(&mut self) {
         let now = self.clock.now();
         let before = self.engine.clone();
-        let events = self.engine.tick(now);
+        let mut events = self.engine.tick(now);
+        // Away past the grace period: their floor is revoked and their hand lowered.
+        let lapsed: Vec<String> = self
+            .away
+            .iter()
+            .filter(|(_, since)| now >= **since + self.settings.grace_ms)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &lapsed {
+            let gone = self.engine.participant_gone(p, now);
+            if !gone.is_empty() {
+                info!(participant = %p, "away past the grace period: floor and requests released");
+            }
+            events.extend(gone);
+        }
         if events.is_empty() {
+            for p in &lapsed {
+                self.away.remove(p);
+            }
             return;
         }
         let wire_events = events.iter().map(wire::event_out).collect();
@@ -1069,12 +1225,21 @@ impl Meeting {
             warn!(error = %e, "journal failed; timer events not announced, will retry");
             self.engine = before;
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        } else {
+            for p in &lapsed {
+                self.away.remove(p);
+            }
         }
     }
 
     async fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Join { conn, who, out } => self.join(conn, who, out).await,
+            Msg::Join {
+                conn,
+                who,
+                out,
+                resume,
+            } => self.join(conn, who, out, resume).await,
             Msg::Command { conn, msg } => self.command(conn, msg).await,
             Msg::Leave { conn, presence } => {
                 let (participant, presence) = match self.conns.remove(&conn) {
@@ -1100,6 +1265,7 @@ impl Meeting {
                 let event = sig::Event::ParticipantLeft {
                     participant,
                     presence,
+                    by: None,
                 };
                 if let Err(e) = self.commit(vec![event], now).await {
                     warn!(error = %e, "journal failed recording a leave");
@@ -1182,8 +1348,90 @@ impl Meeting {
         }
     }
 
-    async fn join(&mut self, conn: ConnId, who: Who, out: mpsc::Sender<Outbound>) {
+    /// The events after `from` as `event` frames, with the current floor and agenda views on
+    /// the last ones that touch them, when a client can resume from there: `from` is not
+    /// ahead of the journal and at most [`RESUME_MAX_EVENTS`] behind it. `None`: send a full
+    /// `welcome` instead.
+    async fn resume_frames(&self, from: u64) -> Option<(u64, Vec<Utf8Bytes>)> {
+        if from > self.seq || self.seq - from > RESUME_MAX_EVENTS {
+            debug!(
+                from,
+                seq = self.seq,
+                "cannot resume: a full welcome instead"
+            );
+            return None;
+        }
+        let records = match self.journal.load_after(&self.info.id, from).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "journal unreadable for a resume: a full welcome instead");
+                return None;
+            }
+        };
+        let mut events = Vec::with_capacity(records.len());
+        for (i, rec) in records.iter().enumerate() {
+            // Contiguous and readable, or no resume at all (a gap is worse than a snapshot).
+            let event = serde_json::from_str::<sig::Event>(&rec.body).ok()?;
+            if rec.seq != from + 1 + i as u64 {
+                return None;
+            }
+            events.push((rec.seq, rec.at_ms, event));
+        }
+        if events.last().map_or(from, |e| e.0) != self.seq {
+            return None;
+        }
         let now = self.clock.now();
+        let last_floor = events.iter().rposition(|e| e.2.touches_floor());
+        let last_agenda = events.iter().rposition(|e| e.2.touches_agenda());
+        let frames = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (seq, at, event))| {
+                encode(&ServerMessage::Event {
+                    seq,
+                    at,
+                    floor: (Some(i) == last_floor)
+                        .then(|| Box::new(wire::floor_view(&self.engine))),
+                    agenda: (Some(i) == last_agenda)
+                        .then(|| Box::new(wire::agenda_view(&self.engine, now))),
+                    event,
+                })
+            })
+            .collect();
+        Some((from, frames))
+    }
+
+    async fn join(
+        &mut self,
+        conn: ConnId,
+        who: Who,
+        out: mpsc::Sender<Outbound>,
+        resume: Option<u64>,
+    ) {
+        let now = self.clock.now();
+        // Room for one more of this role? (Someone replacing their own connection always is.)
+        let limit = self.settings.max_per_role.of(who.role) as usize;
+        let others: std::collections::HashSet<&str> = self
+            .conns
+            .values()
+            .filter(|c| c.who.role == who.role && c.who.id != who.id)
+            .map(|c| c.who.id.as_str())
+            .collect();
+        if others.len() >= limit {
+            warn!(participant = %who.id, role = who.role.as_str(), limit, "meeting full for this role");
+            let _ = out.try_send(Outbound::Close(
+                error_frame(
+                    None,
+                    ErrorCode::MeetingFull,
+                    format!(
+                        "this meeting already has {limit} connected {}s, the most it allows; try again later",
+                        who.role.as_str()
+                    ),
+                ),
+                CLOSE_POLICY,
+            ));
+            return;
+        }
         // One live connection per participant: a new one replaces the old.
         let replaced: Vec<ConnId> = self
             .conns
@@ -1238,19 +1486,46 @@ impl Meeting {
                 return;
             }
         }
-        let welcome = ServerMessage::Welcome {
-            protocol: sig::PROTOCOL_VERSION,
-            server_time: now,
-            you: info,
-            seq: self.seq,
-            snapshot: Box::new(self.snapshot(now)),
-            ice_servers: crate::media::turn::ice_servers(
-                &self.media,
-                &who.id,
-                now.div_euclid(1000),
-            ),
+        let ice_servers =
+            crate::media::turn::ice_servers(&self.media, &who.id, now.div_euclid(1000));
+        let resumed = match resume {
+            Some(from) => self.resume_frames(from).await,
+            None => None,
         };
-        if out.try_send(Outbound::Text(encode(&welcome))).is_ok() {
+        let sent = match resumed {
+            Some((from, frames)) => {
+                let resumed = ServerMessage::Resumed {
+                    protocol: sig::PROTOCOL_VERSION,
+                    server_time: now,
+                    you: info,
+                    seq: from,
+                    ice_servers,
+                    session_token: who.session_token.clone(),
+                };
+                debug!(from, events = frames.len(), "resumed");
+                self.counters.resumes.fetch_add(1, Ordering::Relaxed);
+                std::iter::once(encode(&resumed))
+                    .chain(frames)
+                    .all(|f| out.try_send(Outbound::Text(f)).is_ok())
+            }
+            None => {
+                let welcome = ServerMessage::Welcome {
+                    protocol: sig::PROTOCOL_VERSION,
+                    server_time: now,
+                    you: info,
+                    seq: self.seq,
+                    snapshot: Box::new(self.snapshot(now)),
+                    ice_servers,
+                    session_token: who.session_token.clone(),
+                };
+                out.try_send(Outbound::Text(encode(&welcome))).is_ok()
+            }
+        };
+        let seen = self.invites_seen.entry(who.id.clone()).or_default();
+        if !seen.contains(&who.invite) {
+            seen.push(who.invite.clone());
+        }
+        if sent {
             info!(participant = %who.id, role = who.role.as_str(), "joined");
             // Alerts that need attention now: all of them to a technician, the floor ones to
             // the chair (the `health` reports follow every 2 s).
@@ -1330,17 +1605,27 @@ impl Meeting {
             self.reply(conn, id, result);
             return;
         }
-        if let Command::Remove { participant } | Command::AskReconnect { participant } =
-            &msg.command
-        {
-            let participant = participant.clone();
-            let result = if matches!(msg.command, Command::Remove { .. }) {
-                self.remove_participant(&who, &participant).await
-            } else {
-                self.ask_reconnect(&participant).await
-            };
-            self.reply(conn, id, result);
-            return;
+        match &msg.command {
+            Command::Remove {
+                participant,
+                revoke_invite,
+            } => {
+                let (participant, revoke) = (participant.clone(), *revoke_invite);
+                let result = self.remove_participant(&who, &participant, revoke).await;
+                self.reply(conn, id, result);
+                return;
+            }
+            Command::AskReconnect { participant } => {
+                let participant = participant.clone();
+                let result = self.ask_reconnect(&who, &participant).await;
+                self.reply(conn, id, result);
+                return;
+            }
+            Command::Leave => {
+                self.leave(conn, &who, id).await;
+                return;
+            }
+            _ => {}
         }
         let now = self.clock.now();
         let command = match self.to_engine(msg.command) {
@@ -1407,6 +1692,7 @@ impl Meeting {
             | Command::MediaPreferences { .. }
             | Command::Remove { .. }
             | Command::AskReconnect { .. }
+            | Command::Leave
             | Command::ClientStats { .. }
             | Command::AckAlert { .. }
             | Command::RequestKeyframe { .. }

@@ -9,6 +9,7 @@ pub fn allowed(role: Role, command: &Command) -> bool {
     match command {
         C::Hello { .. }
         | C::Ping { .. }
+        | C::Leave
         | C::SubscribeAnswer { .. }
         | C::IceCandidate { .. }
         | C::MediaPreferences { .. }

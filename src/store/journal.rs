@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use super::{
     JournalRecord, StoreError, check_schema, configure, migrate, query_last_seq, query_load,
-    query_meetings,
+    query_load_after, query_meetings,
 };
 
 /// Upper bound on requests folded into one group commit, so a single
@@ -111,6 +111,18 @@ enum Request {
     LastSeq {
         meeting: String,
         reply: Reply<u64>,
+    },
+    LoadAfter {
+        meeting: String,
+        after: u64,
+        reply: Reply<Vec<JournalRecord>>,
+    },
+    MarkInvite {
+        mark: super::invites::InviteMark,
+        reply: Reply<()>,
+    },
+    LoadInvites {
+        reply: Reply<Vec<super::invites::InviteMark>>,
     },
     Flush {
         reply: oneshot::Sender<()>,
@@ -262,6 +274,32 @@ impl Journal {
         self.request(|reply| Request::Load { meeting, reply }).await
     }
 
+    /// The records of `meeting` after `after`, in `seq` order (a resuming client's gap).
+    pub async fn load_after(
+        &self,
+        meeting: &str,
+        after: u64,
+    ) -> Result<Vec<JournalRecord>, StoreError> {
+        let meeting = meeting.to_owned();
+        self.request(|reply| Request::LoadAfter {
+            meeting,
+            after,
+            reply,
+        })
+        .await
+    }
+
+    /// Durably stores that an invite was redeemed or revoked.
+    pub async fn mark_invite(&self, mark: super::invites::InviteMark) -> Result<(), StoreError> {
+        self.request(|reply| Request::MarkInvite { mark, reply })
+            .await
+    }
+
+    /// Every invite mark (loaded once at start).
+    pub async fn invites(&self) -> Result<Vec<super::invites::InviteMark>, StoreError> {
+        self.request(|reply| Request::LoadInvites { reply }).await
+    }
+
     /// Highest `seq` journaled for `meeting`, or 0 if it has no events.
     pub async fn last_seq(&self, meeting: &str) -> Result<u64, StoreError> {
         let meeting = meeting.to_owned();
@@ -391,6 +429,19 @@ impl Writer {
             }
             Request::LastSeq { meeting, reply } => {
                 let _ = reply.send(query_last_seq(&self.conn, &self.path, &meeting));
+            }
+            Request::LoadAfter {
+                meeting,
+                after,
+                reply,
+            } => {
+                let _ = reply.send(query_load_after(&self.conn, &self.path, &meeting, after));
+            }
+            Request::MarkInvite { mark, reply } => {
+                let _ = reply.send(super::invites::write(&self.conn, &self.path, &mark));
+            }
+            Request::LoadInvites { reply } => {
+                let _ = reply.send(super::invites::load(&self.conn, &self.path));
             }
             Request::Flush { reply } => {
                 let _ = reply.send(());

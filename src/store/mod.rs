@@ -56,6 +56,7 @@
 //! ```
 
 pub mod health;
+pub mod invites;
 mod journal;
 pub mod minutes;
 
@@ -67,7 +68,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
 /// Schema version written by this build (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migrations, in order: entry `i` upgrades the schema from version `i` to
 /// version `i + 1`. Append new entries; never edit shipped ones.
@@ -84,6 +85,8 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
     // v1 -> v2: stream-health history.
     health::MIGRATION_V2,
+    // v2 -> v3: invites revoked or redeemed.
+    invites::MIGRATION_V3,
 ];
 
 /// How long a connection waits on a lock held by another connection.
@@ -283,14 +286,25 @@ fn query_load(
     path: &Path,
     meeting: &str,
 ) -> Result<Vec<JournalRecord>, StoreError> {
+    query_load_after(conn, path, meeting, 0)
+}
+
+/// The records of `meeting` after `after`, ordered by `seq`.
+fn query_load_after(
+    conn: &Connection,
+    path: &Path,
+    meeting: &str,
+    after: u64,
+) -> Result<Vec<JournalRecord>, StoreError> {
     let err = |e| StoreError::sqlite(path, e);
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
     let mut stmt = conn
         .prepare_cached(
-            "SELECT seq, at_ms, kind, actor, body FROM events WHERE meeting = ?1 ORDER BY seq",
+            "SELECT seq, at_ms, kind, actor, body FROM events WHERE meeting = ?1 AND seq > ?2 ORDER BY seq",
         )
         .map_err(err)?;
     let rows = stmt
-        .query_map(params![meeting], |row| {
+        .query_map(params![meeting, after], |row| {
             Ok((
                 row.get::<_, i64>(0)?,
                 row.get::<_, i64>(1)?,

@@ -273,6 +273,11 @@ impl Client {
             .unwrap_or_else(|| self.welcome["snapshot"]["floor"].clone())
     }
 
+    /// The websocket itself, for tests that drive it by hand.
+    pub fn take_ws(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.ws
+    }
+
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }

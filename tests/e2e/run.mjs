@@ -326,6 +326,8 @@ try {
     const req0 = await delA.page.evaluate(() => window.__rt.store.requestOf()?.id);
     assert(req0 !== undefined, `A has a request before (${st0})`);
     const joins0 = await delA.page.evaluate(() => window.__rt.conn.joins);
+    const resumes0 = await delA.page.evaluate(() => window.__rt.conn.resumes);
+    const seq0 = await delA.page.evaluate(() => window.__rt.store.seq);
     const states0 = await delA.page.evaluate(() => window.__rt.states.length);
     await mod.page.click(`#reconnect-${idA}`);
     const t0 = Date.now();
@@ -342,6 +344,11 @@ try {
     await delA.page.screenshot({ path: join(ARTIFACTS, 'delegate-reconnecting.png') });
     await until('A joined again', () => delA.page.evaluate((j) => window.__rt.conn.joins > j && window.__rt.conn.state === 'open', joins0), 5000, 20);
     const back = Date.now() - t0;
+    // It resumed its event stream (no snapshot): the store went on from where it was.
+    const resumed = await delA.page.evaluate(() => ({ resumes: window.__rt.conn.resumes, seq: window.__rt.store.seq }));
+    assert(resumed.resumes === resumes0 + 1, `resumed, not welcomed afresh (${resumes0} → ${resumed.resumes})`);
+    assert(resumed.seq > seq0, `events after ${seq0} applied (now ${resumed.seq})`);
+    notes.push(`resumed from seq ${seq0} to ${resumed.seq}`);
     const states = await delA.page.evaluate((n) => window.__rt.states.slice(n), states0);
     assert(states.some(([s, why]) => s === 'reconnecting' && why === 'reconnect'), `states ${JSON.stringify(states)}`);
     assert(states[states.length - 1][0] === 'open', `ends open: ${JSON.stringify(states)}`);
