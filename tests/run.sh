@@ -27,6 +27,8 @@ echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== tests"
 cargo test --workspace --all-targets 2>&1 | tee /tmp/roundtable-tests.log
+echo "== fuzzing (bounded: FUZZ_SECS per target, default 60; cargo-fuzz installed if missing)"
+FUZZ_SECS="${FUZZ_SECS:-60}" bash fuzz/run.sh
 echo "== benchmark smoke (websocket fan-out, 100 clients)"
 cargo run --release --quiet --bin rt-bench -- fanout --clients 100 --rounds 20 --out target/bench-smoke/fanout.json
 echo "== benchmark smoke (media: baku with 4 delegates against roundtable, the bare floor, then Janus; debug build)"

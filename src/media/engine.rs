@@ -92,6 +92,8 @@ use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
+
+pub use super::stun::{is_stun, stun_local_ufrag};
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
@@ -2897,39 +2899,6 @@ fn is_rtp(datagram: &[u8]) -> bool {
         [first, second, ..] => (128..=191).contains(first) && !(192..=223).contains(second),
         _ => false,
     }
-}
-
-fn is_stun(data: &[u8]) -> bool {
-    data.len() >= 20 && data[0] < 4 && data[4..8] == [0x21, 0x12, 0xA4, 0x42]
-}
-
-/// The local ufrag of a STUN message's USERNAME attribute ("ours:theirs"), without allocating.
-pub fn stun_local_ufrag(data: &[u8]) -> Option<&[u8]> {
-    const USERNAME: u16 = 0x0006;
-    if !is_stun(data) {
-        return None;
-    }
-    let len = u16::from_be_bytes([data[2], data[3]]) as usize;
-    let end = (20 + len).min(data.len());
-    let mut at = 20;
-    while at + 4 <= end {
-        let typ = u16::from_be_bytes([data[at], data[at + 1]]);
-        let vlen = u16::from_be_bytes([data[at + 2], data[at + 3]]) as usize;
-        let value = at + 4;
-        if value + vlen > end {
-            return None;
-        }
-        if typ == USERNAME {
-            let username = &data[value..value + vlen];
-            let local = username
-                .iter()
-                .position(|&b| b == b':')
-                .map_or(username, |colon| &username[..colon]);
-            return Some(local);
-        }
-        at = value + vlen.div_ceil(4) * 4;
-    }
-    None
 }
 
 /// Passes inbound keyframe requests (PLI, FIR) on to the application and leaves every other

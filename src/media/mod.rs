@@ -10,6 +10,9 @@
 //!   jitter, frames, keyframes, audio level), pure; the engine samples them once a second
 //!   ([`engine::MediaEvent::Sample`]) for stream health.
 //!
+//! - [`sdp`], [`rtp`], [`stun`]: what the engine reads of SDP, RTP payloads and STUN itself;
+//!   pure and dependency-free, so the `media_input` fuzz target (fuzz/) includes them as they are.
+//!
 //! Until the engine calls into the router, it carries a minimal forwarding table of its own
 //! (`engine::ForwardTable`).
 
@@ -19,5 +22,6 @@ pub mod meter;
 pub mod router;
 pub mod rtp;
 pub mod sdp;
+pub mod stun;
 pub mod tcp;
 pub mod turn;
