@@ -22,15 +22,23 @@ mkdir -p corpus/protocol_parser corpus/floor_engine corpus/media_input
 cp -n ../signaling/fixtures/client/*.json corpus/protocol_parser/ 2>/dev/null || true
 echo "== building the fuzz targets"
 for t in "${TARGETS[@]}"; do
-  cargo fuzz build "${FUZZ_FLAGS[@]}" "$t" 2>&1 | grep -E "^(error|warning)|Finished" || true
+  # A build that fails fails the run (set -e; the log shows why).
+  cargo fuzz build "${FUZZ_FLAGS[@]}" "$t" > "/tmp/roundtable-fuzz-build-$t.log" 2>&1 \
+    || { tail -30 "/tmp/roundtable-fuzz-build-$t.log"; exit 1; }
 done
 for t in "${TARGETS[@]}"; do
   echo "== fuzzing $t for ${SECS} s"
+  rc=0
   cargo fuzz run "${FUZZ_FLAGS[@]}" "$t" "corpus/$t" -- -max_total_time="$SECS" -max_len=4096 \
-    -print_final_stats=1 2>&1 | grep -E "^(stat::number_of_executed_units|stat::new_units_added|#[0-9]+.*DONE)|panicked|ERROR|SUMMARY" || true
-  if ls "artifacts/$t"/crash-* "artifacts/$t"/timeout-* "artifacts/$t"/oom-* >/dev/null 2>&1; then
-    echo "!! $t failed (crash, timeout or out of memory): fuzz/artifacts/$t"
-    ls "artifacts/$t"; exit 1
+    -print_final_stats=1 > "/tmp/roundtable-fuzz-$t.log" 2>&1 || rc=$?
+  grep -E "^(stat::number_of_executed_units|stat::new_units_added|#[0-9]+.*DONE)|panicked|ERROR|SUMMARY" \
+    "/tmp/roundtable-fuzz-$t.log" || true
+  # libFuzzer exits non-zero on a crash, a timeout or running out of memory, and leaves the
+  # input in artifacts/<target>/.
+  if [ "$rc" -ne 0 ] || compgen -G "artifacts/$t/*" >/dev/null; then
+    echo "!! $t failed (exit $rc): see /tmp/roundtable-fuzz-$t.log and fuzz/artifacts/$t"
+    tail -40 "/tmp/roundtable-fuzz-$t.log"
+    exit 1
   fi
 done
 echo "== fuzzing: no crash"

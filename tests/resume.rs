@@ -73,8 +73,8 @@ async fn refusal(addr: std::net::SocketAddr, token: &str) -> Option<(u16, String
             None
         }
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let v: Value =
-                serde_json::from_slice(resp.body().as_deref().unwrap_or(b"{}")).expect("JSON");
+            let v: Value = serde_json::from_slice(resp.body().as_deref().unwrap_or(b"{}"))
+                .unwrap_or(Value::Null);
             Some((
                 resp.status().as_u16(),
                 v["code"].as_str().unwrap_or("").to_owned(),
@@ -429,5 +429,31 @@ async fn a_role_has_as_many_seats_as_configured() {
     let _d = server.join(Role::Delegate, "d1", "Amina", "KG").await;
     let again = Client::join(server.addr, &o2).await;
     assert_eq!(again.welcome["you"]["id"], "o2");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_count_against_the_per_address_limit() {
+    let server = TestServer::start_with("per-addr", |c| {
+        c.server.max_connections_per_ip = 3;
+        c.server.connections_per_ip_per_sec = 0;
+    })
+    .await;
+    let mut held = Vec::new();
+    for i in 0..3 {
+        held.push(server.join(Role::Observer, &format!("o{i}"), "O", "").await);
+    }
+    // A fourth connection from the same address: a bare 429, before any upgrade.
+    let t = server.token(Role::Observer, "o3", "O", "");
+    assert_eq!(
+        refusal(server.addr, &t).await.map(|(s, _)| s),
+        Some(429),
+        "three open websockets hold their places"
+    );
+    // One leaves: its place is free again.
+    held.pop().expect("one").close().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let c = Client::join(server.addr, &t).await;
+    assert_eq!(c.welcome["you"]["id"], "o3");
     server.shutdown().await;
 }

@@ -22,7 +22,6 @@ use axum::Router;
 use dashmap::DashMap;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -249,8 +248,10 @@ pub async fn serve(
         let tls = tls.clone();
         let stop = stop.clone();
         let counters = counters.clone();
+        // The place is held by the connection, and by a websocket it upgrades to (the
+        // handler keeps a clone for the socket's life).
+        let admitted = Arc::new(admitted);
         tasks.spawn(async move {
-            let _admitted = admitted;
             // A connection that sends nothing at all is not a request yet, and hyper's header
             // timer starts with the first byte: wait for one, within the same bound.
             let mut first = [0u8; 1];
@@ -262,10 +263,10 @@ pub async fn serve(
                 }
             }
             match tls {
-                None => connection(tcp, peer, app, stop).await,
+                None => connection(tcp, peer, app, admitted, stop).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => connection(stream, peer, app, stop).await,
+                        Ok(Ok(stream)) => connection(stream, peer, app, admitted, stop).await,
                         Ok(Err(e)) => {
                             counters
                                 .tls_failed
@@ -306,11 +307,24 @@ async fn refuse(mut tcp: TcpStream) {
 }
 
 /// One connection: HTTP/1.1 with upgrades, a header timeout, and a graceful end on `stop`.
-async fn connection<S>(io: S, peer: SocketAddr, app: Router, mut stop: watch::Receiver<bool>)
-where
+async fn connection<S>(
+    io: S,
+    peer: SocketAddr,
+    app: Router,
+    admitted: Arc<Admitted>,
+    mut stop: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(app);
+    // Every request carries the connection's place (`Extension<Arc<Admitted>>`), so that a
+    // websocket keeps it after hyper lets go of the upgraded socket.
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            use tower_service::Service as _;
+            req.extensions_mut().insert(admitted.clone());
+            let mut app = app.clone();
+            async move { app.call(req).await }
+        });
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -364,6 +364,7 @@ fn who(s: &Shared, claims: &Claims) -> Who {
 async fn ws(
     State(s): State<Arc<Shared>>,
     Query(q): Query<TokenQuery>,
+    place: Option<axum::Extension<Arc<listen::Admitted>>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -409,7 +410,11 @@ async fn ws(
         .write_buffer_size(WS_BUFFER)
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket| connection::serve(socket, s, who, meeting))
+        .on_upgrade(move |socket| async move {
+            // The per-address place of the TCP connection, held while the websocket lives.
+            let _place = place;
+            connection::serve(socket, s, who, meeting).await
+        })
 }
 
 /// Whether a token would open the websocket now (without redeeming a one-time invite): 200

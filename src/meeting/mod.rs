@@ -622,6 +622,12 @@ impl Meeting {
             let mut out = Vec::new();
             av.leave(participant, &mut out).await;
             self.deliver(out);
+            // Their connections are gone from `conns` already, so the reader's `Leave` will
+            // find nothing to do: forget their stream health here.
+            let mut changes = crate::health::TickOut::default();
+            self.health
+                .remove(self.clock.now(), participant, &mut changes);
+            self.announce_alerts(changes.changes);
         }
         !ids.is_empty()
     }
@@ -699,7 +705,19 @@ impl Meeting {
                 .collect();
             invites.sort();
             invites.dedup();
-            for invite in invites {
+            if invites.is_empty() {
+                // Not seen since the server started (a restart forgets which invite someone
+                // used): say so rather than ack a revocation that did nothing.
+                self.engine = before;
+                return Err((
+                    ErrorCode::NotFound,
+                    format!(
+                        "no invitation of {participant:?} is known since the server started: \
+                         nothing to revoke (they can be removed without revoking)"
+                    ),
+                ));
+            }
+            for (n, invite) in invites.into_iter().enumerate() {
                 if let Err(e) = self
                     .settings
                     .invites
@@ -708,10 +726,16 @@ impl Meeting {
                 {
                     self.engine = before;
                     warn!(error = %e, "journal failed recording a revoked invite");
-                    return Err((
-                        ErrorCode::JournalUnavailable,
-                        "the journal could not record the revoked invite; nothing changed".into(),
-                    ));
+                    let message = if n == 0 {
+                        "the journal could not record the revoked invitation; nothing changed"
+                            .to_owned()
+                    } else {
+                        format!(
+                            "the journal could not record all their invitations: {n} revoked, \
+                             the rest not; they were not removed"
+                        )
+                    };
+                    return Err((ErrorCode::JournalUnavailable, message));
                 }
                 info!(%participant, %invite, by = %chair.id, "invite revoked");
             }

@@ -376,6 +376,8 @@ struct Measure {
     fds: u64,
     rss_kib: u64,
     ws_clients: u64,
+    /// Connections the server dropped for not reading fast enough (so far).
+    lagging_dropped: u64,
 }
 
 async fn measure(addr: std::net::SocketAddr, pid: u32) -> Result<Measure> {
@@ -401,6 +403,7 @@ async fn measure(addr: std::net::SocketAddr, pid: u32) -> Result<Measure> {
         fds,
         rss_kib,
         ws_clients: gauge("roundtable_websocket_clients"),
+        lagging_dropped: gauge("roundtable_lagging_connections_total"),
     })
 }
 
@@ -554,11 +557,13 @@ async fn main() -> Result<()> {
     let mut media_sent = 0;
     let mut media_received = 0;
     let mut media_failed = 0;
+    let mut media_sent_each = Vec::new();
     for m in media {
         match m.await? {
             Ok((s, r)) => {
                 media_sent += s;
                 media_received += r;
+                media_sent_each.push(s);
             }
             Err(e) => {
                 media_failed += 1;
@@ -722,6 +727,7 @@ async fn main() -> Result<()> {
         "welcomes": welcomes,
         "media_packets_sent": media_sent,
         "media_packets_received": media_received,
+        "media_packets_sent_each": media_sent_each,
         "sigterm_exit_ms": stop_ms,
         "failures": failures,
     });
