@@ -104,12 +104,16 @@ impl Invites {
     pub async fn admit(&self, claims: &Claims, now_ms: i64) -> Result<(), InviteError> {
         let key = (claims.meeting.clone(), claims.invite.clone());
         let first_use = self.with(|m| {
+            // Only invites with a history have an entry: an ordinary one adds nothing.
+            if !claims.once {
+                return match m.get(&key) {
+                    Some(x) if x.revoked => Err(InviteError::Revoked),
+                    _ => Ok(false),
+                };
+            }
             let e = m.entry(key.clone()).or_default();
             if e.revoked {
                 return Err(InviteError::Revoked);
-            }
-            if !claims.once {
-                return Ok(false);
             }
             if e.redeemed {
                 return Err(InviteError::Used);
