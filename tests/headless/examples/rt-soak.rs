@@ -321,8 +321,24 @@ async fn chair(shared: Arc<Shared>, token: String) -> Result<u64> {
     Ok(granted)
 }
 
+/// A runtime owned by async code: shut down in the background when dropped (a plain drop
+/// inside an async context panics).
+struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// One media delegate: publishes its microphone, subscribes, raises its hand now and then.
-async fn media_delegate(shared: Arc<Shared>, id: String, token: String) -> Result<(u64, u64)> {
+async fn media_delegate(
+    shared: Arc<Shared>,
+    id: String,
+    token: String,
+) -> Result<(u64, u64, serde_json::Value)> {
     let base = format!("ws://{}", shared.addr);
     let opts = ClientOptions {
         timeout: Duration::from_secs(30),
@@ -339,6 +355,7 @@ async fn media_delegate(shared: Arc<Shared>, id: String, token: String) -> Resul
     client
         .cmd(json!({"type": "media_preferences", "thumbnails": false, "microphones": "open"}))
         .await?;
+    let published_at = Instant::now();
     shared.connected.fetch_add(1, Ordering::Relaxed);
     shared.mark(&id, true);
     while !shared.stop.load(Ordering::Relaxed) {
@@ -346,11 +363,21 @@ async fn media_delegate(shared: Arc<Shared>, id: String, token: String) -> Resul
         let _ = client.cmd(json!({"type": "raise_hand"})).await;
     }
     let received: u64 = client.stats().iter().map(|s| s.packets).sum();
-    let sent: u64 = client.sent_stats().iter().map(|s| s.packets).sum();
+    let stats = client.sent_stats();
+    let sent: u64 = stats.iter().map(|s| s.packets).sum();
+    let detail = json!({
+        "id": id,
+        "packets": sent,
+        // Of the 50 packets a second the microphone sends while published.
+        "share_of_expected": sent as f64 / (published_at.elapsed().as_secs_f64() * 50.0),
+        "frames": stats.iter().map(|s| s.frames).sum::<u64>(),
+        "errors": stats.iter().map(|s| s.errors).sum::<u64>(),
+        "last_error": stats.iter().find_map(|s| s.last_error.clone()),
+    });
     shared.connected.fetch_sub(1, Ordering::Relaxed);
     shared.mark(&id, false);
     client.close().await;
-    Ok((sent, received))
+    Ok((sent, received, detail))
 }
 
 /// A plain GET on a fresh connection: the body.
@@ -446,6 +473,14 @@ fn write_config(dir: &Path, port: u16, delegates: usize) -> Result<PathBuf> {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    // Warnings and errors of the WebRTC stack (it logs through `log`), to stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let dir = std::env::temp_dir().join(format!("rt-soak-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -482,11 +517,23 @@ async fn main() -> Result<()> {
         shared.clone(),
         token(&secret, Role::Moderator, "chair"),
     ));
+    // The media delegates run on their own runtime (their own threads), as they would on
+    // their own machines: 200 websocket clients parsing every event must not starve their
+    // RTP pumps and peer-connection drivers of a worker (they did: each pump stopped after
+    // ~4 s while both workers of one shared runtime stayed busy with the websocket side).
+    let media_rt = BackgroundRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("rt-soak-media")
+            .enable_all()
+            .build()?,
+    ));
+    let media_rt = media_rt.0.as_ref().ok_or("no media runtime")?;
     let mut media = Vec::new();
     for i in 0..args.media {
         let t = token(&secret, Role::Delegate, &format!("m{i}"));
         let sh = shared.clone();
-        media.push(tokio::spawn(async move {
+        media.push(media_rt.spawn(async move {
             let r = media_delegate(sh, format!("m{i}"), t).await;
             if let Err(e) = &r {
                 progress!("media delegate m{i}: {e}");
@@ -560,10 +607,10 @@ async fn main() -> Result<()> {
     let mut media_sent_each = Vec::new();
     for m in media {
         match m.await? {
-            Ok((s, r)) => {
+            Ok((s, r, detail)) => {
                 media_sent += s;
                 media_received += r;
-                media_sent_each.push(s);
+                media_sent_each.push(detail);
             }
             Err(e) => {
                 media_failed += 1;
@@ -701,6 +748,17 @@ async fn main() -> Result<()> {
     check(
         exited && stop_ms <= 5000,
         format!("SIGTERM: exited {exited} after {stop_ms} ms"),
+    );
+    let worst_share = media_sent_each
+        .iter()
+        .filter_map(|d| d["share_of_expected"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    check(
+        media_sent_each.is_empty() || worst_share >= 0.9,
+        format!(
+            "a media delegate sent only {:.0} % of its audio",
+            worst_share * 100.0
+        ),
     );
     check(
         media_received > 0,

@@ -262,12 +262,18 @@ async fn write(track: &TrackLocalStaticRTP, s: &OutStream, mut pkt: rtp::Packet)
         }
     }
     let len = pkt.payload.len() as u64;
-    match track.write_rtp(pkt).await {
-        Ok(()) => {
+    // `write_rtp` waits while the connection's driver does not drain its queue: a second of
+    // that is a stall, counted as an error (the packet is not sent).
+    match tokio::time::timeout(Duration::from_secs(1), track.write_rtp(pkt)).await {
+        Ok(Ok(())) => {
             s.counters.packets.fetch_add(1, Ordering::Relaxed);
             s.counters.bytes.fetch_add(len, Ordering::Relaxed);
         }
-        Err(e) => fail(s, e.to_string()),
+        Ok(Err(e)) => fail(s, e.to_string()),
+        Err(_) => fail(
+            s,
+            "write_rtp blocked for 1 s (the driver is not draining)".into(),
+        ),
     }
 }
 
