@@ -246,6 +246,11 @@ pub fn render(
                 e.plis_sent,
             ),
             (
+                "roundtable_ice_restarts_total",
+                "ICE restarts (subscriber re-offers and publisher offers with new credentials).",
+                e.ice_restarts,
+            ),
+            (
                 "roundtable_keyframe_requests_received_total",
                 "Keyframe requests (PLI, FIR) received from subscribers.",
                 e.keyframe_requests_in,

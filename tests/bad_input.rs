@@ -261,6 +261,7 @@ async fn every_command_from_every_role_is_checked() {
                 "unpublish" => v["pc"] = json!("screen"),
                 "remove" | "ask_reconnect" => v["participant"] = json!("nobody"),
                 "subscribe_answer" => v["sdp"] = json!("v=0"),
+                "ice_restart" => v["pc"] = json!("subscribe"),
                 "ice_candidate" => {
                     v["pc"] = json!("publish");
                     v["candidate"] = json!("");

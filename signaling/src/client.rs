@@ -216,6 +216,14 @@ pub enum Command {
         /// Which one.
         pc: PeerConnectionKind,
     },
+    /// Restart ICE on the subscribe connection (its network changed or failed): the server
+    /// answers with a `subscribe_offer` carrying new ICE credentials, to be answered as any
+    /// other. A sending connection restarts by the client: a new `publish` offer with new
+    /// credentials (`RTCPeerConnection.restartIce()`).
+    IceRestart {
+        /// Which connection: only `subscribe`.
+        pc: PeerConnectionKind,
+    },
     /// The client's SDP answer to the server's `subscribe_offer`.
     SubscribeAnswer {
         /// SDP answer.
@@ -315,6 +323,7 @@ impl Command {
         "publish",
         "unpublish",
         "subscribe_answer",
+        "ice_restart",
         "ice_candidate",
         "media_preferences",
         "client_stats",
@@ -356,6 +365,7 @@ impl Command {
             Command::AskReconnect { .. } => "ask_reconnect",
             Command::Publish { .. } => "publish",
             Command::Unpublish { .. } => "unpublish",
+            Command::IceRestart { .. } => "ice_restart",
             Command::SubscribeAnswer { .. } => "subscribe_answer",
             Command::IceCandidate { .. } => "ice_candidate",
             Command::MediaPreferences { .. } => "media_preferences",
@@ -399,6 +409,7 @@ impl Command {
             | Command::AskReconnect { .. }
             | Command::Publish { .. }
             | Command::Unpublish { .. }
+            | Command::IceRestart { .. }
             | Command::SubscribeAnswer { .. }
             | Command::IceCandidate { .. }
             | Command::MediaPreferences { .. }

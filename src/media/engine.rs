@@ -7,8 +7,9 @@
 //!   subscribers (we offer the tracks we will send, the client answers);
 //! - a **demultiplexer**: a datagram goes to the connection its remote address is mapped to;
 //!   a STUN message carrying USERNAME goes to the connection whose ICE ufrag is the part before
-//!   the colon (we choose each connection's ufrag, so the mapping exists before any packet
-//!   arrives). Every STUN message a connection sends maps its destination to it, so answers to
+//!   the colon (the core draws each connection's ufrag; we read it from every local
+//!   description, so the mapping exists before the client can send a check, and an ICE
+//!   restart's new ufrag joins it while the previous one stays routable). Every STUN message a connection sends maps its destination to it, so answers to
 //!   our own connectivity checks find their way back;
 //! - **timers**: each connection's `poll_timeout`, kept in a min-heap;
 //! - one DTLS certificate shared by all connections (generating one per connection costs an
@@ -81,7 +82,6 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInf
 use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
@@ -89,6 +89,7 @@ use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine as RtcMediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::{RTCConfigurationBuilder, RTCOfferOptions};
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -401,6 +402,9 @@ pub struct EngineStats {
     pub gate_dropped: u64,
     /// Keyframe requests (PLI) sent to publishers.
     pub plis_sent: u64,
+    /// ICE restarts: subscriber connections re-offered with new credentials, and publisher
+    /// offers that brought new ones.
+    pub ice_restarts: u64,
     /// Keyframe requests (PLI, FIR) received from subscribers.
     pub keyframe_requests_in: u64,
     /// NACK packets received from subscribers (the responder repairs from its buffer).
@@ -784,6 +788,13 @@ impl MediaHandle {
             .await
     }
 
+    /// Restarts ICE on a subscriber connection: the new offer (new credentials, the same
+    /// tracks), to be answered with [`MediaHandle::set_answer`]. Replaces an unanswered offer.
+    pub async fn restart_subscriber(&self, conn: ConnId) -> Result<String, MediaError> {
+        self.call(|reply| Command::RestartSubscriber { conn, reply })
+            .await
+    }
+
     /// A trickled remote ICE candidate (`candidate:...` line, or empty for end-of-candidates).
     pub async fn add_remote_candidate(
         &self,
@@ -968,6 +979,10 @@ enum Command {
         conn: ConnId,
         spec: TrackSpec,
         reply: Reply<(OutTrackInfo, String)>,
+    },
+    RestartSubscriber {
+        conn: ConnId,
+        reply: Reply<String>,
     },
     AddRemoteCandidate {
         conn: ConnId,
@@ -1193,7 +1208,9 @@ impl Conn {
 struct Conn {
     pc: RTCPeerConnection,
     role: Role,
-    ufrag: String,
+    /// Our ICE ufrags, the current one last: the one before stays routable while a restart
+    /// settles (checks with the old credentials may still be in flight).
+    ufrags: Vec<String>,
     /// Remote addresses mapped to this connection (removed with it).
     addrs: Vec<SocketAddr>,
     state: ConnState,
@@ -2084,6 +2101,9 @@ impl Engine {
             Command::AddTrack { conn, spec, reply } => {
                 let _ = reply.send(self.add_track(conn, spec));
             }
+            Command::RestartSubscriber { conn, reply } => {
+                let _ = reply.send(self.restart_subscriber(conn));
+            }
             Command::AddRemoteCandidate {
                 conn,
                 candidate,
@@ -2304,12 +2324,10 @@ impl Engine {
             .ok_or(MediaError::UnknownConnection(id))
     }
 
-    fn new_peer_connection(
-        &self,
-        ufrag: &str,
-        pwd: &str,
-        role: Role,
-    ) -> Result<RTCPeerConnection, MediaError> {
+    /// A peer connection with credentials of its own: the core draws random ones (a 16-letter
+    /// ufrag) at build and again at every ICE restart, and [`Engine::learn_ufrag`] reads them
+    /// back from each local description (pinned credentials would survive a restart).
+    fn new_peer_connection(&self, role: Role) -> Result<RTCPeerConnection, MediaError> {
         let mut media_engine = RtcMediaEngine::default();
         register_codecs(&mut media_engine)?;
         let registry = interceptors(&mut media_engine, role)?;
@@ -2318,7 +2336,6 @@ impl Engine {
         let registry = registry.with(Slot::from(14_000), KeyframeRequestInterceptor::default());
         let setting_engine = SettingEngineBuilder::new()
             .with_crypto_provider(self.crypto.clone())
-            .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
             // No mDNS: we have no socket for it, and `.local` names cannot be resolved here.
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             // Browsers' host candidates are `.local` names we cannot resolve, so their address
@@ -2344,14 +2361,13 @@ impl Engine {
             .build(Instant::now())?)
     }
 
-    fn insert_conn(&mut self, id: ConnId, pc: RTCPeerConnection, role: Role, ufrag: String) {
-        self.by_ufrag.insert(ufrag.clone(), id);
+    fn insert_conn(&mut self, id: ConnId, pc: RTCPeerConnection, role: Role) {
         self.conns.insert(
             id,
             Conn {
                 pc,
                 role,
-                ufrag,
+                ufrags: Vec::new(),
                 addrs: Vec::new(),
                 state: ConnState::New,
                 connect_by: Some(Instant::now() + self.connect_timeout),
@@ -2373,13 +2389,79 @@ impl Engine {
         self.mark_dirty(id);
     }
 
+    /// Routes STUN for `ufrag` (read from the connection's latest local description) to
+    /// `id`. A new ufrag (an ICE restart) becomes the current one; the one before stays
+    /// routable until the next, older ones go. Ufrags are 16 random letters: a clash with
+    /// another live connection is refused rather than stealing its checks.
+    fn learn_ufrag(&mut self, id: ConnId, ufrag: String) -> Result<(), MediaError> {
+        match self.by_ufrag.get(&ufrag) {
+            Some(&owner) if owner == id => return Ok(()),
+            Some(&owner) => {
+                return Err(MediaError::Rtc(format!(
+                    "ICE ufrag already used by connection {owner}"
+                )));
+            }
+            None => {}
+        }
+        let conn = self.conn_mut(id)?;
+        let restarted = !conn.ufrags.is_empty();
+        conn.ufrags.push(ufrag.clone());
+        let stale: Vec<String> = if conn.ufrags.len() > 2 {
+            conn.ufrags.drain(..conn.ufrags.len() - 2).collect()
+        } else {
+            Vec::new()
+        };
+        for old in stale {
+            self.by_ufrag.remove(&old);
+        }
+        self.by_ufrag.insert(ufrag, id);
+        if restarted {
+            self.stats.ice_restarts += 1;
+        }
+        Ok(())
+    }
+
+    /// An ICE restart of a subscriber connection: a new offer with new credentials (our
+    /// candidates again, in case a failure dropped them), to be answered with
+    /// [`Engine::set_answer`]. Media resumes once the new checks succeed; DTLS and SRTP stay.
+    /// An offer still unanswered (its answer lost with a dropped websocket) is replaced.
+    fn restart_subscriber(&mut self, id: ConnId) -> Result<String, MediaError> {
+        let (host, tcp) = (self.host_candidate.clone(), self.tcp_candidate.clone());
+        let conn = self.conn_mut(id)?;
+        if conn.role != Role::Subscriber {
+            return Err(MediaError::WrongRole(id, Role::Subscriber.name()));
+        }
+        if conn.pc.pending_local_description().is_some() {
+            let rollback = RTCSessionDescription::rollback(None)?;
+            conn.pc.set_local_description(Instant::now(), rollback)?;
+        }
+        conn.pc.add_local_candidate(host)?;
+        if let Some(tcp) = tcp {
+            conn.pc.add_local_candidate(tcp)?;
+        }
+        let offer = conn
+            .pc
+            .create_offer(Some(RTCOfferOptions { ice_restart: true }))?;
+        conn.pc.set_local_description(Instant::now(), offer)?;
+        conn.pc
+            .add_local_candidate(RTCIceCandidateInit::default())?;
+        let sdp = conn
+            .pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or_else(|| MediaError::Rtc("no local description".to_owned()))?;
+        let ufrag = local_ufrag(&sdp)?;
+        self.learn_ufrag(id, ufrag)?;
+        self.mark_dirty(id);
+        Ok(sdp::offer_as_dtls_client(&sdp))
+    }
+
     fn create_publisher(&mut self, id: ConnId, offer_sdp: String) -> Result<String, MediaError> {
         if self.conns.contains_key(&id) {
             return Err(MediaError::DuplicateConnection(id));
         }
         check_sdp_size(&offer_sdp)?;
-        let (ufrag, pwd) = ice_credentials(&self.by_ufrag);
-        let mut pc = self.new_peer_connection(&ufrag, &pwd, Role::Publisher)?;
+        let mut pc = self.new_peer_connection(Role::Publisher)?;
         let offer = RTCSessionDescription::offer(offer_sdp)?;
         pc.set_remote_description(Instant::now(), offer)?;
         pc.add_local_candidate(self.host_candidate.clone())?;
@@ -2396,7 +2478,9 @@ impl Engine {
             .local_description()
             .map(|d| d.sdp)
             .ok_or_else(|| MediaError::Rtc("no local description".to_owned()))?;
-        self.insert_conn(id, pc, Role::Publisher, ufrag);
+        let ufrag = local_ufrag(&sdp)?;
+        self.insert_conn(id, pc, Role::Publisher);
+        self.learn_ufrag(id, ufrag)?;
         if let Some(c) = self.conns.get_mut(&id) {
             c.audio_level_id = sdp::extmap_id(&sdp, sdp::AUDIO_LEVEL_URI);
         }
@@ -2405,6 +2489,7 @@ impl Engine {
 
     fn update_publisher(&mut self, id: ConnId, offer_sdp: String) -> Result<String, MediaError> {
         check_sdp_size(&offer_sdp)?;
+        let (host, tcp) = (self.host_candidate.clone(), self.tcp_candidate.clone());
         let conn = self.conn_mut(id)?;
         if conn.role != Role::Publisher {
             return Err(MediaError::WrongRole(id, Role::Publisher.name()));
@@ -2412,6 +2497,13 @@ impl Engine {
         let offer = RTCSessionDescription::offer(offer_sdp)?;
         conn.pc.set_remote_description(Instant::now(), offer)?;
         let answered = (|| {
+            // An offer with new ICE credentials (the client's ICE restart) restarts the agent
+            // here; if it had failed, the agent dropped its local candidates: add ours again
+            // (a candidate it still has is ignored).
+            conn.pc.add_local_candidate(host)?;
+            if let Some(tcp) = tcp {
+                conn.pc.add_local_candidate(tcp)?;
+            }
             let answer = conn.pc.create_answer(None)?;
             conn.pc.set_local_description(Instant::now(), answer)?;
             conn.pc
@@ -2425,7 +2517,14 @@ impl Engine {
             conn.audio_level_id = sdp::extmap_id(sdp, sdp::AUDIO_LEVEL_URI);
         }
         let answered = answered.map(|sdp| sdp::with_start_bitrate(&sdp, START_BITRATE_KBPS));
-        if answered.is_err() {
+        let answered = answered.and_then(|sdp| {
+            let ufrag = local_ufrag(&sdp)?;
+            self.learn_ufrag(id, ufrag)?;
+            Ok(sdp)
+        });
+        if answered.is_err()
+            && let Some(conn) = self.conns.get_mut(&id)
+        {
             // Back to the last stable state, so the connection keeps working as before.
             let rolled_back = RTCSessionDescription::rollback(None)
                 .and_then(|rollback| conn.pc.set_remote_description(Instant::now(), rollback));
@@ -2444,8 +2543,7 @@ impl Engine {
         if self.conns.contains_key(&id) {
             return Err(MediaError::DuplicateConnection(id));
         }
-        let (ufrag, pwd) = ice_credentials(&self.by_ufrag);
-        let mut pc = self.new_peer_connection(&ufrag, &pwd, Role::Subscriber)?;
+        let mut pc = self.new_peer_connection(Role::Subscriber)?;
         let mut tracks = Vec::with_capacity(specs.len());
         let mut created = Vec::with_capacity(specs.len());
         for spec in specs {
@@ -2467,7 +2565,9 @@ impl Engine {
             .local_description()
             .map(|d| d.sdp)
             .ok_or_else(|| MediaError::Rtc("no local description".to_owned()))?;
-        self.insert_conn(id, pc, Role::Subscriber, ufrag);
+        let ufrag = local_ufrag(&sdp)?;
+        self.insert_conn(id, pc, Role::Subscriber);
+        self.learn_ufrag(id, ufrag)?;
         let conn = self.conn_mut(id)?;
         for (track_id, out) in created {
             conn.out_by_ssrc.insert(out.ssrc, track_id);
@@ -2667,7 +2767,9 @@ impl Engine {
                 self.by_addr.remove(addr);
             }
         }
-        self.by_ufrag.remove(&conn.ufrag);
+        for ufrag in &conn.ufrags {
+            self.by_ufrag.remove(ufrag);
+        }
         self.table.forget_conn(id);
         self.rooms.forget_conn(id);
         self.dirty.retain(|d| *d != id);
@@ -2840,27 +2942,9 @@ fn accepts_media(answer: &str) -> bool {
     })
 }
 
-/// Fresh ICE credentials; the ufrag is unique among live connections (it routes STUN).
-fn ice_credentials(taken: &HashMap<String, ConnId>) -> (String, String) {
-    use rand::Rng;
-    use rand::distr::Alphanumeric;
-    let mut rng = rand::rng();
-    loop {
-        let ufrag: String = (&mut rng)
-            .sample_iter(Alphanumeric)
-            .take(16)
-            .map(char::from)
-            .collect();
-        if taken.contains_key(&ufrag) {
-            continue;
-        }
-        let pwd: String = (&mut rng)
-            .sample_iter(Alphanumeric)
-            .take(32)
-            .map(char::from)
-            .collect();
-        return (ufrag, pwd);
-    }
+/// Our ICE ufrag in a local description (`a=ice-ufrag:`, session or first media level).
+fn local_ufrag(sdp: &str) -> Result<String, MediaError> {
+    sdp::ice_ufrag(sdp).ok_or_else(|| MediaError::Rtc("local description without ice-ufrag".into()))
 }
 
 /// A random SSRC not used by a sender of `pc` yet.

@@ -134,9 +134,25 @@ pub fn with_start_bitrate(sdp: &str, kbps: u32) -> String {
     out
 }
 
+/// The first `a=ice-ufrag:` value (session or media level; with BUNDLE they are all one).
+pub fn ice_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+        .map(str::to_owned)
+        .filter(|u| !u.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ice_ufrag_is_the_first_one() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:AbCd\r\na=ice-pwd:x\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ice-ufrag:AbCd\r\n";
+        assert_eq!(ice_ufrag(sdp).as_deref(), Some("AbCd"));
+        assert_eq!(ice_ufrag("v=0\r\na=ice-ufrag:\r\n"), None);
+        assert_eq!(ice_ufrag("v=0\r\n"), None);
+    }
 
     #[test]
     fn subscribe_offers_make_us_the_dtls_client() {

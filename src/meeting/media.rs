@@ -456,6 +456,47 @@ impl MeetingMedia {
         Ok(())
     }
 
+    /// `ice_restart`: a new offer with new ICE credentials on the subscribe connection
+    /// (replacing an unanswered one), sent as `subscribe_offer`.
+    pub async fn restart_ice(
+        &mut self,
+        participant: &str,
+        pc: sig::PeerConnectionKind,
+        out: &mut Outbox,
+    ) -> Result<(), (ErrorCode, String)> {
+        if pc != sig::PeerConnectionKind::Subscribe {
+            return Err((
+                ErrorCode::InvalidFields,
+                "the server restarts only the subscribe connection; a sending connection \
+                 restarts with a new publish offer (restartIce)"
+                    .into(),
+            ));
+        }
+        let conn = self
+            .peers
+            .get(participant)
+            .and_then(|p| p.subscriber)
+            .ok_or((
+                ErrorCode::NotFound,
+                "no subscribe connection to restart: open one with media_preferences".to_owned(),
+            ))?;
+        let sdp = self
+            .hub
+            .engine
+            .restart_subscriber(conn)
+            .await
+            .map_err(err)?;
+        if let Some(p) = self.peers.get_mut(participant) {
+            p.offer_pending = true;
+        }
+        let slots = self.slot_infos(participant, &sdp);
+        out.push((
+            participant.to_owned(),
+            sig::ServerMessage::SubscribeOffer { sdp, slots },
+        ));
+        Ok(())
+    }
+
     /// `ice_candidate` from the client.
     pub async fn candidate(
         &mut self,

@@ -1105,6 +1105,7 @@ impl Meeting {
             }
             Command::Unpublish { pc } => av.unpublish(&who.id, pc, &mut out).await,
             Command::SubscribeAnswer { sdp } => av.answer(&who.id, sdp, &mut out).await,
+            Command::IceRestart { pc } => av.restart_ice(&who.id, pc, &mut out).await,
             Command::IceCandidate { pc, candidate, .. } => {
                 av.candidate(&who.id, pc, candidate).await
             }
@@ -1597,6 +1598,7 @@ impl Meeting {
             Command::Publish { .. }
                 | Command::Unpublish { .. }
                 | Command::SubscribeAnswer { .. }
+                | Command::IceRestart { .. }
                 | Command::IceCandidate { .. }
                 | Command::MediaPreferences { .. }
         ) {
@@ -1712,6 +1714,7 @@ impl Meeting {
             Command::Publish { .. }
             | Command::Unpublish { .. }
             | Command::SubscribeAnswer { .. }
+            | Command::IceRestart { .. }
             | Command::IceCandidate { .. }
             | Command::MediaPreferences { .. }
             | Command::Remove { .. }

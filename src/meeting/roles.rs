@@ -11,6 +11,7 @@ pub fn allowed(role: Role, command: &Command) -> bool {
         | C::Ping { .. }
         | C::Leave
         | C::SubscribeAnswer { .. }
+        | C::IceRestart { .. }
         | C::IceCandidate { .. }
         | C::MediaPreferences { .. }
         | C::ClientStats { .. } => true,

@@ -802,3 +802,61 @@ async fn a_subscriber_that_stops_reading_harms_no_one() {
     room.close().await;
     let _ = server.stop.send(());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ice_restart_of_the_subscribe_connection_keeps_the_program_flowing() {
+    let server = start().await;
+    let room = room_program(&server).await;
+    let d = server.join(Role::Delegate, "elif-yilmaz").await;
+    d.subscribe(false).await.expect("media_preferences");
+    d.wait_subscribed(1).await.expect("subscribe offer");
+    let audio = |s: &[TrackStats]| {
+        s.iter()
+            .filter(|t| program(t) && t.kind == "audio")
+            .map(|t| t.packets)
+            .sum::<u64>()
+    };
+    let before = d
+        .wait_stats(Duration::from_secs(15), |s| audio(s) >= 100)
+        .await
+        .expect("program audio arrives");
+    let before = audio(&before);
+    let restarts = server.engine.stats().await.expect("stats").ice_restarts;
+
+    // The restart: a new offer with new ICE credentials, answered like any other.
+    d.cmd(serde_json::json!({"type": "ice_restart", "pc": "subscribe"}))
+        .await
+        .expect("ice_restart acked");
+    d.wait_subscribed(2)
+        .await
+        .expect("the restart offer answered");
+    assert_eq!(
+        server.engine.stats().await.expect("stats").ice_restarts,
+        restarts + 1
+    );
+    // Media carries on over the new credentials: 3 s more of audio, same stream.
+    let after = d
+        .wait_stats(Duration::from_secs(15), |s| audio(s) >= before + 150)
+        .await
+        .expect("program audio after the restart");
+    for t in after.iter().filter(|t| program(t)) {
+        assert_eq!(t.ssrcs.len(), 1, "one stream through the restart: {t:?}");
+    }
+
+    // Only the subscribe connection is the server's to restart; a sending one restarts with
+    // a new publish offer. Someone without a subscribe connection has nothing to restart.
+    let e = d
+        .cmd(serde_json::json!({"type": "ice_restart", "pc": "publish"}))
+        .await
+        .expect_err("publish is the client's to restart");
+    assert!(e.to_string().contains("invalid_fields"), "{e}");
+    let e = room
+        .cmd(serde_json::json!({"type": "ice_restart", "pc": "subscribe"}))
+        .await
+        .expect_err("the room has no subscribe connection");
+    assert!(e.to_string().contains("not_found"), "{e}");
+    assert!(d.errors().is_empty(), "{:?}", d.errors());
+    d.close().await;
+    room.close().await;
+    let _ = server.stop.send(());
+}
