@@ -9,8 +9,9 @@
 //!   a STUN message carrying USERNAME goes to the connection whose ICE ufrag is the part before
 //!   the colon (the core draws each connection's ufrag; we read it from every local
 //!   description, so the mapping exists before the client can send a check, and an ICE
-//!   restart's new ufrag joins it while the previous one stays routable). Every STUN message a connection sends maps its destination to it, so answers to
-//!   our own connectivity checks find their way back;
+//!   restart's new ufrag joins it while the previous one stays routable). Every STUN message
+//!   a connection sends maps its destination to it, so answers to our own connectivity checks
+//!   find their way back;
 //! - **timers**: each connection's `poll_timeout`, kept in a min-heap;
 //! - one DTLS certificate shared by all connections (generating one per connection costs an
 //!   ECDSA key generation each);
@@ -2480,7 +2481,10 @@ impl Engine {
             .ok_or_else(|| MediaError::Rtc("no local description".to_owned()))?;
         let ufrag = local_ufrag(&sdp)?;
         self.insert_conn(id, pc, Role::Publisher);
-        self.learn_ufrag(id, ufrag)?;
+        if let Err(e) = self.learn_ufrag(id, ufrag) {
+            self.conns.remove(&id);
+            return Err(e);
+        }
         if let Some(c) = self.conns.get_mut(&id) {
             c.audio_level_id = sdp::extmap_id(&sdp, sdp::AUDIO_LEVEL_URI);
         }
@@ -2567,7 +2571,10 @@ impl Engine {
             .ok_or_else(|| MediaError::Rtc("no local description".to_owned()))?;
         let ufrag = local_ufrag(&sdp)?;
         self.insert_conn(id, pc, Role::Subscriber);
-        self.learn_ufrag(id, ufrag)?;
+        if let Err(e) = self.learn_ufrag(id, ufrag) {
+            self.conns.remove(&id);
+            return Err(e);
+        }
         let conn = self.conn_mut(id)?;
         for (track_id, out) in created {
             conn.out_by_ssrc.insert(out.ssrc, track_id);
