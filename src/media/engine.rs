@@ -2436,10 +2436,7 @@ impl Engine {
             let rollback = RTCSessionDescription::rollback(None)?;
             conn.pc.set_local_description(Instant::now(), rollback)?;
         }
-        conn.pc.add_local_candidate(host)?;
-        if let Some(tcp) = tcp {
-            conn.pc.add_local_candidate(tcp)?;
-        }
+        add_our_candidates(&mut conn.pc, host, tcp)?;
         let offer = conn
             .pc
             .create_offer(Some(RTCOfferOptions { ice_restart: true }))?;
@@ -2465,10 +2462,11 @@ impl Engine {
         let mut pc = self.new_peer_connection(Role::Publisher)?;
         let offer = RTCSessionDescription::offer(offer_sdp)?;
         pc.set_remote_description(Instant::now(), offer)?;
-        pc.add_local_candidate(self.host_candidate.clone())?;
-        if let Some(tcp) = &self.tcp_candidate {
-            pc.add_local_candidate(tcp.clone())?;
-        }
+        add_our_candidates(
+            &mut pc,
+            self.host_candidate.clone(),
+            self.tcp_candidate.clone(),
+        )?;
         let answer = pc.create_answer(None)?;
         if !accepts_media(&answer.sdp) {
             return Err(MediaError::NoSupportedCodec);
@@ -2504,10 +2502,7 @@ impl Engine {
             // An offer with new ICE credentials (the client's ICE restart) restarts the agent
             // here; if it had failed, the agent dropped its local candidates: add ours again
             // (a candidate it still has is ignored).
-            conn.pc.add_local_candidate(host)?;
-            if let Some(tcp) = tcp {
-                conn.pc.add_local_candidate(tcp)?;
-            }
+            add_our_candidates(&mut conn.pc, host, tcp)?;
             let answer = conn.pc.create_answer(None)?;
             conn.pc.set_local_description(Instant::now(), answer)?;
             conn.pc
@@ -2558,10 +2553,11 @@ impl Engine {
         if tracks.is_empty() {
             pc.create_data_channel("roundtable", None)?;
         }
-        pc.add_local_candidate(self.host_candidate.clone())?;
-        if let Some(tcp) = &self.tcp_candidate {
-            pc.add_local_candidate(tcp.clone())?;
-        }
+        add_our_candidates(
+            &mut pc,
+            self.host_candidate.clone(),
+            self.tcp_candidate.clone(),
+        )?;
         let offer = pc.create_offer(None)?;
         pc.set_local_description(Instant::now(), offer)?;
         pc.add_local_candidate(RTCIceCandidateInit::default())?;
@@ -2947,6 +2943,19 @@ fn accepts_media(answer: &str) -> bool {
         let _proto = fields.next();
         port != "0" && fields.next().is_some()
     })
+}
+
+/// Our candidates: the host one on the shared socket and, with ICE-TCP, the `tcp passive` one.
+fn add_our_candidates(
+    pc: &mut RTCPeerConnection,
+    host: RTCIceCandidateInit,
+    tcp: Option<RTCIceCandidateInit>,
+) -> Result<(), MediaError> {
+    pc.add_local_candidate(host)?;
+    if let Some(tcp) = tcp {
+        pc.add_local_candidate(tcp)?;
+    }
+    Ok(())
 }
 
 /// Our ICE ufrag in a local description (`a=ice-ufrag:`, session or first media level).
