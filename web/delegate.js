@@ -64,7 +64,7 @@ function start(conn) {
   media.on('slots', () => renderVideos());
   media.on('state', (s, why) => {
     mediaLine.dataset.state = s;
-    mediaLine.textContent = s === 'connected' ? S.media.connected : s === 'failed' ? S.media.failedBecause(why) : s === 'connecting' ? S.media.connecting : '';
+    mediaLine.textContent = s === 'connected' ? S.media.connected : s === 'failed' ? S.media.failedBecause(why) : s === 'connecting' ? S.media.connecting : s === 'reconnecting' ? S.media.reconnecting : '';
   });
   // A media failure rejoins after a pause (the room program is the point of this page).
   media.on('failed', () => setTimeout(() => conn.restart('media failed'), 2000));

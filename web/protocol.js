@@ -667,7 +667,7 @@ function takeEarlySocket(url) {
  *   goodbye: [GoodbyeReason],
  *   joined: [Welcome | Resumed],
  *   resumed: [Resumed],
- *   publish_answer: [{type: 'publish_answer', sdp: string}],
+ *   publish_answer: [{type: 'publish_answer', pc?: string, sdp: string}],
  *   subscribe_offer: [{type: 'subscribe_offer', sdp: string, slots: SlotInfo[]}],
  *   subscribe_slots: [{type: 'subscribe_slots', slots: SlotInfo[]}],
  *   ice_candidate: [{type: 'ice_candidate', pc: 'publish'|'subscribe', candidate: string,
@@ -1252,6 +1252,10 @@ export class Publisher {
     this.trickle = new Trickle(conn, this.pc, 'publish');
     /** @type {Map<MediaSource, RTCRtpSender>} */
     this.senders = new Map();
+    /** @type {{mid: string, source: MediaSource}[]} what `publish` names (again at an ICE restart) */
+    this.tracks = [];
+    /** Some video goes out in simulcast layers. */
+    this.simulcast = false;
     /** @type {(() => void)[]} */
     this._off = [];
     this._off.push(conn.on('ice_candidate', (m) => {
@@ -1265,6 +1269,7 @@ export class Publisher {
    * @param {MediaStream} stream the stream the tracks belong to (one msid)
    */
   async publish(specs, stream) {
+    this.simulcast = specs.some((s) => s.track.kind === 'video' && s.simulcast);
     /** @type {{t: RTCRtpTransceiver, source: MediaSource}[]} */
     const list = [];
     for (const s of specs) {
@@ -1277,15 +1282,36 @@ export class Publisher {
     }
     const offer = await this.pc.createOffer();
     await this.pc.setLocalDescription(offer);
-    const tracks = list.map(({ t, source }) => ({ mid: /** @type {string} */ (t.mid), source }));
+    this.tracks = list.map(({ t, source }) => ({ mid: /** @type {string} */ (t.mid), source }));
+    await this._offer(offer);
+  }
+
+  /**
+   * Restarts ICE on this connection (new credentials, same tracks, DTLS and SRTP kept): a new
+   * offer as a `publish` naming the same mids, which the server answers with new credentials
+   * of its own. Not for a simulcast connection: the server's media stack drops the layers on
+   * a renegotiation (docs/MEDIA-NOTES.md), so {@link MediaSession} publishes those afresh.
+   */
+  async restartIce() {
+    // The new candidates wait for the new offer: the server must not add them to the old session.
+    this.trickle.ready = false;
+    this.pc.restartIce();
+    const offer = await this.pc.createOffer({ iceRestart: true });
+    await this.pc.setLocalDescription(offer);
+    await this._offer(offer);
+  }
+
+  /** Sends the local offer as `publish` and applies the answer. @param {RTCSessionDescriptionInit} offer */
+  async _offer(offer) {
     const answered = new Promise((resolve) => {
       const off = this.conn.on('publish_answer', (m) => {
+        if (m.pc && m.pc !== 'publish') return;
         off();
         resolve(m.sdp);
       });
       this._off.push(off);
     });
-    await this.conn.send('publish', { sdp: this.pc.localDescription?.sdp ?? offer.sdp, tracks });
+    await this.conn.send('publish', { sdp: this.pc.localDescription?.sdp ?? offer.sdp, tracks: this.tracks });
     const sdp = /** @type {string} */ (await answered);
     await this.pc.setRemoteDescription({ type: 'answer', sdp });
     await this.trickle.drain();
@@ -1451,6 +1477,8 @@ export class Subscriber extends Emitter {
       await this.pc.setRemoteDescription({ type: 'offer', sdp });
       await this.trickle.drain();
       const answer = await this.pc.createAnswer();
+      // Candidates of this answer (new ones at an ICE restart) follow it, never precede it.
+      this.trickle.ready = false;
       await this.pc.setLocalDescription(answer);
       acked = this.conn.send('subscribe_answer', { sdp: this.pc.localDescription?.sdp ?? answer.sdp });
       this.conn.mark('subscribe_answer_sent');
@@ -1698,6 +1726,10 @@ export class Subscriber extends Emitter {
  *   with `layerFallback`)
  * @property {boolean} [reportStats] send `client_stats` every 2 s ({@link StatsReporter};
  *   default true)
+ * @property {number} [iceRestartAfterMs] a connection `disconnected` this long restarts ICE
+ *   (default 3000; `failed` restarts at once)
+ * @property {number} [iceRestartTimeoutMs] an ICE restart not connected by then counts as
+ *   failed: the page reconnects in full (default 10000)
  */
 
 /**
@@ -1717,7 +1749,7 @@ export const MEDIA_DEFAULTS = {
  * @typedef {{
  *   track: [ReceivedTrack],
  *   slots: [SlotInfo[]],
- *   state: ['idle'|'connecting'|'connected'|'failed'|'closed', string],
+ *   state: ['idle'|'connecting'|'connected'|'reconnecting'|'failed'|'closed', string],
  *   failed: [string],
  *   first_frame: [string],
  * }} MediaSessionEvents
@@ -1725,8 +1757,13 @@ export const MEDIA_DEFAULTS = {
 
 /**
  * Both peer connections of a participant, restarted afresh after every `welcome`.
- * A failure (ICE failed, or not connected in time) is reported as `failed`; the page decides
- * (the room screen restarts everything: {@link Connection.restart}).
+ *
+ * A connection whose ICE goes `failed`, or stays `disconnected` for `iceRestartAfterMs`
+ * (the network changed, Wi-Fi dropped), is recovered by an ICE restart first
+ * ({@link restartIce}: state `reconnecting`), the peer connections and their tracks kept.
+ * Only when that does not connect in `iceRestartTimeoutMs` (or cannot be tried: the websocket
+ * is down) is the session reported `failed`; the page decides (the pages reconnect in full:
+ * {@link Connection.restart}).
  * @extends {Emitter<MediaSessionEvents>}
  */
 export class MediaSession extends Emitter {
@@ -1744,10 +1781,16 @@ export class MediaSession extends Emitter {
     this.subscriber = null;
     /** @type {MediaStream | null} the published stream */
     this.stream = null;
-    this.state = /** @type {'idle'|'connecting'|'connected'|'failed'|'closed'} */ ('idle');
+    this.state = /** @type {'idle'|'connecting'|'connected'|'reconnecting'|'failed'|'closed'} */ ('idle');
     this._gen = 0;
     /** @type {ReturnType<typeof setTimeout> | null} */
     this._timer = null;
+    /** @type {PublishTrackSpec[]} what the publish connection sends (sent again when republished) */
+    this._specs = [];
+    /** ICE restarts begun (this page's life), and the one under way. */
+    this.iceRestarts = 0;
+    /** @type {{gen: number, timer: ReturnType<typeof setTimeout>} | null} */
+    this._recovering = null;
     /** `client_stats` every 2 s, from the first connection on (off: `reportStats: false`). */
     this.reporter = new StatsReporter(this);
     // `joined` comes before the pages render the welcome: the subscription goes out first.
@@ -1758,7 +1801,7 @@ export class MediaSession extends Emitter {
     if (conn.state === 'open') void this.restart();
   }
 
-  /** @param {'idle'|'connecting'|'connected'|'failed'|'closed'} s @param {string} why */
+  /** @param {'idle'|'connecting'|'connected'|'reconnecting'|'failed'|'closed'} s @param {string} why */
   _set(s, why = '') {
     this.state = s;
     this.emit('state', s, why);
@@ -1769,6 +1812,8 @@ export class MediaSession extends Emitter {
     this._gen++;
     if (this._timer) clearTimeout(this._timer);
     this._timer = null;
+    if (this._recovering) clearTimeout(this._recovering.timer);
+    this._recovering = null;
     this.publisher?.close();
     this.subscriber?.close();
     this.publisher = null;
@@ -1849,10 +1894,11 @@ export class MediaSession extends Emitter {
     return config;
   }
 
-  /** @param {number} gen */
-  async _publish(gen) {
-    const specs = this.opts.tracks ? await this.opts.tracks() : [];
+  /** @param {number} gen @param {PublishTrackSpec[]} [again] republish these (no new ask) */
+  async _publish(gen, again) {
+    const specs = again ?? (this.opts.tracks ? await this.opts.tracks() : []);
     if (gen !== this._gen || !specs.length) return;
+    this._specs = specs;
     const pub = new Publisher(this.conn, this._config());
     this.publisher = pub;
     this._report();
@@ -1877,10 +1923,24 @@ export class MediaSession extends Emitter {
 
   /** @param {RTCPeerConnection} pc @param {number} gen */
   _watch(pc, gen) {
+    const which = () => (pc === this.subscriber?.pc ? 'subscribe' : 'publish');
     pc.addEventListener('connectionstatechange', () => {
-      const which = pc === this.subscriber?.pc ? 'subscribe' : 'publish';
-      this.conn.mark(`${which}_${pc.connectionState}`);
+      this.conn.mark(`${which()}_${pc.connectionState}`);
       this._check(gen);
+    });
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    let quiet = null;
+    pc.addEventListener('iceconnectionstatechange', () => {
+      const s = pc.iceConnectionState;
+      if (quiet) clearTimeout(quiet);
+      quiet = null;
+      // A short blip mends by itself (consent checks resume); a longer silence is a network
+      // that changed under the connection: new credentials, new candidate pairs.
+      if (s === 'disconnected') {
+        quiet = setTimeout(() => {
+          if (gen === this._gen && pc.iceConnectionState === 'disconnected') this._recover(gen, `${which()} disconnected`);
+        }, this.opts.iceRestartAfterMs ?? 3000);
+      }
     });
   }
 
@@ -1889,14 +1949,92 @@ export class MediaSession extends Emitter {
     if (gen !== this._gen) return;
     const states = this._pcs().map((pc) => pc.connectionState);
     if (states.some((s) => s === 'failed')) {
-      this._fail(gen, new Error('media connection failed'));
+      // An ICE restart first; its own deadline decides if it does not work.
+      if (!this._recovering) this._recover(gen, 'media connection failed');
     } else if (states.length && states.every((s) => s === 'connected')) {
       if (this._timer) clearTimeout(this._timer);
       this._timer = null;
+      if (this._recovering) {
+        clearTimeout(this._recovering.timer);
+        this._recovering = null;
+        this.conn.mark('ice_restart_done');
+      }
       if (this.state !== 'connected') this._set('connected');
     } else if (this.state === 'connected') {
       this._set('connecting');
     }
+  }
+
+  /**
+   * Recovers by an ICE restart, or reports `failed` if none can be tried now.
+   * @param {number} gen @param {string} why
+   */
+  _recover(gen, why) {
+    if (gen !== this._gen || this._recovering) return;
+    if (!this.restartIce(why)) this._fail(gen, new Error(why));
+  }
+
+  /**
+   * Restarts ICE on the connections that are not connected (all of them with `all`): the
+   * subscribe connection by `ice_restart` (the server re-offers with new credentials), a
+   * sending one by `restartIce()` and a new `publish` offer; a simulcast sending connection
+   * is published afresh instead (its layers would not survive a renegotiation). The tracks,
+   * the peer connections' other state and the page's elements stay. Not connected within
+   * `iceRestartTimeoutMs`: `failed`.
+   * @param {string} why
+   * @param {{all?: boolean}} [opts]
+   * @returns {boolean} a restart began (false: the websocket is down, one is under way, or
+   *   there is nothing to restart)
+   */
+  restartIce(why, opts = {}) {
+    const gen = this._gen;
+    if (this._recovering || this.conn.state !== 'open' || this.state === 'closed') return false;
+    const stale = (/** @type {RTCPeerConnection | undefined} */ pc) =>
+      pc !== undefined && pc.connectionState !== 'closed' && (opts.all || pc.connectionState !== 'connected' ||
+        (pc.iceConnectionState !== 'connected' && pc.iceConnectionState !== 'completed'));
+    const sub = stale(this.subscriber?.pc);
+    const pub = stale(this.publisher?.pc);
+    if (!sub && !pub) return false;
+    this.iceRestarts++;
+    this.conn.mark('ice_restart');
+    console.info(`roundtable: ICE restart (${why}): ${[sub && 'subscribe', pub && 'publish'].filter(Boolean).join(', ')}`);
+    const timer = setTimeout(() => {
+      if (gen !== this._gen || this._recovering?.timer !== timer) return;
+      this._recovering = null;
+      this._fail(gen, new Error('ICE restart did not reconnect'));
+    }, this.opts.iceRestartTimeoutMs ?? 10000);
+    this._recovering = { gen, timer };
+    this._set('reconnecting', why);
+    /** @type {Promise<unknown>[]} */
+    const jobs = [];
+    if (sub) jobs.push(this.conn.send('ice_restart', { pc: 'subscribe' }));
+    if (pub) jobs.push(this._restartPublisher(gen));
+    Promise.all(jobs).then(
+      () => this._check(gen),
+      (e) => {
+        if (gen !== this._gen || this._recovering?.timer !== timer) return;
+        clearTimeout(timer);
+        this._recovering = null;
+        this._fail(gen, e);
+      },
+    );
+    return true;
+  }
+
+  /** @param {number} gen */
+  async _restartPublisher(gen) {
+    const pub = this.publisher;
+    if (!pub) return;
+    if (!pub.simulcast) {
+      await pub.restartIce();
+      return;
+    }
+    // Published afresh: the old connection goes (its tracks leave the subscribers a moment).
+    await this.conn.send('unpublish', { pc: 'publish' }).catch(() => {});
+    pub.close();
+    if (gen !== this._gen) return;
+    this.publisher = null;
+    await this._publish(gen, this._specs);
   }
 
   /** A connection not up in time counts as failed. @param {number} gen */

@@ -86,7 +86,7 @@ function start(conn) {
   let failures = 0;
   media.on('state', (s, why) => {
     if (s === 'connected') failures = 0;
-    status.textContent = s === 'connected' ? S.room.publishing : s === 'failed' ? S.media.failedBecause(why) : s === 'connecting' ? S.media.connecting : '';
+    status.textContent = s === 'connected' ? S.room.publishing : s === 'failed' ? S.media.failedBecause(why) : s === 'connecting' ? S.media.connecting : s === 'reconnecting' ? S.media.reconnecting : '';
   });
   media.on('failed', () => {
     const delay = Math.min(30000, 1000 * 2 ** Math.min(failures++, 5));

@@ -36,6 +36,7 @@ export const S = {
   media: {
     connecting: 'Connecting audio and video…',
     connected: 'Audio and video connected',
+    reconnecting: 'Network changed: reconnecting audio and video…',
     failed: 'Audio and video could not connect. Retrying…',
     /** @param {string} why */
     failedBecause: (why) => `Audio and video: ${why}`,

@@ -23,9 +23,10 @@ export function freePort() {
 
 /**
  * Starts the server on a config built from `meetingsToml` (the [[meeting]] tables).
+ * `media`: the [media] table's lines after `enabled` (default: loopback, any port).
  * @param {string} meetingsToml
  */
-export async function startServer(meetingsToml, { debug = false } = {}) {
+export async function startServer(meetingsToml, { debug = false, media = 'udp = "127.0.0.1:0"' } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'rt-e2e-'));
   const port = await freePort();
   const config = `[server]
@@ -36,7 +37,7 @@ command_burst = 200
 
 [media]
 enabled = true
-udp = "127.0.0.1:0"
+${media}
 
 ${meetingsToml}
 `;

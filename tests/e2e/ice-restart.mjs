@@ -1,0 +1,222 @@
+// Browser test: media comes back by ICE restart when the network under it fails, with no
+// rejoin. Real Chromium, the real server binary, and a UDP relay in the media path (the
+// server advertises the relay's 127.0.0.2; udp-relay.mjs) that the test cuts for one
+// delegate's flows, as a Wi-Fi drop would, while the websocket stays up.
+//
+//   ROUNDTABLE_BIN=target/release/roundtable node tests/e2e/ice-restart.mjs
+//
+// Prints PASS/FAIL and exits 1 on failure; writes target/e2e-artifacts/ice-restart.json.
+import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { startServer, launch, until, ARTIFACTS, BIN } from './lib.mjs';
+import { freeUdpPort, startRelay } from './udp-relay.mjs';
+
+if (!existsSync(BIN)) {
+  console.error(`no server binary at ${BIN} (set ROUNDTABLE_BIN)`);
+  process.exit(2);
+}
+mkdirSync(ARTIFACTS, { recursive: true });
+
+const MEETING = `
+[[meeting]]
+id = "ice"
+title = "E2E: ICE restart"
+[meeting.floor]
+policy = "moderated"
+[[meeting.agenda]]
+id = "dialogue"
+kind = "dialogue"
+title = "Dialogue"
+minutes = 30
+`;
+/** How long the delegate's flows are cut: past `disconnected` (about 5 s in Chrome) plus the
+ * client's 3 s wait before it restarts. */
+const BLACKOUT_MS = 12000;
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+const udpPort = await freeUdpPort('127.0.0.1');
+const relay = await startRelay({ host: '127.0.0.2', port: udpPort }, { host: '127.0.0.1', port: udpPort });
+const srv = await startServer(MEETING, {
+  debug: !!process.env.E2E_DEBUG,
+  media: `udp = "127.0.0.1:${udpPort}"\nadvertise_ip = "127.0.0.2"\nice_tcp = false`,
+});
+const browser = await launch();
+const consoleLog = [];
+async function open(url, label) {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await ctx.newPage();
+  page.on('console', (m) => consoleLog.push(`[${label}] ${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => consoleLog.push(`[${label}] pageerror: ${e.message}`));
+  // The server learns this browser's address only from its checks, through the relay (as for
+  // a browser behind a NAT whose host candidates it cannot reach): its candidates are taken
+  // out of what it sends. Otherwise the server's checks find the browser directly on
+  // loopback, around the relay, and the cut would not cut.
+  await page.routeWebSocket(/\/ws/, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((msg) => {
+      if (typeof msg !== 'string') return server.send(msg);
+      let m;
+      try {
+        m = JSON.parse(msg);
+      } catch {
+        return server.send(msg);
+      }
+      if (m.type === 'ice_candidate' && m.candidate) return;
+      if ((m.type === 'publish' || m.type === 'subscribe_answer') && typeof m.sdp === 'string') {
+        m.sdp = m.sdp.split('\r\n').filter((l) => !l.startsWith('a=candidate:')).join('\r\n');
+        return server.send(JSON.stringify(m));
+      }
+      server.send(msg);
+    });
+    server.onMessage((msg) => ws.send(msg));
+  });
+  // Every media state, from the start.
+  await page.addInitScript(() => {
+    /** @type {any} */ (window).__mediaStates = [];
+  });
+  await page.goto(url);
+  return { ctx, page };
+}
+
+/** What the delegate's page knows of its media. */
+const info = (page) =>
+  page.evaluate(async () => {
+    const rt = /** @type {any} */ (window).__rt;
+    const m = rt.media;
+    const ufrag = (sdp) => /a=ice-ufrag:(\S+)/.exec(sdp ?? '')?.[1];
+    const pc = async (/** @type {RTCPeerConnection | undefined} */ p) => {
+      if (!p) return null;
+      const r = await p.getStats();
+      let pair = null;
+      r.forEach((s) => {
+        if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
+        const cp = r.get(s.selectedCandidatePairId);
+        const l = r.get(cp?.localCandidateId);
+        const rc = r.get(cp?.remoteCandidateId);
+        pair = { localPort: l?.port, remote: `${rc?.address}:${rc?.port}` };
+      });
+      return {
+        tag: /** @type {any} */ (p).__tag ?? null,
+        ice: p.iceConnectionState,
+        conn: p.connectionState,
+        localUfrag: ufrag(p.localDescription?.sdp),
+        remoteUfrag: ufrag(p.remoteDescription?.sdp),
+        pair,
+      };
+    };
+    const st = await rt.stats();
+    const program = st.inbound.find((x) => x.kind === 'video' && x.slot?.slot === 'track' && x.slot.source === 'program');
+    const sent = st.outbound.filter((o) => o.kind === 'video').reduce((a, o) => a + o.bytesSent, 0);
+    return {
+      state: m.state,
+      iceRestarts: m.iceRestarts,
+      joins: rt.conn.joins,
+      wsState: rt.conn.state,
+      frames: program?.framesDecoded ?? 0,
+      videoSent: sent,
+      sub: await pc(m.subscriber?.pc),
+      pub: await pc(m.publisher?.pc),
+      states: /** @type {any} */ (window).__mediaStates,
+    };
+  });
+
+const metric = async (name) => {
+  const text = await (await fetch(`${srv.base}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.split(' ')[1]) : NaN;
+};
+
+let ok = false;
+const report = {};
+let del;
+try {
+  const room = await open(srv.links.ice.room, 'room');
+  // The room's flows, to tell the delegate's apart (Chrome's stats do not name the port the
+  // relay sees).
+  await until('the room sends through the relay', () => relay.counts().flows.some((f) => f.toServer > 50), 20000);
+  await new Promise((r) => setTimeout(r, 1000));
+  const roomPorts = new Set(relay.counts().flows.map((f) => f.port));
+  del = await open(srv.links.ice.delegate, 'delegate');
+  await del.page.waitForSelector('#join');
+  await until('device check ready', () => del.page.evaluate(() => !!document.querySelector('#preview')?.srcObject), 10000);
+  await del.page.click('#join');
+  await del.page.waitForSelector('#meeting:not(.hidden)');
+  await del.page.evaluate(() => {
+    const w = /** @type {any} */ (window);
+    w.__rt.media.on('state', (s, why) => w.__mediaStates.push([s, why, Date.now()]));
+    for (const [name, pc] of [['subscribe', w.__rt.media.subscriber.pc], ['publish', w.__rt.media.publisher.pc]]) {
+      pc.addEventListener('iceconnectionstatechange', () => w.__mediaStates.push([`${name} ice ${pc.iceConnectionState}`, '', Date.now()]));
+    }
+  });
+  const before = await until('the delegate decodes the room and sends its camera, through the relay', async () => {
+    const x = await info(del.page);
+    return x.state === 'connected' && x.frames > 10 && x.videoSent > 0 && x.sub?.pair && x.pub?.pair && x.sub.pair.remote.startsWith('127.0.0.2:') && x;
+  }, 25000);
+  await del.page.evaluate(() => {
+    /** @type {any} */ (window).__rt.media.subscriber.pc.__tag = 'the subscriber before';
+  });
+  const restartsBefore = await metric('roundtable_ice_restarts_total');
+  report.before = before;
+
+  // The delegate's network goes: its flows are dropped both ways. The websocket stays up.
+  const t0 = Date.now();
+  const cut = relay.counts().flows.map((f) => f.port).filter((p) => !roomPorts.has(p));
+  report.cut = cut;
+  relay.blackout(cut, BLACKOUT_MS);
+  const during = await until('the delegate sees its media reconnecting', async () => {
+    const x = await info(del.page);
+    return x.state === 'reconnecting' && x;
+  }, BLACKOUT_MS + 5000, 200);
+  report.reconnectingAfterMs = Date.now() - t0;
+  report.reconnectingLine = await del.page.evaluate(() => document.getElementById('media-state')?.textContent ?? '');
+  const after = await until('media connected again by ICE restart', async () => {
+    const x = await info(del.page);
+    return x.state === 'connected' && x.iceRestarts >= 1 && x.sub?.ice === 'connected' && x.frames > before.frames + 30 && x;
+  }, BLACKOUT_MS + 30000, 250);
+  report.connectedAfterMs = Date.now() - t0;
+  // Frames keep coming after it.
+  await new Promise((r) => setTimeout(r, 2000));
+  const later = await info(del.page);
+  const restartsAfter = await metric('roundtable_ice_restarts_total');
+  report.after = after;
+  report.later = later;
+  report.metric = { before: restartsBefore, after: restartsAfter };
+  report.relay = relay.counts();
+  report.statesSeen = during.states;
+
+  assert(later.sub.tag === 'the subscriber before', 'the subscribe connection was replaced (a full reconnect), not restarted');
+  assert(later.joins === before.joins, `the page rejoined (joins ${before.joins} → ${later.joins})`);
+  assert(later.sub.remoteUfrag !== before.sub.remoteUfrag, `the server's ufrag did not change (${later.sub.remoteUfrag})`);
+  assert(later.sub.localUfrag !== before.sub.localUfrag, `the browser's ufrag did not change (${later.sub.localUfrag})`);
+  assert(later.pub.localUfrag !== before.pub.localUfrag, 'the camera connection was not restarted');
+  assert(later.frames > after.frames, `frames stopped after the restart (${after.frames} → ${later.frames})`);
+  assert(later.videoSent > 0, 'the camera sends nothing after the restart');
+  assert(restartsAfter >= restartsBefore + 1, `roundtable_ice_restarts_total ${restartsBefore} → ${restartsAfter}`);
+  assert(/reconnecting audio and video/i.test(report.reconnectingLine), `the page showed "${report.reconnectingLine}" while reconnecting`);
+  assert(report.relay.dropped > 0, 'the relay dropped nothing: the blackout did not cut the media path');
+  await del.page.screenshot({ path: join(ARTIFACTS, 'delegate-after-ice-restart.png') });
+  ok = true;
+  console.log(
+    `PASS media came back by ICE restart: reconnecting shown ${report.reconnectingAfterMs} ms and connected ${report.connectedAfterMs} ms after the cut (${BLACKOUT_MS} ms); ` +
+      `same subscribe connection, server ufrag ${before.sub.remoteUfrag} → ${later.sub.remoteUfrag}, ` +
+      `program frames ${before.frames} → ${later.frames}, ${later.iceRestarts} restart(s), ` +
+      `metric ${restartsBefore} → ${restartsAfter}, relay dropped ${report.relay.dropped} packets`,
+  );
+  void room;
+} catch (e) {
+  console.log(`FAIL ICE restart: ${e?.message ?? e}`);
+  report.relay = relay.counts();
+  report.failedAt = await Promise.race([info(del.page).catch((x) => String(x)), new Promise((r) => setTimeout(() => r('no answer'), 3000))]);
+  report.error = String(e?.stack ?? e);
+} finally {
+  writeFileSync(join(ARTIFACTS, 'ice-restart.json'), JSON.stringify(report, null, 2));
+  writeFileSync(join(ARTIFACTS, 'ice-restart-console.log'), consoleLog.join('\n'));
+  await browser.close().catch(() => {});
+  writeFileSync(join(ARTIFACTS, 'ice-restart-server.log'), srv.log());
+  await srv.stop();
+  relay.close();
+}
+process.exit(ok ? 0 : 1);
