@@ -11,8 +11,9 @@
  *   reconnects at once, and the media restart on the new welcome.
  * - {@link Publisher}: the publish peer connection (the client offers; simulcast camera).
  * - {@link Subscriber}: the subscribe peer connection (the server offers, with slots).
- * - {@link MediaSession}: both, restarted afresh after every `welcome` (the server closes a
- *   participant's old peer connections when they reconnect).
+ * - {@link MediaSession}: both, restarted afresh after every `welcome`; kept through a
+ *   `resumed` whose server held them (`media_held`), and mended by ICE restart when their
+ *   network fails.
  * - {@link sampleStats}: the numbers a page or a test needs from `getStats`.
  * - {@link StatsReporter}: every page with media tells the server what only its browser knows
  *   of its streams (`client_stats`, every 2 s; built by {@link summarizeStats}). The store
@@ -164,6 +165,8 @@ export const PROTOCOL_VERSION = 1;
  * @property {number} seq
  * @property {IceServerInfo[]} [ice_servers]
  * @property {string} [session_token]
+ * @property {boolean} [media_held] the server kept this participant's peer connections: keep
+ *   them (the server re-offers the subscribe connection with an ICE restart)
  */
 
 /**
@@ -1794,9 +1797,16 @@ export class MediaSession extends Emitter {
     /** `client_stats` every 2 s, from the first connection on (off: `reportStats: false`). */
     this.reporter = new StatsReporter(this);
     // `joined` comes before the pages render the welcome: the subscription goes out first.
-    this._offWelcome = conn.on('joined', () => void this.restart());
+    // A resume within the grace period keeps the peer connections (the server held its side).
+    this._offWelcome = conn.on('joined', (m) => {
+      if (m.type === 'resumed' && m.media_held && (this.subscriber || this.publisher)) this._resumeMedia();
+      else void this.restart();
+    });
     this._offState = conn.on('state', (s) => {
-      if (s === 'reconnecting' || s === 'closed') this._teardown(s === 'closed' ? 'closed' : 'idle');
+      if (s === 'closed') this._teardown('closed');
+      // The websocket is down: the peer connections stay (media may well still flow), and no
+      // failure is acted on until the server says whether it kept its side (`resumed`).
+      else if (s === 'reconnecting') this._pause();
     });
     if (conn.state === 'open') void this.restart();
   }
@@ -1805,6 +1815,50 @@ export class MediaSession extends Emitter {
   _set(s, why = '') {
     this.state = s;
     this.emit('state', s, why);
+  }
+
+  /** No deadline runs while the websocket is down. */
+  _pause() {
+    if (this._timer) clearTimeout(this._timer);
+    this._timer = null;
+    if (this._recovering) clearTimeout(this._recovering.timer);
+    this._recovering = null;
+  }
+
+  /**
+   * Resumed with media held: the server re-offers the subscribe connection with new ICE
+   * credentials on its own; a sending connection not connected now restarts. Not all
+   * connected within `iceRestartTimeoutMs`: `failed`.
+   */
+  _resumeMedia() {
+    const gen = this._gen;
+    this.conn.mark('media_held');
+    const pub = this.publisher?.pc;
+    const stale = pub !== undefined && (pub.connectionState !== 'connected' ||
+      (pub.iceConnectionState !== 'connected' && pub.iceConnectionState !== 'completed'));
+    this._expect(gen);
+    if (stale) {
+      this.iceRestarts++;
+      this.conn.mark('ice_restart');
+      this._set('reconnecting', 'resumed');
+      this._restartPublisher(gen).catch((e) => this._fail(gen, e));
+    }
+    this._check(gen);
+  }
+
+  /**
+   * A recovery under way: connected again within `iceRestartTimeoutMs`, or `failed`.
+   * @param {number} gen
+   */
+  _expect(gen) {
+    if (this._recovering) clearTimeout(this._recovering.timer);
+    const timer = setTimeout(() => {
+      if (gen !== this._gen || this._recovering?.timer !== timer) return;
+      this._recovering = null;
+      this._fail(gen, new Error('ICE restart did not reconnect'));
+    }, this.opts.iceRestartTimeoutMs ?? 10000);
+    this._recovering = { gen, timer };
+    return timer;
   }
 
   /** @param {'idle'|'closed'} to */
@@ -1970,7 +2024,8 @@ export class MediaSession extends Emitter {
    * @param {number} gen @param {string} why
    */
   _recover(gen, why) {
-    if (gen !== this._gen || this._recovering) return;
+    // The websocket is down: the resume decides (media held or not).
+    if (gen !== this._gen || this._recovering || this.conn.state !== 'open') return;
     if (!this.restartIce(why)) this._fail(gen, new Error(why));
   }
 
@@ -1998,12 +2053,7 @@ export class MediaSession extends Emitter {
     this.iceRestarts++;
     this.conn.mark('ice_restart');
     console.info(`roundtable: ICE restart (${why}): ${[sub && 'subscribe', pub && 'publish'].filter(Boolean).join(', ')}`);
-    const timer = setTimeout(() => {
-      if (gen !== this._gen || this._recovering?.timer !== timer) return;
-      this._recovering = null;
-      this._fail(gen, new Error('ICE restart did not reconnect'));
-    }, this.opts.iceRestartTimeoutMs ?? 10000);
-    this._recovering = { gen, timer };
+    const timer = this._expect(gen);
     this._set('reconnecting', why);
     /** @type {Promise<unknown>[]} */
     const jobs = [];

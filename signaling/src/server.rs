@@ -51,6 +51,12 @@ pub enum ServerMessage {
         /// As in `welcome`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         session_token: Option<String>,
+        /// The server kept this participant's peer connections through the drop (a resume
+        /// within the grace period): the client keeps its own, and the server re-offers the
+        /// subscribe connection with new ICE credentials right after this message. False: they
+        /// are gone, publish and subscribe afresh.
+        #[serde(default, skip_serializing_if = "is_false")]
+        media_held: bool,
     },
     /// A command succeeded.
     Ack {
@@ -551,4 +557,9 @@ pub fn list_name(list: ListKind) -> &'static str {
         ListKind::Main => "main",
         ListKind::Reply => "reply",
     }
+}
+
+/// For `skip_serializing_if`: leave a false flag out.
+fn is_false(b: &bool) -> bool {
+    !*b
 }

@@ -971,6 +971,11 @@ impl MeetingMedia {
         }
     }
 
+    /// Whether the participant has media here (a router peer, with or without connections).
+    pub fn has_peer(&self, participant: &str) -> bool {
+        self.peers.contains_key(participant)
+    }
+
     /// The participant left: close their connections and take them out of the router.
     pub async fn leave(&mut self, participant: &str, out: &mut Outbox) {
         let Some(p) = self.peers.remove(participant) else {

@@ -332,6 +332,7 @@ pub async fn start(
         seq: 0,
         participants: Vec::new(),
         away: HashMap::new(),
+        held: HashMap::new(),
         invites_seen: HashMap::new(),
         settings,
         conns: HashMap::new(),
@@ -377,6 +378,10 @@ struct Meeting {
     /// Participants whose last connection ended (or who were connected when the server
     /// stopped), since when: their requests and floor are kept for the grace period.
     away: HashMap<String, Millis>,
+    /// Participants whose websocket dropped, since when: their peer connections are kept for
+    /// the grace period, for a resume to restart ICE on them (released at its end, or when
+    /// they come back without resuming).
+    held: HashMap<String, Millis>,
     /// The invite ids each participant has joined with in this run (for `revoke_invite`).
     invites_seen: HashMap<String, Vec<String>>,
     settings: Settings,
@@ -618,18 +623,25 @@ impl Meeting {
                 let _ = c.out.try_send(Outbound::Close(bye, code));
             }
         }
+        // Their connections are gone from `conns` already, so the reader's `Leave` will find
+        // nothing to do: end their media and stream health here.
+        self.release_media(participant).await;
+        !ids.is_empty()
+    }
+
+    /// Ends a participant's media (peer connections, router peer) and forgets their stream
+    /// health.
+    async fn release_media(&mut self, participant: &str) {
+        self.held.remove(participant);
         if let Some(av) = self.av.as_mut() {
             let mut out = Vec::new();
             av.leave(participant, &mut out).await;
             self.deliver(out);
-            // Their connections are gone from `conns` already, so the reader's `Leave` will
-            // find nothing to do: forget their stream health here.
             let mut changes = crate::health::TickOut::default();
             self.health
                 .remove(self.clock.now(), participant, &mut changes);
             self.announce_alerts(changes.changes);
         }
-        !ids.is_empty()
     }
 
     /// `remove`: cancels or revokes the participant's open requests, closes their
@@ -1217,12 +1229,24 @@ impl Meeting {
     fn grace_deadline(&self) -> Option<Millis> {
         self.away
             .values()
+            .chain(self.held.values())
             .min()
             .map(|since| since + self.settings.grace_ms)
     }
 
     async fn tick(&mut self) {
         let now = self.clock.now();
+        // Media held for a resume that did not come.
+        let expired: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, since)| now >= **since + self.settings.grace_ms)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &expired {
+            info!(participant = %p, "away past the grace period: media released");
+            self.release_media(p).await;
+        }
         let before = self.engine.clone();
         let mut events = self.engine.tick(now);
         // Away past the grace period: their floor is revoked and their hand lowered.
@@ -1277,14 +1301,17 @@ impl Meeting {
                 if self.conns.values().any(|o| o.who.id == participant) {
                     return;
                 }
-                if let Some(av) = self.av.as_mut() {
-                    let mut out = Vec::new();
-                    av.leave(&participant, &mut out).await;
-                    self.deliver(out);
-                    let mut changes = crate::health::TickOut::default();
-                    self.health
-                        .remove(self.clock.now(), &participant, &mut changes);
-                    self.announce_alerts(changes.changes);
+                // A lost connection may come back within the grace period and resume: its
+                // peer connections wait for it (ICE restarts on them instead of new ones).
+                // A goodbye (`leave`, a closed page) ends them now.
+                let hold = presence == Presence::ConnectionLost
+                    && self.settings.grace_ms > 0
+                    && self.av.as_ref().is_some_and(|av| av.has_peer(&participant));
+                if hold {
+                    debug!(participant = %participant, "media held for the grace period");
+                    self.held.insert(participant.clone(), self.clock.now());
+                } else {
+                    self.release_media(&participant).await;
                 }
                 let now = self.clock.now();
                 let event = sig::Event::ParticipantLeft {
@@ -1473,15 +1500,10 @@ impl Meeting {
                 let _ = old.out.try_send(Outbound::Close(bye, CLOSE_REPLACED));
             }
         }
-        // The old connection's peer connections belong to a client that is gone: the new one
-        // publishes and subscribes afresh.
-        if replacing {
-            if let Some(av) = self.av.as_mut() {
-                let mut out = Vec::new();
-                av.leave(&who.id, &mut out).await;
-                self.deliver(out);
-            }
-        }
+        // The participant's media from before (a connection replaced, or held since a drop):
+        // kept if this connection resumes (the same client, its peer connections alive),
+        // ended otherwise (a reload, another device: it publishes and subscribes afresh).
+        let had_media = replacing || self.held.contains_key(&who.id);
         let info = ParticipantInfo {
             id: who.id.clone(),
             name: who.name.clone(),
@@ -1517,6 +1539,17 @@ impl Meeting {
             Some(from) => self.resume_frames(from).await,
             None => None,
         };
+        let mut media_held = false;
+        if had_media {
+            if resumed.is_some() && self.av.as_ref().is_some_and(|av| av.has_peer(&who.id)) {
+                self.held.remove(&who.id);
+                media_held = true;
+            } else {
+                // A held participant's health goes too; one replacing a live connection kept
+                // it until now (the reader's `Leave` finds them still connected).
+                self.release_media(&who.id).await;
+            }
+        }
         let sent = match resumed {
             Some((from, frames)) => {
                 let resumed = ServerMessage::Resumed {
@@ -1526,6 +1559,7 @@ impl Meeting {
                     seq: from,
                     ice_servers,
                     session_token: who.session_token.clone(),
+                    media_held,
                 };
                 debug!(from, events = frames.len(), "resumed");
                 self.counters.resumes.fetch_add(1, Ordering::Relaxed);
@@ -1563,6 +1597,7 @@ impl Meeting {
                     }
                 }
             }
+            let id = who.id.clone();
             self.conns.insert(
                 conn,
                 Conn {
@@ -1571,7 +1606,35 @@ impl Meeting {
                     stats_at: None,
                 },
             );
+            // The network under the held peer connections has likely changed: the subscribe
+            // connection gets new ICE credentials at once (also replacing an offer the drop
+            // may have swallowed); the client restarts its sending ones.
+            if media_held {
+                self.restart_held_subscriber(&id).await;
+            }
         }
+    }
+
+    /// After a resume with media held: re-offers the subscribe connection with an ICE restart.
+    async fn restart_held_subscriber(&mut self, participant: &str) {
+        let Some(av) = self.av.as_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        match av
+            .restart_ice(participant, sig::PeerConnectionKind::Subscribe, &mut out)
+            .await
+        {
+            Ok(()) => debug!(
+                participant,
+                "resumed: subscribe connection re-offered with an ICE restart"
+            ),
+            Err((ErrorCode::NotFound, _)) => {}
+            Err((code, message)) => {
+                warn!(participant, ?code, %message, "resumed: the ICE restart of the held subscribe connection failed");
+            }
+        }
+        self.deliver(out);
     }
 
     async fn command(&mut self, conn: ConnId, msg: ClientMessage) {

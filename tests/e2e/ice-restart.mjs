@@ -32,6 +32,8 @@ minutes = 30
 /** How long the delegate's flows are cut: past `disconnected` (about 5 s in Chrome) plus the
  * client's 3 s wait before it restarts. */
 const BLACKOUT_MS = 12000;
+/** The second cut, websocket included. */
+const WS_OUTAGE_MS = 6000;
 
 function assert(cond, msg) {
   if (!cond) throw new Error(msg);
@@ -45,6 +47,20 @@ const srv = await startServer(MEETING, {
 });
 const browser = await launch();
 const consoleLog = [];
+/** The websocket of each page, to cut; and until when new ones are refused. */
+const links = new Map();
+let wsOutageUntil = 0;
+/**
+ * The page's websocket dies as on a lost network: the page sees it close (1011), the server
+ * hears nothing (its side stays open, silent, until the page's new connection replaces it).
+ * @param {string} label @param {number} ms new websockets fail for this long
+ */
+function cutWebsocket(label, ms) {
+  const l = links.get(label);
+  wsOutageUntil = Date.now() + ms;
+  l.link.dead = true;
+  l.ws.close({ code: 1011, reason: 'test: network lost' });
+}
 async function open(url, label) {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await ctx.newPage();
@@ -55,8 +71,19 @@ async function open(url, label) {
   // out of what it sends. Otherwise the server's checks find the browser directly on
   // loopback, around the relay, and the cut would not cut.
   await page.routeWebSocket(/\/ws/, (ws) => {
+    // While the test has the network down, no websocket gets through.
+    if (Date.now() < wsOutageUntil) {
+      ws.close({ code: 1011, reason: 'test: no network' });
+      return;
+    }
     const server = ws.connectToServer();
+    const link = { dead: false };
+    links.set(label, { ws, link });
+    server.onMessage((msg) => {
+      if (!link.dead) ws.send(msg);
+    });
     ws.onMessage((msg) => {
+      if (link.dead) return;
       if (typeof msg !== 'string') return server.send(msg);
       let m;
       try {
@@ -71,11 +98,11 @@ async function open(url, label) {
       }
       server.send(msg);
     });
-    server.onMessage((msg) => ws.send(msg));
   });
   // Every media state, from the start.
   await page.addInitScript(() => {
     /** @type {any} */ (window).__mediaStates = [];
+    /** @type {any} */ (window).__resumed = [];
   });
   await page.goto(url);
   return { ctx, page };
@@ -114,6 +141,8 @@ const info = (page) =>
       state: m.state,
       iceRestarts: m.iceRestarts,
       joins: rt.conn.joins,
+      resumes: rt.conn.resumes,
+      resumed: /** @type {any} */ (window).__resumed,
       wsState: rt.conn.state,
       frames: program?.framesDecoded ?? 0,
       videoSent: sent,
@@ -147,6 +176,7 @@ try {
   await del.page.evaluate(() => {
     const w = /** @type {any} */ (window);
     w.__rt.media.on('state', (s, why) => w.__mediaStates.push([s, why, Date.now()]));
+    w.__rt.conn.on('resumed', (m) => w.__resumed.push(!!m.media_held));
     for (const [name, pc] of [['subscribe', w.__rt.media.subscriber.pc], ['publish', w.__rt.media.publisher.pc]]) {
       pc.addEventListener('iceconnectionstatechange', () => w.__mediaStates.push([`${name} ice ${pc.iceConnectionState}`, '', Date.now()]));
     }
@@ -198,12 +228,42 @@ try {
   assert(/reconnecting audio and video/i.test(report.reconnectingLine), `the page showed "${report.reconnectingLine}" while reconnecting`);
   assert(report.relay.dropped > 0, 'the relay dropped nothing: the blackout did not cut the media path');
   await del.page.screenshot({ path: join(ARTIFACTS, 'delegate-after-ice-restart.png') });
-  ok = true;
   console.log(
-    `PASS media came back by ICE restart: reconnecting shown ${report.reconnectingAfterMs} ms and connected ${report.connectedAfterMs} ms after the cut (${BLACKOUT_MS} ms); ` +
+    `PASS 1. media came back by ICE restart: reconnecting shown ${report.reconnectingAfterMs} ms and connected ${report.connectedAfterMs} ms after the cut (${BLACKOUT_MS} ms); ` +
       `same subscribe connection, server ufrag ${before.sub.remoteUfrag} → ${later.sub.remoteUfrag}, ` +
       `program frames ${before.frames} → ${later.frames}, ${later.iceRestarts} restart(s), ` +
       `metric ${restartsBefore} → ${restartsAfter}, relay dropped ${report.relay.dropped} packets`,
+  );
+
+  // 2. The whole network goes, websocket too, for WS_OUTAGE_MS: the page resumes, the server
+  // kept its peer connections (`media_held`) and re-offers the subscribe connection with new
+  // ICE credentials; no connection is rebuilt.
+  const dropped0 = relay.counts().dropped;
+  const t1 = Date.now();
+  relay.blackout(relay.counts().flows.map((f) => f.port).filter((p) => !roomPorts.has(p)), WS_OUTAGE_MS);
+  cutWebsocket('delegate', WS_OUTAGE_MS);
+  await until('the page knows its websocket is down', async () => (await info(del.page)).wsState === 'reconnecting', 5000, 100);
+  const back = await until('resumed, media held, connected again', async () => {
+    const x = await info(del.page);
+    return x.wsState === 'open' && x.resumes > later.resumes && x.state === 'connected' &&
+      x.sub?.remoteUfrag !== later.sub.remoteUfrag && x.sub?.ice === 'connected' && x;
+  }, WS_OUTAGE_MS + 25000, 250);
+  report.resumeConnectedAfterMs = Date.now() - t1;
+  await new Promise((r) => setTimeout(r, 2000));
+  const final = await info(del.page);
+  const restartsFinal = await metric('roundtable_ice_restarts_total');
+  report.back = back;
+  report.final = final;
+  assert(final.resumed[final.resumed.length - 1] === true, `resumed without media held: ${JSON.stringify(final.resumed)}`);
+  assert(final.sub.tag === 'the subscriber before', 'the subscribe connection was rebuilt after the resume');
+  assert(final.frames > back.frames, `frames stopped after the resume (${back.frames} → ${final.frames})`);
+  assert(restartsFinal >= restartsAfter + 1, `roundtable_ice_restarts_total ${restartsAfter} → ${restartsFinal}`);
+  assert(relay.counts().dropped > dropped0, 'the relay dropped nothing in the outage');
+  ok = true;
+  console.log(
+    `PASS 2. websocket and media cut for ${WS_OUTAGE_MS} ms: resumed with media held, connected ${report.resumeConnectedAfterMs} ms after the cut; ` +
+      `same subscribe connection, server ufrag ${later.sub.remoteUfrag} → ${final.sub.remoteUfrag}, program frames ${later.frames} → ${final.frames}, ` +
+      `metric ${restartsAfter} → ${restartsFinal}`,
   );
   void room;
 } catch (e) {
