@@ -5,6 +5,8 @@
 //! - while away, the floor and the place in line are held; past the grace period (virtual
 //!   time) the floor is revoked (`left`) and the hand lowered;
 //! - `leave` releases them at once;
+//! - a dropped client's peer connections wait for it through the grace period: a resume
+//!   gets `media_held` and an ICE-restart offer; a goodbye or the period's end releases them;
 //! - one-time invites and revoked invites (401 `token_used`, `token_revoked`).
 
 mod common;
@@ -455,5 +457,108 @@ async fn websockets_count_against_the_per_address_limit() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let c = Client::join(server.addr, &t).await;
     assert_eq!(c.welcome["you"]["id"], "o3");
+    server.shutdown().await;
+}
+
+/// Reads messages until one of `kind` (events are kept on the client).
+async fn until(c: &mut Client, kind: &str) -> Value {
+    loop {
+        match c.recv().await {
+            Some(m) if m["type"] == kind => return m,
+            Some(m) if m["type"] == "event" => c.events.push(m),
+            Some(_) => {}
+            None => panic!("no {kind} arrived"),
+        }
+    }
+}
+
+/// The `a=ice-ufrag` of an SDP.
+fn ufrag(sdp: &Value) -> String {
+    sdp.as_str()
+        .unwrap_or("")
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .unwrap_or_else(|| panic!("no ice-ufrag in {sdp}"))
+        .trim()
+        .to_owned()
+}
+
+/// A delegate with a subscribe connection open; returns it, its token and the offer's ufrag.
+async fn with_media(server: &TestServer, id: &str) -> (Client, String, String) {
+    let token = server.token(Role::Delegate, id, "Amina", "KG");
+    let mut c = Client::join(server.addr, &token).await;
+    c.send_raw(&json!({"id": "m", "type": "media_preferences", "thumbnails": true}).to_string())
+        .await;
+    let offer = until(&mut c, "subscribe_offer").await;
+    (c, token, ufrag(&offer["sdp"]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_keeps_the_media_and_restarts_its_ice() {
+    let server = TestServer::start("resume-media").await;
+    let mut chair = server.join(Role::Moderator, "chair", "Chair", "ECO").await;
+    let (d1, token, first_ufrag) = with_media(&server, "d1").await;
+    let mine = last_seq(&d1, &[]);
+    drop(d1);
+    chair
+        .wait_event("participant_left", |e| {
+            e["participant"] == "d1" && e["presence"] == "connection_lost"
+        })
+        .await;
+    let (mut d1, first) = hello(server.addr, &token, Some(mine)).await;
+    assert_eq!(first["type"], "resumed", "{first}");
+    assert_eq!(first["media_held"], true, "{first}");
+    let _ = typed(&first);
+    // The server re-offers the held subscribe connection with new ICE credentials.
+    let offer = until(&mut d1, "subscribe_offer").await;
+    assert_ne!(ufrag(&offer["sdp"]), first_ufrag, "an ICE restart");
+    // A goodbye (the page closed) ends the media at once: a resume finds none.
+    let mine = first["seq"].as_u64().expect("seq");
+    d1.close().await;
+    chair
+        .wait_event("participant_left", |e| {
+            e["participant"] == "d1" && e["presence"] != "connection_lost"
+        })
+        .await;
+    let (mut d1, first) = hello(server.addr, &token, Some(mine)).await;
+    assert_eq!(first["type"], "resumed", "{first}");
+    assert!(first.get("media_held").is_none(), "{first}");
+    d1.err(
+        json!({"type": "ice_restart", "pc": "subscribe"}),
+        "not_found",
+    )
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_media_is_released_after_the_grace_period() {
+    let server = TestServer::start_with("held-media", |c| c.server.resume_grace_secs = 5).await;
+    let mut chair = server.join(Role::Moderator, "chair", "Chair", "ECO").await;
+    chair
+        .ok(json!({"type": "agenda_jump", "item": "dialogue"}))
+        .await;
+    let (mut d1, token, _) = with_media(&server, "d1").await;
+    let r = d1.ok(json!({"type": "raise_hand"})).await;
+    let mine = last_seq(&d1, &[&r]);
+    drop(d1);
+    chair
+        .wait_event("participant_left", |e| {
+            e["participant"] == "d1" && e["presence"] == "connection_lost"
+        })
+        .await;
+    server.clock.advance(6_000);
+    // The grace period's tick has run: the hand is lowered, and the media went with it.
+    chair
+        .wait_event("floor_cancelled", |e| e["request"] == r["request"])
+        .await;
+    let (mut d1, first) = hello(server.addr, &token, Some(mine)).await;
+    assert_eq!(first["type"], "resumed", "{first}");
+    assert!(first.get("media_held").is_none(), "{first}");
+    d1.err(
+        json!({"type": "ice_restart", "pc": "subscribe"}),
+        "not_found",
+    )
+    .await;
     server.shutdown().await;
 }
