@@ -393,6 +393,14 @@ async fn the_chair_revokes_an_invite_and_removes_its_holder() {
         let (s, body) = http_get(server.addr, &format!("{path}?token={leaked}")).await;
         assert_eq!(s, 401, "{path}: {body}");
         assert!(body.contains("token_revoked"), "{path}: {body}");
+        if path == "/join" {
+            // A page for the person holding the link, not JSON: it says what this means.
+            assert!(
+                body.contains(r#"<meta name="rt-refusal" content="token_revoked""#)
+                    && body.contains("/web/refused.js"),
+                "{body}"
+            );
+        }
     }
     // A new invite for the same person works: revocation is per invite.
     let fresh = server.token(Role::Delegate, "d1", "Amina", "KG");

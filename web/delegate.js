@@ -213,9 +213,10 @@ function start(conn) {
   }
 
   micSel.addEventListener('change', () => void openDevices());
-  // Removed by the chair: the page says so (ui.js) and the camera and microphone go off.
+  // Removed by the chair, or the link refused: the page says so (ui.js) and the camera and
+  // microphone go off.
   conn.on('state', (s, why) => {
-    if (s !== 'closed' || why !== 'removed') return;
+    if (s !== 'closed' || (why !== 'removed' && why !== 'refused')) return;
     media.close();
     stopMeter?.();
     for (const t of local?.getTracks() ?? []) t.stop();

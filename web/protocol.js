@@ -682,6 +682,14 @@ function takeEarlySocket(url) {
  */
 
 /**
+ * The server's refusal of a token (`/api/token`, 401): `token_used` (a one-time link opened
+ * before), `token_revoked`, `token_expired`, `token_malformed`, `token_forged`, ….
+ * @typedef {object} TokenRefusal
+ * @property {string} code
+ * @property {string} message
+ */
+
+/**
  * One participant's websocket, kept open.
  * @extends {Emitter<ConnectionEvents>}
  */
@@ -706,6 +714,12 @@ export class Connection extends Emitter {
     this.goodbye = '';
     /** True once the chair removed this participant: closed for good. */
     this.removed = false;
+    /**
+     * Why the server refuses this page's token (a used one-time link, a revoked or expired
+     * invite): closed for good, with state reason `refused`.
+     * @type {TokenRefusal | null}
+     */
+    this.refusal = null;
     /** The next reconnect goes at once, with no backoff (`goodbye` `reconnect`). */
     this._immediate = false;
     /** Consecutive failed attempts (reset by a welcome). */
@@ -813,7 +827,8 @@ export class Connection extends Emitter {
         this._checkToken().then((refusal) => {
           if (refusal) {
             this._stopped = true;
-            this._setState('closed', refusal);
+            this.refusal = refusal;
+            this._setState('closed', 'refused');
           } else {
             this._scheduleRetry(why);
           }
@@ -977,14 +992,14 @@ export class Connection extends Emitter {
   /**
    * A websocket that never opened: is the invite refused? `/api/token` checks the token as
    * `/ws` does (revoked, a used one-time link), with a JSON body on refusal.
-   * @returns {Promise<string | null>} the refusal, or null when the token is fine (or unknown)
+   * @returns {Promise<TokenRefusal | null>} the refusal, or null when the token is fine (or unknown)
    */
   async _checkToken() {
     try {
       const r = await fetch(`/api/token?token=${encodeURIComponent(this.token)}`, { cache: 'no-store' });
       if (r.status === 401 || r.status === 404) {
         const body = await r.json().catch(() => ({}));
-        return `${body.code ?? r.status}: ${body.message ?? 'invite refused'}`;
+        return { code: String(body.code ?? r.status), message: String(body.message ?? 'invite refused') };
       }
     } catch {
       /* the server is down: keep trying */

@@ -31,6 +31,25 @@ export const S = {
     reconnectAsked: 'The chair asked this page to reconnect. Reconnecting…',
     reconnected: 'Reconnected',
     noToken: 'This page needs an invitation link (…?token=…). Ask the organisers for yours.',
+    /** What a page says when the server refuses its link, by error code (`other`: any else). */
+    refused: {
+      token_used: {
+        title: 'This invitation link has already been used',
+        help: 'Each link opens the meeting once, for one person on one device, and this one was opened before (perhaps it was forwarded). If it is yours, go back to the window where you joined, or ask the organisers for a new link.',
+      },
+      token_revoked: {
+        title: 'This invitation was withdrawn',
+        help: 'The organisers withdrew this link. If you think this is a mistake, contact them.',
+      },
+      token_expired: {
+        title: 'This invitation has expired',
+        help: 'Ask the organisers for a new link.',
+      },
+      other: {
+        title: 'This invitation link does not work',
+        help: 'Check that the whole link was copied, or ask the organisers for a new one.',
+      },
+    },
     rejoin: 'Rejoin',
   },
   media: {

@@ -220,6 +220,7 @@ export function boot(opts = {}) {
       if (s === 'closed' && why === 'removed') text = S.conn.removed;
       else if (s === 'closed' && why === 'replaced') text = S.conn.replaced;
       else if (s === 'closed' && why === 'left') text = S.conn.left;
+      else if (s === 'closed' && why === 'refused') text = refusalText(conn.refusal).title;
       else if (s === 'reconnecting' && why === 'reconnect') text = S.conn.reconnectAsked;
       else if ((s === 'closed' || s === 'reconnecting') && why) text = `${text} (${why})`;
       banner.textContent = text;
@@ -241,6 +242,7 @@ export function boot(opts = {}) {
     }
     show();
     if (s === 'closed' && why === 'removed') showRemoved();
+    if (s === 'closed' && why === 'refused') showRefused(conn.refusal);
   });
   conn.on('command_error', (e) => {
     if (e.code === 'disconnected') {
@@ -262,21 +264,54 @@ export function boot(opts = {}) {
  * good; a reload would try again). Every page gets it through {@link boot}.
  */
 export function showRemoved() {
+  showStopped('removed', S.conn.removed, S.conn.removedHelp);
+  document.body.dataset.removed = 'true';
+}
+
+/**
+ * What a refusal of this page's link means to the person holding it.
+ * @param {import('./protocol.js').TokenRefusal | null} r
+ * @returns {{title: string, help: string}}
+ */
+export function refusalText(r) {
+  const known = /** @type {Record<string, {title: string, help: string}>} */ (S.conn.refused);
+  return (r && known[r.code]) || S.conn.refused.other;
+}
+
+/**
+ * The whole page says that the server refuses its link (used, withdrawn, expired) and what to
+ * do; the server's code and message stay visible for the organisers' help desk.
+ * @param {import('./protocol.js').TokenRefusal | null} r
+ */
+export function showRefused(r) {
+  const t = refusalText(r);
+  const box = showStopped('refused', t.title, t.help);
+  if (r) box.append(h('p', { class: 'muted', id: 'refused-detail' }, `${r.code}: ${r.message}`));
+  document.body.dataset.refused = r?.code ?? 'refused';
+}
+
+/**
+ * Replaces the page with a message: the connection is closed for good (a reload would try
+ * again); media elements stop.
+ * @param {string} id @param {string} title @param {string} help
+ * @returns {HTMLElement} the message box
+ */
+function showStopped(id, title, help) {
   const app = document.getElementById('app') ?? document.body;
   const box = h(
     'section',
-    { class: 'check panel removed', id: 'removed', role: 'alert', 'aria-live': 'assertive' },
-    h('h1', { id: 'removed-title' }, S.conn.removed),
-    h('p', {}, S.conn.removedHelp),
+    { class: 'check panel removed', id, role: 'alert', 'aria-live': 'assertive' },
+    h('h1', { id: `${id}-title` }, title),
+    h('p', {}, help),
   );
   fill(app, box);
-  document.body.dataset.removed = 'true';
   for (const el of document.querySelectorAll('video, audio')) {
     const m = /** @type {HTMLMediaElement} */ (el);
     m.pause();
     m.srcObject = null;
   }
-  document.title = `roundtable · ${S.conn.removed}`;
+  document.title = `roundtable · ${title}`;
+  return box;
 }
 
 /**

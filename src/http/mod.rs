@@ -148,26 +148,18 @@ async fn index(State(s): State<Arc<Shared>>) -> Html<String> {
         env!("CARGO_PKG_VERSION"),
         names
             .iter()
-            .map(|n| html_escape(n))
+            .map(|n| web::html_escape(n))
             .collect::<Vec<_>>()
             .join(", ")
     ))
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 /// An invitation link: the page of the token's role (`web/<role>.html`), once the token is
 /// checked. Without that page in this build, a plain landing page says who is invited.
 async fn join_page(State(s): State<Arc<Shared>>, Query(q): Query<TokenQuery>) -> Response {
-    let (claims, meeting) = match authenticate(&s, q.token.as_deref()) {
+    let (claims, meeting) = match check_token(&s, q.token.as_deref()) {
         Ok(v) => v,
-        Err(r) => return *r,
+        Err(r) => return r.page(),
     };
     let page = format!("{}.html", claims.role.as_str());
     if web::file(&page).is_some() {
@@ -178,9 +170,9 @@ async fn join_page(State(s): State<Arc<Shared>>, Query(q): Query<TokenQuery>) ->
          <title>roundtable: invitation</title><main style='font:1.25rem system-ui;max-width:40rem;margin:2rem auto'>\
          <h1>Invitation</h1><p><strong>{}</strong> ({}) joins meeting <strong>{}</strong> as \
          <strong>{}</strong>.</p><p>This build has no page for this role.</p></main>",
-        html_escape(&claims.name),
-        html_escape(&claims.delegation),
-        html_escape(meeting.id.as_ref()),
+        web::html_escape(&claims.name),
+        web::html_escape(&claims.delegation),
+        web::html_escape(meeting.id.as_ref()),
         claims.role.as_str()
     ))
     .into_response()
@@ -188,8 +180,8 @@ async fn join_page(State(s): State<Arc<Shared>>, Query(q): Query<TokenQuery>) ->
 
 /// The lectern timer for a token (any role may show it).
 async fn timer_page(State(s): State<Arc<Shared>>, Query(q): Query<TokenQuery>) -> Response {
-    if let Err(r) = authenticate(&s, q.token.as_deref()) {
-        return *r;
+    if let Err(r) = check_token(&s, q.token.as_deref()) {
+        return r.page();
     }
     web::serve("timer.html")
 }
@@ -310,33 +302,66 @@ fn now_secs(clock: &Clock) -> i64 {
     clock.now().div_euclid(1000)
 }
 
-/// Verifies a token; the error is a ready 401 (or 404 for an unknown meeting).
+/// Why a token opens nothing: the HTTP status, the error code and a message.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// For the APIs: the JSON error body.
+    fn json(self) -> Response {
+        error(self.status, self.code, self.message)
+    }
+
+    /// For a page (`/join`, `/timer`): a page that says what the refusal means to the person
+    /// holding the link (`web/refused.html`), with the same status and code.
+    fn page(self) -> Response {
+        web::refused_page(self.status, self.code, &self.message)
+    }
+}
+
+/// Verifies a token; the error is a ready 401 (or 404 for an unknown meeting) with a JSON body.
 fn authenticate(s: &Shared, token: Option<&str>) -> Result<(Claims, MeetingHandle), Box<Response>> {
+    check_token(s, token).map_err(|r| Box::new(r.json()))
+}
+
+/// Verifies a token: signed by us, not expired, for a meeting we host, its invite not revoked.
+fn check_token(s: &Shared, token: Option<&str>) -> Result<(Claims, MeetingHandle), Refusal> {
     let Some(token) = token.filter(|t| !t.is_empty()) else {
-        return Err(Box::new(error(
+        return Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
             "token_missing",
             "a token is required: use the link from your invitation",
-        )));
+        ));
     };
     let claims = auth::verify(&s.secret, token, now_secs(&s.clock)).map_err(|e| {
         tracing::info!(code = e.code(), "refused a token");
-        Box::new(error(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))
+        Refusal::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
     })?;
     let Some(meeting) = s.meetings.get(&claims.meeting).cloned() else {
-        return Err(Box::new(error(
+        return Err(Refusal::new(
             StatusCode::NOT_FOUND,
             "unknown_meeting",
             format!("this server hosts no meeting {:?}", claims.meeting),
-        )));
+        ));
     };
     if s.invites.is_revoked(&claims.meeting, &claims.invite) {
         let e = crate::invites::InviteError::Revoked;
-        return Err(Box::new(error(
+        return Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
             e.code(),
             e.to_string(),
-        )));
+        ));
     }
     Ok((claims, meeting))
 }

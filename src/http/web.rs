@@ -113,52 +113,112 @@ pub fn content_security_policy(html: &[u8]) -> String {
 /// A response with the file, or 404.
 pub fn serve(path: &str) -> Response {
     match file(path) {
-        Some(bytes) => {
-            let csp = content_type(path)
-                .starts_with("text/html")
-                .then(|| content_security_policy(&bytes));
-            let mut r = (StatusCode::OK, bytes.into_owned()).into_response();
-            let h = r.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(content_type(path)),
-            );
-            // Pages and modules change with the server version: revalidate every time.
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            h.insert(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            );
-            h.insert(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            );
-            if let Some(csp) = csp {
-                if let Ok(v) = HeaderValue::from_str(&csp) {
-                    h.insert(header::CONTENT_SECURITY_POLICY, v);
-                }
-                h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-                h.insert(
-                    "permissions-policy",
-                    HeaderValue::from_static(
-                        "camera=(self), microphone=(self), display-capture=(self), \
-                         geolocation=(), payment=(), usb=()",
-                    ),
-                );
-                h.insert(
-                    "cross-origin-opener-policy",
-                    HeaderValue::from_static("same-origin"),
-                );
-            }
-            r
-        }
+        Some(bytes) => respond(path, StatusCode::OK, bytes.into_owned()),
         None => (StatusCode::NOT_FOUND, "not found").into_response(),
     }
+}
+
+/// The page of a refused invitation link (`refused.html`): the status and code of the
+/// refusal, its code and message in `<meta name="rt-refusal">` for the page to explain. Without
+/// that page in this build, plain text.
+pub fn refused_page(status: StatusCode, code: &str, message: &str) -> Response {
+    const SLOT: &str = r#"<meta name="rt-refusal" content="" data-message="">"#;
+    let Some(bytes) = file("refused.html") else {
+        return (status, format!("{code}: {message}")).into_response();
+    };
+    let html = String::from_utf8_lossy(&bytes).replacen(
+        SLOT,
+        &format!(
+            r#"<meta name="rt-refusal" content="{}" data-message="{}">"#,
+            html_escape(code),
+            html_escape(message)
+        ),
+        1,
+    );
+    respond("refused.html", status, html.into_bytes())
+}
+
+/// Text for HTML, attribute values in either quotes included.
+pub fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// The file's bytes with their type and our headers (a page's with its CSP).
+fn respond(path: &str, status: StatusCode, bytes: Vec<u8>) -> Response {
+    let csp = content_type(path)
+        .starts_with("text/html")
+        .then(|| content_security_policy(&bytes));
+    let mut r = (status, bytes).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(path)),
+    );
+    // Pages and modules change with the server version: revalidate every time.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if let Some(csp) = csp {
+        if let Ok(v) = HeaderValue::from_str(&csp) {
+            h.insert(header::CONTENT_SECURITY_POLICY, v);
+        }
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(
+            "permissions-policy",
+            HeaderValue::from_static(
+                "camera=(self), microphone=(self), display-capture=(self), \
+                         geolocation=(), payment=(), usb=()",
+            ),
+        );
+        h.insert(
+            "cross-origin-opener-policy",
+            HeaderValue::from_static("same-origin"),
+        );
+    }
+    r
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_refused_link_gets_a_page_naming_the_refusal() {
+        let r = refused_page(
+            StatusCode::UNAUTHORIZED,
+            "token_revoked",
+            r#"withdrawn <by "the chair">"#,
+        );
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let csp = r
+            .headers()
+            .get(header::CONTENT_SECURITY_POLICY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let html = String::from_utf8_lossy(&body);
+        assert!(
+            html.contains(
+                r#"<meta name="rt-refusal" content="token_revoked" data-message="withdrawn &lt;by &quot;the chair&quot;&gt;">"#
+            ),
+            "{html}"
+        );
+        assert!(html.contains("/web/refused.js"), "{html}");
+    }
 
     #[test]
     fn every_page_allows_exactly_its_own_inline_script() {

@@ -364,8 +364,42 @@ pub async fn start(
 struct Conn {
     who: Who,
     out: mpsc::Sender<Outbound>,
-    /// When its last `client_stats` was taken (at most one a second).
-    stats_at: Option<i64>,
+    /// Its `client_stats` allowance.
+    stats: StatsAllowance,
+}
+
+/// `client_stats` at most one a second on average, and two back to back: a report held up
+/// on the way (a Wi-Fi retransmit, a busy page) arrives just before the next one, and neither
+/// is refused. Credit in milliseconds: one second per report, earned back with time, at most
+/// two seconds' worth.
+#[derive(Debug, Clone, Copy)]
+struct StatsAllowance {
+    credit_ms: i64,
+    at: Millis,
+}
+
+impl StatsAllowance {
+    const PER_REPORT_MS: i64 = 1000;
+    const MAX_CREDIT_MS: i64 = 2000;
+
+    fn new(now: Millis) -> StatsAllowance {
+        StatsAllowance {
+            credit_ms: Self::MAX_CREDIT_MS,
+            at: now,
+        }
+    }
+
+    /// Takes one report's worth if there is enough credit.
+    fn take(&mut self, now: Millis) -> bool {
+        let earned = (now - self.at).max(0);
+        self.credit_ms = (self.credit_ms + earned).min(Self::MAX_CREDIT_MS);
+        self.at = now;
+        if self.credit_ms < Self::PER_REPORT_MS {
+            return false;
+        }
+        self.credit_ms -= Self::PER_REPORT_MS;
+        true
+    }
 }
 
 struct Meeting {
@@ -401,6 +435,12 @@ struct Meeting {
     cpu: crate::health::cpu::CpuMeter,
     /// Alerts changed since the last history write.
     alerts_changed: Vec<sig::AlertInfo>,
+}
+
+/// A send into a connection's queue failed because the queue is full: the client reads too
+/// slowly. (A closed queue is a connection ending: its reader says how.)
+fn is_full(r: Result<(), mpsc::error::TrySendError<Outbound>>) -> bool {
+    matches!(r, Err(mpsc::error::TrySendError::Full(_)))
 }
 
 /// Serialises a server message. Serialising our own types cannot fail (no maps with
@@ -1022,12 +1062,7 @@ impl Meeting {
                     .conns
                     .get_mut(&conn)
                     .ok_or((ErrorCode::InvalidState, "not joined".to_owned()))?;
-                if c.stats_at.is_some_and(|t| now - t < 900) {
-                    return Err((
-                        ErrorCode::RateLimited,
-                        "client_stats at most once a second".to_owned(),
-                    ));
-                }
+                // Validated first: a bad report costs no allowance.
                 let report = sig::ClientReport {
                     at: now,
                     up,
@@ -1036,7 +1071,12 @@ impl Meeting {
                 };
                 crate::health::validate(&report)
                     .map_err(|e| (ErrorCode::InvalidValue, e.to_string()))?;
-                c.stats_at = Some(now);
+                if !c.stats.take(now) {
+                    return Err((
+                        ErrorCode::RateLimited,
+                        "client_stats at most once a second (two back to back)".to_owned(),
+                    ));
+                }
                 self.health.client_report(&who.id, report);
                 Ok(None)
             }
@@ -1142,7 +1182,7 @@ impl Meeting {
     fn broadcast(&mut self, frame: Utf8Bytes) {
         let mut lagging = Vec::new();
         for (id, conn) in &self.conns {
-            if conn.out.try_send(Outbound::Text(frame.clone())).is_err() {
+            if is_full(conn.out.try_send(Outbound::Text(frame.clone()))) {
                 lagging.push(*id);
             }
         }
@@ -1155,13 +1195,14 @@ impl Meeting {
 
     fn send_to(&mut self, conn: ConnId, frame: Utf8Bytes) {
         if let Some(c) = self.conns.get(&conn) {
-            if c.out.try_send(Outbound::Text(frame)).is_err() {
+            if is_full(c.out.try_send(Outbound::Text(frame))) {
                 self.drop_lagging(conn);
             }
         }
     }
 
-    /// Drops a connection whose queue is full. Dropping its sender ends its writer; the
+    /// Drops a connection whose queue is full (one whose writer has ended is not: its reader
+    /// is about to report how it ended, a close frame or a lost network). Dropping its sender ends its writer; the
     /// reader then sends `Leave`, which is journaled as a lost connection.
     fn drop_lagging(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.remove(&conn) {
@@ -1603,7 +1644,7 @@ impl Meeting {
                 Conn {
                     who,
                     out,
-                    stats_at: None,
+                    stats: StatsAllowance::new(self.clock.now()),
                 },
             );
             // The network under the held peer connections has likely changed: the subscribe
@@ -1851,5 +1892,36 @@ impl Meeting {
             Command::AgendaJump { item } => F::AgendaJump(item),
             Command::TimerMessage { text } => F::TimerMessage(text),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StatsAllowance;
+
+    #[test]
+    fn client_stats_allowance_is_one_a_second_with_two_back_to_back() {
+        let mut a = StatsAllowance::new(0);
+        assert!(a.take(0));
+        assert!(
+            a.take(10),
+            "a delayed report and the next one, back to back"
+        );
+        assert!(!a.take(20), "a third at once");
+        assert!(!a.take(900));
+        assert!(a.take(1_020), "a second's credit earned back");
+        assert!(!a.take(1_500));
+        // Sustained: one a second passes for ever, never more.
+        let mut passed = 0;
+        for t in (2_000..62_000).step_by(250) {
+            passed += usize::from(a.take(t));
+        }
+        assert!((60..=62).contains(&passed), "{passed} in 60 s");
+        // Credit does not pile up over a quiet minute beyond two reports.
+        let mut b = StatsAllowance::new(0);
+        assert!(b.take(60_000) && b.take(60_000) && !b.take(60_000));
+        // A clock that steps back earns nothing.
+        let mut c = StatsAllowance::new(10_000);
+        assert!(c.take(5_000) && c.take(5_000) && !c.take(5_500));
     }
 }

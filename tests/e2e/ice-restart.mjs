@@ -1,7 +1,9 @@
 // Browser test: media comes back by ICE restart when the network under it fails, with no
 // rejoin. Real Chromium, the real server binary, and a UDP relay in the media path (the
 // server advertises the relay's 127.0.0.2; udp-relay.mjs) that the test cuts for one
-// delegate's flows, as a Wi-Fi drop would, while the websocket stays up.
+// delegate's flows, as a Wi-Fi drop would: (1) with the websocket up, (2) with the websocket
+// down too (a resume with the media held), (3) for a delegate without a camera, whose sending
+// connection (no simulcast) restarts in place.
 //
 //   ROUNDTABLE_BIN=target/release/roundtable node tests/e2e/ice-restart.mjs
 //
@@ -161,6 +163,8 @@ const metric = async (name) => {
 let ok = false;
 const report = {};
 let del;
+/** The audio-only delegate (phase 3). */
+let del2;
 try {
   const room = await open(srv.links.ice.room, 'room');
   // The room's flows, to tell the delegate's apart (Chrome's stats do not name the port the
@@ -259,16 +263,79 @@ try {
   assert(final.frames > back.frames, `frames stopped after the resume (${back.frames} → ${final.frames})`);
   assert(restartsFinal >= restartsAfter + 1, `roundtable_ice_restarts_total ${restartsAfter} → ${restartsFinal}`);
   assert(relay.counts().dropped > dropped0, 'the relay dropped nothing in the outage');
-  ok = true;
   console.log(
     `PASS 2. websocket and media cut for ${WS_OUTAGE_MS} ms: resumed with media held, connected ${report.resumeConnectedAfterMs} ms after the cut; ` +
       `same subscribe connection, server ufrag ${later.sub.remoteUfrag} → ${final.sub.remoteUfrag}, program frames ${later.frames} → ${final.frames}, ` +
       `metric ${restartsAfter} → ${restartsFinal}`,
   );
+
+  // 3. A delegate without a camera ("No camera (audio only)" in the device check): its sending
+  // connection has no simulcast, so it restarts ICE in place (`restartIce()` and a new
+  // `publish` offer on the same connection). Its audio, given the floor, must reach the room
+  // again on the same slot after a cut.
+  const mod = await open(srv.links.ice.moderator, 'moderator');
+  const audioId = 'nodir-audio-only';
+  const roomAudio = async () => {
+    const st = await room.page.evaluate(() => /** @type {any} */ (window).__rt.stats());
+    return st.inbound.find((x) => x.kind === 'audio' && x.slot?.slot === 'track' && x.slot.participant === audioId)?.bytesReceived ?? 0;
+  };
+  const flowsBefore = new Set(relay.counts().flows.map((f) => f.port));
+  del2 = await open(srv.invite('delegate', 'Nodir Aliev', 'UZ', 'ice', audioId), 'delegate-audio');
+  await del2.page.waitForSelector('#join');
+  await until('device check ready (audio only)', () => del2.page.evaluate(() => !!document.querySelector('#preview')?.srcObject), 10000);
+  await del2.page.selectOption('#cam-select', '');
+  await until('the device check has the microphone only', () => del2.page.evaluate(() => {
+    const s = /** @type {MediaStream | null} */ (document.querySelector('#preview')?.srcObject ?? null);
+    return !!s && s.getVideoTracks().length === 0 && s.getAudioTracks().length === 1;
+  }), 10000);
+  await del2.page.click('#join');
+  await del2.page.waitForSelector('#meeting:not(.hidden)');
+  await until('the moderator console is connected', () => mod.page.evaluate(() => /** @type {any} */ (window).__rt?.conn?.state === 'open'), 10000);
+  const given = await mod.page.evaluate((p) => /** @type {any} */ (window).__rt.cmd('give_floor', { participant: p }), audioId);
+  assert(given?.type === 'ack', `give_floor: ${JSON.stringify(given)}`);
+  const a0 = await until('the audio-only delegate is heard in the room, through the relay', async () => {
+    const x = await info(del2.page);
+    const bytes = await roomAudio();
+    return x.state === 'connected' && x.pub?.pair?.remote.startsWith('127.0.0.2:') && !x.pub.tag && bytes > 2000 && { x, bytes };
+  }, 25000);
+  assert(a0.x.videoSent === 0, 'the audio-only delegate sends video');
+  const simulcast = await del2.page.evaluate(() => /** @type {any} */ (window).__rt.media.publisher.simulcast);
+  assert(simulcast === false, 'the audio-only publisher is simulcast');
+  await del2.page.evaluate(() => {
+    /** @type {any} */ (window).__rt.media.publisher.pc.__tag = 'the publisher before';
+  });
+  const pubCut = relay.counts().flows.map((f) => f.port).filter((p) => !flowsBefore.has(p));
+  assert(pubCut.length > 0, 'no new relay flows for the audio-only delegate');
+  const restarts3 = await metric('roundtable_ice_restarts_total');
+  const t2 = Date.now();
+  relay.blackout(pubCut, BLACKOUT_MS);
+  await until('the audio-only delegate sees its media reconnecting', async () => (await info(del2.page)).state === 'reconnecting', BLACKOUT_MS + 5000, 200);
+  const atRestart = await roomAudio();
+  const audioBack = await until('its audio reaches the room again by an ICE restart', async () => {
+    const x = await info(del2.page);
+    const bytes = await roomAudio();
+    return x.state === 'connected' && x.iceRestarts >= 1 && x.pub?.ice === 'connected' && x.pub.localUfrag !== a0.x.pub.localUfrag && bytes > atRestart + 2000 && { x, bytes };
+  }, BLACKOUT_MS + 30000, 250);
+  report.audioOnlyConnectedAfterMs = Date.now() - t2;
+  await new Promise((r) => setTimeout(r, 2000));
+  const audioLater = await roomAudio();
+  const p3 = await info(del2.page);
+  report.audioOnly = { before: a0, atRestart, back: audioBack, later: audioLater, final: p3 };
+  assert(p3.pub.tag === 'the publisher before', 'the sending connection was replaced, not restarted');
+  assert(p3.joins === a0.x.joins, `the audio-only page rejoined (joins ${a0.x.joins} → ${p3.joins})`);
+  assert(audioLater > audioBack.bytes, `the room's audio from the delegate stopped after the restart (${audioBack.bytes} → ${audioLater})`);
+  assert(p3.pub.remoteUfrag !== a0.x.pub.remoteUfrag, `the server's ufrag on the sending connection did not change (${p3.pub.remoteUfrag})`);
+  ok = true;
+  console.log(
+    `PASS 3. an audio-only sending connection restarted ICE in place: connected ${report.audioOnlyConnectedAfterMs} ms after the cut (${BLACKOUT_MS} ms); ` +
+      `same connection, ufrags ${a0.x.pub.localUfrag}/${a0.x.pub.remoteUfrag} → ${p3.pub.localUfrag}/${p3.pub.remoteUfrag}, ` +
+      `room audio from it ${atRestart} → ${audioLater} bytes, metric ${restarts3} → ${await metric('roundtable_ice_restarts_total')}`,
+  );
   void room;
 } catch (e) {
   console.log(`FAIL ICE restart: ${e?.message ?? e}`);
   report.relay = relay.counts();
+  if (del2) report.failedAt2 = await Promise.race([info(del2.page).catch((x) => String(x)), new Promise((r) => setTimeout(() => r('no answer'), 3000))]);
   report.failedAt = await Promise.race([info(del.page).catch((x) => String(x)), new Promise((r) => setTimeout(() => r('no answer'), 3000))]);
   report.error = String(e?.stack ?? e);
 } finally {

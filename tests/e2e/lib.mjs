@@ -85,12 +85,16 @@ ${meetingsToml}
       mkdirSync(ARTIFACTS, { recursive: true });
       writeFileSync(join(ARTIFACTS, 'server.log'), log.join(''));
     },
-    /** Mints an invite with the CLI (same config and data dir, so the same secret). */
-    invite(role, name, delegation = '', meeting, participant) {
+    /**
+     * Mints an invite with the CLI (same config and data dir, so the same secret).
+     * `opts.once`: a one-time link.
+     */
+    invite(role, name, delegation = '', meeting, participant, opts = {}) {
       const args = ['--config', configPath, 'invite', '--role', role, '--name', name];
       if (delegation) args.push('--delegation', delegation);
       if (meeting) args.push('--meeting', meeting);
       if (participant) args.push('--participant', participant);
+      if (opts.once) args.push('--once');
       const text = execFileSync(BIN, args, { env }).toString();
       const m = text.match(/http:\/\/\S+/);
       if (!m) throw new Error(`invite printed no link: ${text}`);

@@ -683,6 +683,58 @@ try {
   // ------------------------------------------------------------------------ 13
   // Every page above ran under its Content-Security-Policy (the early-join inline script by
   // hash, everything else from this origin): nothing it needs was refused.
+  // ------------------------------------------------------------------------ 14
+  await test('14. a one-time link opens once: its reload rejoins, a forwarded copy says "already used"; revoked, it says "withdrawn"', async () => {
+    const idO = 'delegate-once';
+    const link = srv.invite('delegate', 'Zarina Nazarova', 'Republic of Tajikistan', 'dlg', idO, { once: true });
+    const first = await open(link, 'delegateOnce');
+    let copy = null;
+    try {
+      await joinDelegate(first.page);
+      const a = await first.page.evaluate(() => ({ id: window.__rt.store.you?.id, token: window.__rt.conn.token, invite: window.__rt.conn.inviteToken }));
+      assert(a.id === idO, `joined as ${a.id}`);
+      assert(a.token !== a.invite, 'the page did not switch to its session token');
+      // A reload (same tab): back in with the session token, the same participant.
+      await first.page.reload();
+      await until('the reloaded page is connected again', () => first.page.evaluate(() => window.__rt?.conn?.state === 'open'), 15000);
+      const b = await first.page.evaluate(() => ({ id: window.__rt.store.you?.id, token: window.__rt.conn.token }));
+      assert(b.id === idO && b.token === a.token, `after the reload: ${JSON.stringify(b)}`);
+      // The link forwarded to someone else: refused, with a page that says why, for good.
+      copy = await open(link, 'delegateOnceCopy');
+      const text = await until('the copy says the link was used', async () => {
+        const t = await copy.page.evaluate(() => document.getElementById('refused')?.innerText ?? '');
+        return /already been used/.test(t) && t;
+      }, 15000, 100);
+      await copy.page.screenshot({ path: join(ARTIFACTS, 'delegate-link-used.png') });
+      const c = await copy.page.evaluate(() => ({ state: window.__rt.conn.state, code: window.__rt.conn.refusal?.code, joins: window.__rt.conn.joins, title: document.title }));
+      assert(c.state === 'closed' && c.code === 'token_used' && c.joins === 0, `the copy: ${JSON.stringify(c)}`);
+      await sleep(2000);
+      const still = await copy.page.evaluate(() => window.__rt.states.map(([s, w]) => `${s}${w ? ':' + w : ''}`));
+      assert(still[still.length - 1] === 'closed:refused', `the copy keeps trying: ${still.join(' → ')}`);
+      // And the holder was not disturbed by it.
+      const holder = await first.page.evaluate(() => ({ state: window.__rt.conn.state, id: window.__rt.store.you?.id }));
+      assert(holder.state === 'open' && holder.id === idO, `the holder after the copy: ${JSON.stringify(holder)}`);
+      // "Remove and revoke the invitation": the holder's page, reloaded, says the link was withdrawn.
+      await mod.page.waitForSelector(`#part-list [data-participant="${idO}"]`);
+      await mod.page.click(`#remove-${idO}`);
+      await mod.page.click(`#remove-revoke-${idO}`);
+      await until('the holder shows the removed message', async () => /The chair removed you/.test(await first.page.evaluate(() => document.getElementById('removed')?.innerText ?? '')), 5000);
+      // The server refuses the link itself (401): its refusal page says what that means.
+      const resp = await first.page.reload();
+      const withdrawn = await until('the reloaded page says the invitation was withdrawn', async () => {
+        const t = await first.page.evaluate(() => document.getElementById('refused')?.innerText ?? '');
+        return /This invitation was withdrawn/.test(t) && t;
+      }, 15000, 100);
+      const r = await first.page.evaluate(() => ({ code: document.body.dataset.refused, ws: !!window.__rt?.conn }));
+      assert(resp?.status() === 401 && r.code === 'token_revoked' && !r.ws, `the reloaded page: ${resp?.status()} ${JSON.stringify(r)}`);
+      await first.page.screenshot({ path: join(ARTIFACTS, 'delegate-link-withdrawn.png') });
+      return `joined as ${idO}, reload rejoined with the session token; the copy: "${text.split('\n')[0]}" (${c.code}), states ${still.join(' → ')}; the holder still connected; removed and revoked, reloaded: "${withdrawn.split('\n')[0]}" (${r.code})`;
+    } finally {
+      await first.ctx.close();
+      await copy?.ctx.close();
+    }
+  });
+
   await test('13. no page broke its Content-Security-Policy, and the headers are there', async () => {
     const refused = consoleLog.filter((l) => /Content Security Policy|Refused to (execute|load|connect|apply)/i.test(l));
     assert(refused.length === 0, `CSP refusals: ${refused.slice(0, 3).join(' | ')}`);

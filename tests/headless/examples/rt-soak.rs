@@ -434,6 +434,20 @@ async fn measure(addr: std::net::SocketAddr, pid: u32) -> Result<Measure> {
     })
 }
 
+/// RSS growth in KiB per minute over the first and the second half of a series (0.0 for a
+/// half with fewer than two samples).
+fn rss_slopes(series: &[(u64, u64)]) -> (f64, f64) {
+    let slope = |part: &[(u64, u64)]| match (part.first(), part.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 => (b.1 as f64 - a.1 as f64) * 60.0 / (b.0 - a.0) as f64,
+        _ => 0.0,
+    };
+    let mid = series.len() / 2;
+    (
+        slope(&series[..=mid.min(series.len().saturating_sub(1))]),
+        slope(&series[mid..]),
+    )
+}
+
 async fn wait_connected(shared: &Shared, n: usize, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
@@ -579,9 +593,14 @@ async fn main() -> Result<()> {
     // Phase B: churn.
     shared.churn.store(true, Ordering::Relaxed);
     let churn_started = Instant::now();
+    // The server's RSS through the churn: (seconds into it, KiB). Growth that stops (caches,
+    // allocator arenas filling) and growth that goes on (state kept per event) differ in the
+    // second half.
+    let mut rss_series: Vec<(u64, u64)> = vec![(0, before.rss_kib)];
     while churn_started.elapsed() < Duration::from_secs(args.secs) {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let m = measure(addr, pid).await?;
+        rss_series.push((churn_started.elapsed().as_secs(), m.rss_kib));
         progress!(
             "{:>4} s: {} connected, {} commands, server {m:?}",
             churn_started.elapsed().as_secs(),
@@ -701,6 +720,7 @@ async fn main() -> Result<()> {
     }
     let missing_from_minutes = journal_grants.difference(&in_minutes).count();
 
+    let (first_half, second_half) = rss_slopes(&rss_series);
     let mut failures = Vec::new();
     let mut check = |ok: bool, what: String| {
         if !ok {
@@ -770,6 +790,11 @@ async fn main() -> Result<()> {
 
     let result = json!({
         "scenario": "soak",
+        "rss_series_kib": rss_series,
+        "rss_growth_kib_per_min": {
+            "first_half": first_half,
+            "second_half": second_half,
+        },
         "secs": args.secs,
         "ws_clients": args.ws,
         "media_clients": args.media,

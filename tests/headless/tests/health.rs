@@ -307,10 +307,14 @@ async fn technician_actions_and_client_reports() {
     tech.cmd(serde_json::json!({"type": "force_layer", "participant": "d1", "layer": "auto"}))
         .await
         .expect("auto");
-    // A client report is kept on the row; a second within a second is refused; bad values are.
+    // A client report is kept on the row; two back to back pass (one held up on the way), a
+    // third within the same second is refused; bad values are.
     d1.cmd(serde_json::json!({"type": "client_stats", "down": {"freeze_count": 0, "fps": 30.0}, "up": {"fps": 29.0, "height": 720}}))
         .await
         .expect("report");
+    d1.cmd(serde_json::json!({"type": "client_stats", "down": {"freeze_count": 0, "fps": 30.0}, "up": {"fps": 29.0, "height": 720}}))
+        .await
+        .expect("a second one at once: the allowance holds two");
     let e = d1
         .cmd(serde_json::json!({"type": "client_stats"}))
         .await
