@@ -16,6 +16,7 @@
 //! - [`server`]: `prepare`/`serve`/`run(listener, config, clock, shutdown)`, called by `main`
 //!   and by the integration tests alike.
 //! - [`clock`]: system or manual time (tests run a whole agenda in virtual time).
+//! - [`heap`]: the counted global allocator (live heap bytes, for `/metrics` and the soak).
 //!
 //! The wire protocol lives in the `roundtable-signaling` crate; docs/ARCHITECTURE.md says who
 //! owns what and what may depend on what.
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod floor;
 pub mod health;
+pub mod heap;
 pub mod http;
 pub mod invites;
 pub mod media;

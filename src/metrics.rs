@@ -105,6 +105,24 @@ pub fn render(
     let _ = writeln!(o, "roundtable_tokio_tasks {tasks}");
     metric(
         &mut o,
+        "roundtable_heap_bytes",
+        "gauge",
+        "Heap bytes allocated and not yet freed (a leak shows as growth; RSS also keeps freed pages).",
+    );
+    let _ = writeln!(o, "roundtable_heap_bytes {}", crate::heap::live_bytes());
+    metric(
+        &mut o,
+        "roundtable_heap_allocations_total",
+        "counter",
+        "Heap allocations made.",
+    );
+    let _ = writeln!(
+        o,
+        "roundtable_heap_allocations_total {}",
+        crate::heap::allocations()
+    );
+    metric(
+        &mut o,
         "roundtable_resumes_total",
         "counter",
         "Connections that resumed their event stream from a sequence number.",

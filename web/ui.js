@@ -275,7 +275,7 @@ export function showRemoved() {
  */
 export function refusalText(r) {
   const known = /** @type {Record<string, {title: string, help: string}>} */ (S.conn.refused);
-  return (r && known[r.code]) || S.conn.refused.other;
+  return r && Object.hasOwn(known, r.code) ? known[r.code] : S.conn.refused.other;
 }
 
 /**

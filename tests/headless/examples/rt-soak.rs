@@ -22,7 +22,7 @@
 //!     --server target/release/roundtable --secs 600 --out bench/results/soak.json --strict
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -137,6 +137,8 @@ struct Seen {
 struct Shared {
     /// Who is connected now (by participant id).
     present: std::sync::Mutex<HashSet<String>>,
+    /// What each websocket delegate is doing now (for the report on who did not come back).
+    doing: std::sync::Mutex<HashMap<String, String>>,
     addr: std::net::SocketAddr,
     churn: AtomicBool,
     stop: AtomicBool,
@@ -155,6 +157,20 @@ impl Shared {
         }
     }
 
+    fn note(&self, id: &str, what: impl Into<String>) {
+        if let Ok(mut d) = self.doing.lock() {
+            d.insert(id.to_owned(), what.into());
+        }
+    }
+
+    /// What each of `ids` is doing now.
+    fn doing(&self, ids: &[String]) -> Vec<String> {
+        let d = self.doing.lock().map(|d| d.clone()).unwrap_or_default();
+        ids.iter()
+            .map(|i| format!("{i}: {}", d.get(i).map_or("?", String::as_str)))
+            .collect()
+    }
+
     /// Who of `ids` is not connected now.
     fn absent(&self, ids: &[String]) -> Vec<String> {
         let p = self.present.lock().map(|p| p.clone()).unwrap_or_default();
@@ -166,7 +182,13 @@ async fn ws_connect(
     addr: std::net::SocketAddr,
     token: &str,
 ) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>> {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}")).await?;
+    // Bounded: a handshake the server never answers shows as an error, not a client stuck.
+    let (ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}")),
+    )
+    .await
+    .map_err(|_| "the websocket handshake took over 10 s")??;
     Ok(ws)
 }
 
@@ -180,13 +202,16 @@ async fn ws_delegate(
     let mut last: Option<u64> = None;
     let mut n = 0u64;
     while !shared.stop.load(Ordering::Relaxed) {
+        shared.note(&id, "connecting");
         let mut ws = match ws_connect(shared.addr, &token).await {
             Ok(ws) => ws,
-            Err(_) => {
+            Err(e) => {
+                shared.note(&id, format!("connect failed: {e}"));
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
+        shared.note(&id, "waiting for the answer to hello");
         let mut hello = json!({"id": "h", "type": "hello", "protocol": 1});
         if let Some(seq) = last {
             hello["resume_seq"] = json!(seq);
@@ -223,6 +248,7 @@ async fn ws_delegate(
         }
         shared.connected.fetch_add(1, Ordering::Relaxed);
         shared.mark(&id, true);
+        shared.note(&id, "connected");
         let mut next_action = Instant::now() + ms(300, 3000);
         let dropped = loop {
             if shared.stop.load(Ordering::Relaxed) {
@@ -275,6 +301,7 @@ async fn ws_delegate(
         if !dropped {
             break;
         }
+        shared.note(&id, "away before coming back");
         tokio::time::sleep(ms(100, 1500)).await;
     }
     Ok(())
@@ -396,12 +423,15 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
         .unwrap_or_default())
 }
 
-/// The server as measured: tasks (from /metrics), file descriptors and RSS (from /proc).
+/// The server as measured: tasks and the live heap (from /metrics), file descriptors and RSS
+/// (from /proc).
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 struct Measure {
     tasks: u64,
     fds: u64,
     rss_kib: u64,
+    /// Heap bytes allocated and not freed (`roundtable_heap_bytes`), in KiB.
+    heap_kib: u64,
     ws_clients: u64,
     /// Connections the server dropped for not reading fast enough (so far).
     lagging_dropped: u64,
@@ -429,6 +459,7 @@ async fn measure(addr: std::net::SocketAddr, pid: u32) -> Result<Measure> {
         tasks: gauge("roundtable_tokio_tasks"),
         fds,
         rss_kib,
+        heap_kib: gauge("roundtable_heap_bytes") / 1024,
         ws_clients: gauge("roundtable_websocket_clients"),
         lagging_dropped: gauge("roundtable_lagging_connections_total"),
     })
@@ -519,6 +550,7 @@ async fn main() -> Result<()> {
     let secret = Secret::from_config(SECRET)?;
     let shared = Arc::new(Shared {
         present: Default::default(),
+        doing: Default::default(),
         addr,
         churn: AtomicBool::new(false),
         stop: AtomicBool::new(false),
@@ -584,7 +616,7 @@ async fn main() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     if !joined {
-        progress!("not joined: {:?}", shared.absent(&ids));
+        progress!("not joined: {:?}", shared.doing(&shared.absent(&ids)));
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = measure(addr, pid).await?;
@@ -597,10 +629,12 @@ async fn main() -> Result<()> {
     // allocator arenas filling) and growth that goes on (state kept per event) differ in the
     // second half.
     let mut rss_series: Vec<(u64, u64)> = vec![(0, before.rss_kib)];
+    let mut heap_series: Vec<(u64, u64)> = vec![(0, before.heap_kib)];
     while churn_started.elapsed() < Duration::from_secs(args.secs) {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let m = measure(addr, pid).await?;
         rss_series.push((churn_started.elapsed().as_secs(), m.rss_kib));
+        heap_series.push((churn_started.elapsed().as_secs(), m.heap_kib));
         progress!(
             "{:>4} s: {} connected, {} commands, server {m:?}",
             churn_started.elapsed().as_secs(),
@@ -612,7 +646,7 @@ async fn main() -> Result<()> {
     shared.churn.store(false, Ordering::Relaxed);
     let back = wait_connected(&shared, everyone, Duration::from_secs(60)).await;
     if !back {
-        progress!("not back: {:?}", shared.absent(&ids));
+        progress!("not back: {:?}", shared.doing(&shared.absent(&ids)));
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = measure(addr, pid).await?;
@@ -765,6 +799,15 @@ async fn main() -> Result<()> {
         after.rss_kib <= before.rss_kib + before.rss_kib / 2 + 32 * 1024,
         format!("memory grew {} → {} KiB", before.rss_kib, after.rss_kib),
     );
+    // What the server holds (Rust's allocations; SQLite's page cache is apart), as against
+    // what the allocator keeps mapped: the same people connected, so the same state.
+    check(
+        before.heap_kib > 0 && after.heap_kib <= before.heap_kib + before.heap_kib / 4 + 8 * 1024,
+        format!(
+            "the live heap grew {} → {} KiB",
+            before.heap_kib, after.heap_kib
+        ),
+    );
     check(
         exited && stop_ms <= 5000,
         format!("SIGTERM: exited {exited} after {stop_ms} ms"),
@@ -791,6 +834,7 @@ async fn main() -> Result<()> {
     let result = json!({
         "scenario": "soak",
         "rss_series_kib": rss_series,
+        "heap_series_kib": heap_series,
         "rss_growth_kib_per_min": {
             "first_half": first_half,
             "second_half": second_half,
