@@ -3,7 +3,8 @@
 // server advertises the relay's 127.0.0.2; udp-relay.mjs) that the test cuts for one
 // delegate's flows, as a Wi-Fi drop would: (1) with the websocket up, (2) with the websocket
 // down too (a resume with the media held), (3) for a delegate without a camera, whose sending
-// connection (no simulcast) restarts in place.
+// connection (no simulcast) restarts in place, (4) with no network long enough that the ICE
+// restart fails, so the page reconnects in full.
 //
 //   ROUNDTABLE_BIN=target/release/roundtable node tests/e2e/ice-restart.mjs
 //
@@ -36,6 +37,8 @@ minutes = 30
 const BLACKOUT_MS = 12000;
 /** The second cut, websocket included. */
 const WS_OUTAGE_MS = 6000;
+/** The fourth: every flow, new ones too, for longer than an ICE restart is given (10 s). */
+const FULL_OUTAGE_MS = 24000;
 
 function assert(cond, msg) {
   if (!cond) throw new Error(msg);
@@ -325,11 +328,41 @@ try {
   assert(p3.joins === a0.x.joins, `the audio-only page rejoined (joins ${a0.x.joins} → ${p3.joins})`);
   assert(audioLater > audioBack.bytes, `the room's audio from the delegate stopped after the restart (${audioBack.bytes} → ${audioLater})`);
   assert(p3.pub.remoteUfrag !== a0.x.pub.remoteUfrag, `the server's ufrag on the sending connection did not change (${p3.pub.remoteUfrag})`);
-  ok = true;
   console.log(
     `PASS 3. an audio-only sending connection restarted ICE in place: connected ${report.audioOnlyConnectedAfterMs} ms after the cut (${BLACKOUT_MS} ms); ` +
       `same connection, ufrags ${a0.x.pub.localUfrag}/${a0.x.pub.remoteUfrag} → ${p3.pub.localUfrag}/${p3.pub.remoteUfrag}, ` +
       `room audio from it ${atRestart} → ${audioLater} bytes, metric ${restarts3} → ${await metric('roundtable_ice_restarts_total')}`,
+  );
+
+  // 4. The ICE restart cannot work: every flow of the delegate's machine is cut, new ones too,
+  // for FULL_OUTAGE_MS (longer than the restart's 10 s). The page must give the restart up
+  // (media `failed`), reconnect in full (a new join, new peer connections) and decode the
+  // room's frames again once the network is back.
+  await del2.ctx.close();
+  del2 = undefined;
+  await mod.ctx.close();
+  const f0 = await info(del.page);
+  const t3 = Date.now();
+  relay.blackoutAllBut(roomPorts, FULL_OUTAGE_MS);
+  await until('the delegate gives the ICE restart up', async () => (await info(del.page)).states.some(([s, , at]) => s === 'failed' && at >= t3), FULL_OUTAGE_MS + 20000, 250);
+  report.fullFailedAfterMs = Date.now() - t3;
+  const full = await until('media back by a full reconnect', async () => {
+    const x = await info(del.page);
+    return x.joins > f0.joins && x.state === 'connected' && x.sub?.ice === 'connected' && x.sub.tag !== 'the subscriber before' && x.frames > 10 && x;
+  }, FULL_OUTAGE_MS + 40000, 250);
+  report.fullConnectedAfterMs = Date.now() - t3;
+  await new Promise((r) => setTimeout(r, 2000));
+  const f2 = await info(del.page);
+  report.full = { before: f0, back: full, later: f2 };
+  assert(report.fullConnectedAfterMs > FULL_OUTAGE_MS, `connected ${report.fullConnectedAfterMs} ms after the cut, before the network came back (${FULL_OUTAGE_MS} ms)`);
+  assert(f2.frames > full.frames, `frames stopped after the full reconnect (${full.frames} → ${f2.frames})`);
+  assert(f2.videoSent > 0, 'the camera sends nothing after the full reconnect');
+  const seen = f2.states.filter(([, , at]) => at >= t3).map(([s]) => s).filter((s) => !/ ice /.test(s));
+  ok = true;
+  console.log(
+    `PASS 4. no network for ${FULL_OUTAGE_MS} ms: the ICE restart given up ${report.fullFailedAfterMs} ms after the cut, ` +
+      `a full reconnect (joins ${f0.joins} → ${f2.joins}, a new subscribe connection), connected ${report.fullConnectedAfterMs} ms after the cut, ` +
+      `frames ${full.frames} → ${f2.frames}; media states ${[...new Set(seen)].join(' → ')}`,
   );
   void room;
 } catch (e) {

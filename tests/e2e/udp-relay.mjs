@@ -32,7 +32,9 @@ export async function startRelay(listen, target) {
   /** @type {Map<number, number>} browser port → dropped until (ms) */
   const cut = new Map();
   let dropped = 0;
-  const isCut = (/** @type {number} */ port) => (cut.get(port) ?? 0) > Date.now();
+  /** Every flow but these browser ports, new ones included, is dropped until `until`. */
+  let all = { until: 0, keep: new Set() };
+  const isCut = (/** @type {number} */ port) => (cut.get(port) ?? 0) > Date.now() || (all.until > Date.now() && !all.keep.has(port));
   front.on('message', (msg, rinfo) => {
     const key = `${rinfo.address}:${rinfo.port}`;
     let f = flows.get(key);
@@ -66,6 +68,13 @@ export async function startRelay(listen, target) {
     /** Drops every packet of the flows from these browser ports, both ways, for `ms`. */
     blackout(/** @type {number[]} */ ports, /** @type {number} */ ms) {
       for (const p of ports) cut.set(p, Date.now() + ms);
+    },
+    /**
+     * Drops every flow but those from these browser ports, flows that start meanwhile
+     * included, both ways, for `ms`: the whole network of one machine gone.
+     */
+    blackoutAllBut(/** @type {Iterable<number>} */ keep, /** @type {number} */ ms) {
+      all = { until: Date.now() + ms, keep: new Set(keep) };
     },
     /** Packets forwarded per flow, and dropped in all. */
     counts() {
