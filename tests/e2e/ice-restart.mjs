@@ -107,11 +107,31 @@ async function open(url, label) {
   // Every media state, from the start.
   await page.addInitScript(() => {
     /** @type {any} */ (window).__mediaStates = [];
+    /** @type {any} */ (window).__mediaLines = [];
     /** @type {any} */ (window).__resumed = [];
   });
   await page.goto(url);
   return { ctx, page };
 }
+
+/**
+ * Records on the page every media state and every text of its media line, with the time: a
+ * state can come and go between two polls (an ICE restart on a new port connects in 100 ms).
+ */
+const watch = (page) =>
+  page.evaluate(() => {
+    const w = /** @type {any} */ (window);
+    w.__rt.media.on('state', (s, why) => w.__mediaStates.push([s, why, Date.now()]));
+    w.__rt.conn.on('resumed', (m) => w.__resumed.push(!!m.media_held));
+    for (const [name, pc] of [['subscribe', w.__rt.media.subscriber?.pc], ['publish', w.__rt.media.publisher?.pc]]) {
+      pc?.addEventListener('iceconnectionstatechange', () => w.__mediaStates.push([`${name} ice ${pc.iceConnectionState}`, '', Date.now()]));
+    }
+    const line = document.getElementById('media-state');
+    if (line) new MutationObserver(() => w.__mediaLines.push([line.textContent ?? '', Date.now()])).observe(line, { childList: true, characterData: true, subtree: true });
+  });
+
+/** When the page first entered `state` at or after `since` (ms, page clock), or null. */
+const seen = (x, state, since) => x.states.find(([s, , at]) => s === state && at >= since)?.[2] ?? null;
 
 /** What the delegate's page knows of its media. */
 const info = (page) =>
@@ -154,6 +174,7 @@ const info = (page) =>
       sub: await pc(m.subscriber?.pc),
       pub: await pc(m.publisher?.pc),
       states: /** @type {any} */ (window).__mediaStates,
+      lines: /** @type {any} */ (window).__mediaLines,
     };
   });
 
@@ -180,14 +201,7 @@ try {
   await until('device check ready', () => del.page.evaluate(() => !!document.querySelector('#preview')?.srcObject), 10000);
   await del.page.click('#join');
   await del.page.waitForSelector('#meeting:not(.hidden)');
-  await del.page.evaluate(() => {
-    const w = /** @type {any} */ (window);
-    w.__rt.media.on('state', (s, why) => w.__mediaStates.push([s, why, Date.now()]));
-    w.__rt.conn.on('resumed', (m) => w.__resumed.push(!!m.media_held));
-    for (const [name, pc] of [['subscribe', w.__rt.media.subscriber.pc], ['publish', w.__rt.media.publisher.pc]]) {
-      pc.addEventListener('iceconnectionstatechange', () => w.__mediaStates.push([`${name} ice ${pc.iceConnectionState}`, '', Date.now()]));
-    }
-  });
+  await watch(del.page);
   const before = await until('the delegate decodes the room and sends its camera, through the relay', async () => {
     const x = await info(del.page);
     return x.state === 'connected' && x.frames > 10 && x.videoSent > 0 && x.sub?.pair && x.pub?.pair && x.sub.pair.remote.startsWith('127.0.0.2:') && x;
@@ -205,10 +219,10 @@ try {
   relay.blackout(cut, BLACKOUT_MS);
   const during = await until('the delegate sees its media reconnecting', async () => {
     const x = await info(del.page);
-    return x.state === 'reconnecting' && x;
+    return seen(x, 'reconnecting', t0) !== null && x;
   }, BLACKOUT_MS + 5000, 200);
-  report.reconnectingAfterMs = Date.now() - t0;
-  report.reconnectingLine = await del.page.evaluate(() => document.getElementById('media-state')?.textContent ?? '');
+  report.reconnectingAfterMs = seen(during, 'reconnecting', t0) - t0;
+  report.reconnectingLine = during.lines.find(([t, at]) => at >= t0 && /reconnecting/i.test(t))?.[0] ?? during.lines.map(([t]) => t).join(' | ');
   const after = await until('media connected again by ICE restart', async () => {
     const x = await info(del.page);
     return x.state === 'connected' && x.iceRestarts >= 1 && x.sub?.ice === 'connected' && x.frames > before.frames + 30 && x;
@@ -293,6 +307,7 @@ try {
   }), 10000);
   await del2.page.click('#join');
   await del2.page.waitForSelector('#meeting:not(.hidden)');
+  await watch(del2.page);
   await until('the moderator console is connected', () => mod.page.evaluate(() => /** @type {any} */ (window).__rt?.conn?.state === 'open'), 10000);
   const given = await mod.page.evaluate((p) => /** @type {any} */ (window).__rt.cmd('give_floor', { participant: p }), audioId);
   assert(given?.type === 'ack', `give_floor: ${JSON.stringify(given)}`);
@@ -312,7 +327,7 @@ try {
   const restarts3 = await metric('roundtable_ice_restarts_total');
   const t2 = Date.now();
   relay.blackout(pubCut, BLACKOUT_MS);
-  await until('the audio-only delegate sees its media reconnecting', async () => (await info(del2.page)).state === 'reconnecting', BLACKOUT_MS + 5000, 200);
+  await until('the audio-only delegate sees its media reconnecting', async () => seen(await info(del2.page), 'reconnecting', t2) !== null, BLACKOUT_MS + 5000, 200);
   const atRestart = await roomAudio();
   const audioBack = await until('its audio reaches the room again by an ICE restart', async () => {
     const x = await info(del2.page);
@@ -357,12 +372,12 @@ try {
   assert(report.fullConnectedAfterMs > FULL_OUTAGE_MS, `connected ${report.fullConnectedAfterMs} ms after the cut, before the network came back (${FULL_OUTAGE_MS} ms)`);
   assert(f2.frames > full.frames, `frames stopped after the full reconnect (${full.frames} → ${f2.frames})`);
   assert(f2.videoSent > 0, 'the camera sends nothing after the full reconnect');
-  const seen = f2.states.filter(([, , at]) => at >= t3).map(([s]) => s).filter((s) => !/ ice /.test(s));
+  const statesAfter = f2.states.filter(([, , at]) => at >= t3).map(([s]) => s).filter((s) => !/ ice /.test(s));
   ok = true;
   console.log(
     `PASS 4. no network for ${FULL_OUTAGE_MS} ms: the ICE restart given up ${report.fullFailedAfterMs} ms after the cut, ` +
       `a full reconnect (joins ${f0.joins} → ${f2.joins}, a new subscribe connection), connected ${report.fullConnectedAfterMs} ms after the cut, ` +
-      `frames ${full.frames} → ${f2.frames}; media states ${[...new Set(seen)].join(' → ')}`,
+      `frames ${full.frames} → ${f2.frames}; media states ${[...new Set(statesAfter)].join(' → ')}`,
   );
   void room;
 } catch (e) {
