@@ -5,7 +5,9 @@
 //!   drop their connection now and then (no close frame), coming back after a moment with
 //!   `resume_seq`;
 //! - **20 media delegates** (`--media`, the headless WebRTC client) publish their microphone,
-//!   subscribe (open microphones only) and raise their hands;
+//!   subscribe (open microphones only), raise their hands, and in the churn lose their
+//!   websocket too and resume with their peer connections held (the server re-offers the
+//!   subscribe connection with an ICE restart);
 //! - the chair calls `next` every 700 ms, so the floor keeps moving.
 //!
 //! It measures the server (its tasks from `/metrics`, open file descriptors and resident
@@ -360,18 +362,45 @@ impl Drop for BackgroundRuntime {
     }
 }
 
-/// One media delegate: publishes its microphone, subscribes, raises its hand now and then.
-async fn media_delegate(
-    shared: Arc<Shared>,
+/// What one media delegate did and saw.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+struct MediaReport {
     id: String,
-    token: String,
-) -> Result<(u64, u64, serde_json::Value)> {
+    packets_sent: u64,
+    packets_received: u64,
+    /// Of the 50 packets a second the microphone sends while published.
+    share_of_expected: f64,
+    frames: u64,
+    errors: u64,
+    last_error: Option<String>,
+    /// Websocket drops (no close frame) and what came back.
+    drops: u64,
+    resumed_with_media: u64,
+    resumed_without_media: u64,
+    welcomed: u64,
+    /// Subscribe offers answered after a resume (the server's ICE restart of the held
+    /// connection), and how long the slowest took to arrive (ms).
+    restart_offers: u64,
+    slowest_restart_offer_ms: u64,
+    /// Events out of order over all its connections.
+    gaps: u64,
+    duplicates: u64,
+    /// The subscribe connection at the end.
+    subscribe_state: String,
+}
+
+/// One media delegate: publishes its microphone, subscribes, raises its hand now and then,
+/// and in the churn loses its websocket (no close frame) and resumes, the peer connections
+/// held: the server re-offers the subscribe one with an ICE restart.
+async fn media_delegate(shared: Arc<Shared>, id: String, token: String) -> Result<MediaReport> {
     let base = format!("ws://{}", shared.addr);
     let opts = ClientOptions {
         timeout: Duration::from_secs(30),
         ..Default::default()
     };
+    shared.note(&id, "joining");
     let client = Client::join_with(&base, &token, opts).await?;
+    shared.note(&id, "publishing");
     client
         .publish(PublishSpec {
             audio: true,
@@ -385,26 +414,58 @@ async fn media_delegate(
     let published_at = Instant::now();
     shared.connected.fetch_add(1, Ordering::Relaxed);
     shared.mark(&id, true);
+    shared.note(&id, "connected");
+    let mut r = MediaReport {
+        id: id.clone(),
+        ..Default::default()
+    };
     while !shared.stop.load(Ordering::Relaxed) {
         tokio::time::sleep(ms(1000, 5000)).await;
+        if shared.churn.load(Ordering::Relaxed) && percent() < 15 {
+            // The network goes, and comes back within the grace period.
+            r.drops += 1;
+            shared.connected.fetch_sub(1, Ordering::Relaxed);
+            shared.mark(&id, false);
+            shared.note(&id, "away before resuming");
+            let offers = client.subscribe_offers();
+            client.drop_connection();
+            tokio::time::sleep(ms(100, 1500)).await;
+            shared.note(&id, "resuming");
+            let back = client.resume().await?;
+            let t0 = Instant::now();
+            match (back.resumed, back.media_held) {
+                (true, true) => r.resumed_with_media += 1,
+                (true, false) => r.resumed_without_media += 1,
+                _ => r.welcomed += 1,
+            }
+            if back.media_held && offers > 0 {
+                shared.note(&id, "waiting for the ICE-restart offer");
+                client.wait_subscribed(offers + 1).await?;
+                r.restart_offers += 1;
+                r.slowest_restart_offer_ms = r
+                    .slowest_restart_offer_ms
+                    .max(t0.elapsed().as_millis() as u64);
+            }
+            shared.connected.fetch_add(1, Ordering::Relaxed);
+            shared.mark(&id, true);
+            shared.note(&id, "connected");
+            continue;
+        }
         let _ = client.cmd(json!({"type": "raise_hand"})).await;
     }
-    let received: u64 = client.stats().iter().map(|s| s.packets).sum();
+    r.packets_received = client.stats().iter().map(|s| s.packets).sum();
     let stats = client.sent_stats();
-    let sent: u64 = stats.iter().map(|s| s.packets).sum();
-    let detail = json!({
-        "id": id,
-        "packets": sent,
-        // Of the 50 packets a second the microphone sends while published.
-        "share_of_expected": sent as f64 / (published_at.elapsed().as_secs_f64() * 50.0),
-        "frames": stats.iter().map(|s| s.frames).sum::<u64>(),
-        "errors": stats.iter().map(|s| s.errors).sum::<u64>(),
-        "last_error": stats.iter().find_map(|s| s.last_error.clone()),
-    });
+    r.packets_sent = stats.iter().map(|s| s.packets).sum();
+    r.share_of_expected = r.packets_sent as f64 / (published_at.elapsed().as_secs_f64() * 50.0);
+    r.frames = stats.iter().map(|s| s.frames).sum();
+    r.errors = stats.iter().map(|s| s.errors).sum();
+    r.last_error = stats.iter().find_map(|s| s.last_error.clone());
+    (r.gaps, r.duplicates) = client.event_gaps();
+    r.subscribe_state = client.subscribe_state().await.to_string();
     shared.connected.fetch_sub(1, Ordering::Relaxed);
     shared.mark(&id, false);
     client.close().await;
-    Ok((sent, received, detail))
+    Ok(r)
 }
 
 /// A plain GET on a fresh connection: the body.
@@ -435,6 +496,11 @@ struct Measure {
     ws_clients: u64,
     /// Connections the server dropped for not reading fast enough (so far).
     lagging_dropped: u64,
+    /// WebRTC peer connections, and ICE restarts so far.
+    media_connections: u64,
+    ice_restarts: u64,
+    /// RTP packets from publishers, so far.
+    rtp_in: u64,
 }
 
 async fn measure(addr: std::net::SocketAddr, pid: u32) -> Result<Measure> {
@@ -462,6 +528,9 @@ async fn measure(addr: std::net::SocketAddr, pid: u32) -> Result<Measure> {
         heap_kib: gauge("roundtable_heap_bytes") / 1024,
         ws_clients: gauge("roundtable_websocket_clients"),
         lagging_dropped: gauge("roundtable_lagging_connections_total"),
+        media_connections: gauge("roundtable_media_connections"),
+        ice_restarts: gauge("roundtable_ice_restarts_total"),
+        rtp_in: gauge("roundtable_rtp_packets_in_total"),
     })
 }
 
@@ -662,17 +731,11 @@ async fn main() -> Result<()> {
 
     shared.stop.store(true, Ordering::Relaxed);
     let granted = chair_task.await?.unwrap_or(0);
-    let mut media_sent = 0;
-    let mut media_received = 0;
     let mut media_failed = 0;
-    let mut media_sent_each = Vec::new();
+    let mut media_each: Vec<MediaReport> = Vec::new();
     for m in media {
         match m.await? {
-            Ok((s, r, detail)) => {
-                media_sent += s;
-                media_received += r;
-                media_sent_each.push(detail);
-            }
+            Ok(r) => media_each.push(r),
             Err(e) => {
                 media_failed += 1;
                 progress!("a media delegate failed: {e}");
@@ -820,23 +883,68 @@ async fn main() -> Result<()> {
         exited && stop_ms <= 5000,
         format!("SIGTERM: exited {exited} after {stop_ms} ms"),
     );
-    let worst_share = media_sent_each
+    let worst_share = media_each
         .iter()
-        .filter_map(|d| d["share_of_expected"].as_f64())
+        .map(|d| d.share_of_expected)
         .fold(f64::INFINITY, f64::min);
     check(
         // Not 1.0: on a 2-core machine that also runs the server and 200 websocket clients
         // (a debug build), the pumps skip late ticks and send about half (0.5 in a 60 s run).
         // What this catches is a pump that stops: the old one sent 4 s of audio in 160 s (0.03).
-        media_sent_each.is_empty() || worst_share >= 0.3,
+        media_each.is_empty() || worst_share >= 0.3,
         format!(
             "a media delegate sent only {:.0} % of its audio",
             worst_share * 100.0
         ),
     );
+    let media_received: u64 = media_each.iter().map(|m| m.packets_received).sum();
+    let media_sent: u64 = media_each.iter().map(|m| m.packets_sent).sum();
     check(
-        media_received > 0,
+        args.media == 0 || media_received > 0,
         "the media delegates received nothing".to_owned(),
+    );
+    // Media through the drops: every drop resumed with the peer connections held, every held
+    // subscribe connection re-offered with an ICE restart, and none left behind.
+    let sum = |f: fn(&MediaReport) -> u64| media_each.iter().map(f).sum::<u64>();
+    let media_drops = sum(|m| m.drops);
+    let held = sum(|m| m.resumed_with_media);
+    let restart_offers = sum(|m| m.restart_offers);
+    check(
+        args.media == 0 || media_drops > 0,
+        "no media delegate dropped".to_owned(),
+    );
+    check(
+        held == media_drops,
+        format!("{held} of {media_drops} media drops resumed with their media held"),
+    );
+    check(
+        restart_offers == held && after.ice_restarts >= before.ice_restarts + restart_offers,
+        format!(
+            "{restart_offers} ICE-restart offers answered for {held} held resumes; the server \
+             counted {} restarts",
+            after.ice_restarts.saturating_sub(before.ice_restarts)
+        ),
+    );
+    check(
+        after.media_connections == before.media_connections,
+        format!(
+            "peer connections {} before the churn, {} after",
+            before.media_connections, after.media_connections
+        ),
+    );
+    let not_connected: Vec<&str> = media_each
+        .iter()
+        .filter(|m| m.subscribe_state != "connected")
+        .map(|m| m.id.as_str())
+        .collect();
+    check(
+        not_connected.is_empty(),
+        format!("subscribe connections not connected at the end: {not_connected:?}"),
+    );
+    let (media_gaps, media_duplicates) = (sum(|m| m.gaps), sum(|m| m.duplicates));
+    check(
+        media_gaps == 0 && media_duplicates == 0,
+        format!("media delegates: {media_gaps} gaps and {media_duplicates} duplicates"),
     );
 
     let result = json!({
@@ -867,7 +975,11 @@ async fn main() -> Result<()> {
         "welcomes": welcomes,
         "media_packets_sent": media_sent,
         "media_packets_received": media_received,
-        "media_packets_sent_each": media_sent_each,
+        "media_drops": media_drops,
+        "media_resumed_held": held,
+        "media_restart_offers": restart_offers,
+        "media_slowest_restart_offer_ms": media_each.iter().map(|m| m.slowest_restart_offer_ms).max(),
+        "media_each": media_each,
         "sigterm_exit_ms": stop_ms,
         "failures": failures,
     });

@@ -80,7 +80,8 @@ enum Pending {
 
 /// The websocket's outgoing side: ids, replies, and errors nobody waits for.
 pub(crate) struct Outbox {
-    tx: mpsc::UnboundedSender<Message>,
+    /// The current websocket's writer (replaced by a resume).
+    tx: StdMutex<mpsc::UnboundedSender<Message>>,
     next_id: AtomicU64,
     pending: StdMutex<HashMap<String, Pending>>,
     errors: StdMutex<Vec<String>>,
@@ -90,7 +91,7 @@ impl Outbox {
     /// An outbox with no websocket behind it (sends fail quietly); errors are still noted.
     pub(crate) fn detached() -> Outbox {
         Outbox {
-            tx: mpsc::unbounded_channel().0,
+            tx: StdMutex::new(mpsc::unbounded_channel().0),
             next_id: AtomicU64::new(0),
             pending: StdMutex::new(HashMap::new()),
             errors: StdMutex::new(Vec::new()),
@@ -110,9 +111,20 @@ impl Outbox {
     }
 
     fn send_text(&self, text: String) -> Result<()> {
+        self.send(Message::Text(text.into()))
+    }
+
+    fn send(&self, m: Message) -> Result<()> {
         self.tx
-            .send(Message::Text(text.into()))
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(m)
             .map_err(|_| Error::Closed)
+    }
+
+    /// Points the outbox at a new websocket writer.
+    fn replace(&self, tx: mpsc::UnboundedSender<Message>) {
+        *self.tx.lock().unwrap_or_else(|e| e.into_inner()) = tx;
     }
 
     /// Sends a command whose reply is awaited through the returned receiver.
@@ -176,6 +188,10 @@ struct EventLog {
     floor: Value,
     agenda: Value,
     last_seq: u64,
+    /// Events whose `seq` was not the one after the last (over every connection, resumes
+    /// included): a gap, and a repeated or older one.
+    gaps: u64,
+    duplicates: u64,
     goodbye: Option<String>,
 }
 
@@ -262,6 +278,8 @@ pub(crate) struct Published {
 struct Inner {
     opts: ClientOptions,
     outbox: Arc<Outbox>,
+    /// Where a resume connects (with the session token of a one-time invite).
+    reconnect_url: String,
     welcome: Value,
     participant: String,
     ice_servers: Vec<IceServer>,
@@ -293,6 +311,18 @@ impl Inner {
     fn spawn(&self, f: impl Future<Output = ()> + Send + 'static) {
         self.tasks.spawn(f);
     }
+}
+
+/// What [`Client::resume`] got back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumption {
+    /// `resumed` (true), or a fresh `welcome` (false: too far behind, or the grace period
+    /// was over).
+    pub resumed: bool,
+    /// The server kept the peer connections (`resumed.media_held`).
+    pub media_held: bool,
+    /// The `seq` it resumed from (`resumed`) or is at (`welcome`).
+    pub seq: u64,
 }
 
 /// A headless participant: one websocket session, a publish and a subscribe connection.
@@ -349,42 +379,16 @@ impl Client {
     /// Joins with the given options.
     pub async fn join_with(base_ws_url: &str, token: &str, opts: ClientOptions) -> Result<Client> {
         let url = ws_url(base_ws_url, token);
-        let (mut ws, _) = tokio::time::timeout(opts.timeout, connect_async(url))
-            .await
-            .map_err(|_| Error::Timeout("websocket connect".into()))?
-            .map_err(refused)?;
-        ws.send(Message::Text(
-            json!({"id": "hello", "type": "hello", "protocol": 1})
-                .to_string()
-                .into(),
-        ))
-        .await?;
-        let welcome = loop {
-            let m = tokio::time::timeout(opts.timeout, ws.next())
-                .await
-                .map_err(|_| Error::Timeout("welcome".into()))?
-                .ok_or(Error::Closed)??;
-            let Message::Text(t) = m else { continue };
-            let v: Value = serde_json::from_str(t.as_str())?;
-            match v["type"].as_str() {
-                Some("welcome") => break v,
-                Some("event") => continue,
-                Some("error") => {
-                    return Err(Error::Command {
-                        code: v["code"].as_str().unwrap_or("").to_owned(),
-                        message: v["message"].as_str().unwrap_or("").to_owned(),
-                    });
-                }
-                _ => return Err(Error::Protocol(format!("expected welcome, got {v}"))),
-            }
-        };
+        let hello = json!({"id": "hello", "type": "hello", "protocol": 1});
+        let (ws, welcome) = open(&url, hello, &opts).await?;
+        if welcome["type"] != "welcome" {
+            return Err(Error::Protocol(format!("expected welcome, got {welcome}")));
+        }
         let participant = welcome["you"]["id"].as_str().unwrap_or("").to_owned();
         let ice_servers: Vec<IceServer> =
             serde_json::from_value(welcome["ice_servers"].clone()).unwrap_or_default();
-        let (sink, stream) = ws.split();
-        let (tx, rx) = mpsc::unbounded_channel();
         let outbox = Arc::new(Outbox {
-            tx,
+            tx: StdMutex::new(mpsc::unbounded_channel().0),
             next_id: AtomicU64::new(0),
             pending: StdMutex::new(HashMap::new()),
             errors: StdMutex::new(Vec::new()),
@@ -394,11 +398,19 @@ impl Client {
             floor: welcome["snapshot"]["floor"].clone(),
             agenda: welcome["snapshot"]["agenda"].clone(),
             last_seq: welcome["seq"].as_u64().unwrap_or(0),
+            gaps: 0,
+            duplicates: 0,
             goodbye: None,
+        };
+        // A one-time invite opens once: later connections use the session token.
+        let reconnect_url = match welcome["session_token"].as_str() {
+            Some(t) => ws_url(base_ws_url, t),
+            None => url,
         };
         let inner = Arc::new(Inner {
             opts,
             outbox,
+            reconnect_url,
             welcome,
             participant,
             ice_servers,
@@ -417,11 +429,74 @@ impl Client {
             tasks: Arc::default(),
             closed: AtomicBool::new(false),
         });
-        *inner.io.lock().unwrap_or_else(|e| e.into_inner()) = vec![
-            tokio::spawn(write_loop(sink, rx)),
-            tokio::spawn(read_loop(Arc::downgrade(&inner), stream)),
-        ];
+        start_io(&inner, ws);
         Ok(Client { inner })
+    }
+
+    /// Loses the websocket as a dropped network does: no close frame, the TCP connection just
+    /// ends. The peer connections stay. Commands fail with [`Error::Closed`] until
+    /// [`resume`](Self::resume); replies still awaited are failed.
+    pub fn drop_connection(&self) {
+        let io = std::mem::take(&mut *self.inner.io.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in io {
+            t.abort();
+        }
+        self.inner.outbox.replace(mpsc::unbounded_channel().0);
+        self.inner.outbox.lock_pending().clear();
+    }
+
+    /// Connects again with `resume_seq` (the last event received), as a browser does after a
+    /// drop. On `resumed` the events missed follow (they arrive like any others: gaps and
+    /// repeats are counted, see [`event_gaps`](Self::event_gaps)); with `media_held` the peer
+    /// connections are kept and the server re-offers the subscribe one with an ICE restart,
+    /// answered as usual. On a `welcome` (too far behind, or the grace period over) the
+    /// server has let the media go: the local peer connections are closed too, and the views
+    /// are the welcome's snapshot.
+    pub async fn resume(&self) -> Result<Resumption> {
+        let inner = &self.inner;
+        self.drop_connection();
+        let from = self.last_seq();
+        let hello = json!({"id": "hello", "type": "hello", "protocol": 1, "resume_seq": from});
+        let (ws, first) = open(&inner.reconnect_url, hello, &inner.opts).await?;
+        let resumed = first["type"] == "resumed";
+        let r = Resumption {
+            resumed,
+            media_held: resumed && first["media_held"] == true,
+            seq: first["seq"].as_u64().unwrap_or(0),
+        };
+        if resumed {
+            if r.seq != from {
+                return Err(Error::Protocol(format!(
+                    "resumed from {} when asked for {from}",
+                    r.seq
+                )));
+            }
+        } else {
+            let mut log = self.lock_events();
+            log.floor = first["snapshot"]["floor"].clone();
+            log.agenda = first["snapshot"]["agenda"].clone();
+            log.last_seq = r.seq;
+        }
+        if !r.media_held {
+            inner.tasks.abort_all();
+            *inner.published.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            let publish = inner.publish.lock().await.take();
+            let screen = inner.screen.lock().await.take();
+            let subscribe = inner.subscribe.lock().await.take();
+            for p in [publish, screen, subscribe].into_iter().flatten() {
+                p.close().await;
+            }
+        }
+        inner.closed.store(false, Ordering::SeqCst);
+        start_io(inner, ws);
+        Ok(r)
+    }
+
+    /// Events received whose `seq` was not the next one: `(gaps, repeats)`, over every
+    /// connection of this client (resumes included). Both stay 0 when resumes lose nothing.
+    pub fn event_gaps(&self) -> (u64, u64) {
+        let log = self.lock_events();
+        (log.gaps, log.duplicates)
     }
 
     /// The `welcome` message.
@@ -832,7 +907,7 @@ impl Client {
         for p in [publish, screen, subscribe].into_iter().flatten() {
             p.close().await;
         }
-        let _ = inner.outbox.tx.send(Message::Close(None));
+        let _ = inner.outbox.send(Message::Close(None));
         // Give the writer a moment to send the close frame, then stop reader and writer.
         let io: Vec<JoinHandle<()>> =
             std::mem::take(&mut *inner.io.lock().unwrap_or_else(|e| e.into_inner()));
@@ -870,6 +945,49 @@ fn slot_of(slots: &[SlotInfo], mid: &str) -> Option<SlotInfo> {
             m == mid
         })
         .cloned()
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the websocket, sends `hello` and returns the first answer that is not an event:
+/// `welcome` or `resumed` (an `error` becomes [`Error::Command`]).
+async fn open(url: &str, hello: Value, opts: &ClientOptions) -> Result<(WsStream, Value)> {
+    let (mut ws, _) = tokio::time::timeout(opts.timeout, connect_async(url))
+        .await
+        .map_err(|_| Error::Timeout("websocket connect".into()))?
+        .map_err(refused)?;
+    ws.send(Message::Text(hello.to_string().into())).await?;
+    loop {
+        let m = tokio::time::timeout(opts.timeout, ws.next())
+            .await
+            .map_err(|_| Error::Timeout("welcome".into()))?
+            .ok_or(Error::Closed)??;
+        let Message::Text(t) = m else { continue };
+        let v: Value = serde_json::from_str(t.as_str())?;
+        match v["type"].as_str() {
+            Some("welcome" | "resumed") => return Ok((ws, v)),
+            Some("event") => continue,
+            Some("error") => {
+                return Err(Error::Command {
+                    code: v["code"].as_str().unwrap_or("").to_owned(),
+                    message: v["message"].as_str().unwrap_or("").to_owned(),
+                });
+            }
+            _ => return Err(Error::Protocol(format!("expected welcome, got {v}"))),
+        }
+    }
+}
+
+/// Starts the writer and the reader of `ws`, the outbox writing to it.
+fn start_io(inner: &Arc<Inner>, ws: WsStream) {
+    let (sink, stream) = ws.split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    inner.outbox.replace(tx);
+    *inner.io.lock().unwrap_or_else(|e| e.into_inner()) = vec![
+        tokio::spawn(write_loop(sink, rx)),
+        tokio::spawn(read_loop(Arc::downgrade(inner), stream)),
+    ];
 }
 
 async fn write_loop(
@@ -936,7 +1054,14 @@ async fn dispatch(inner: &Arc<Inner>, m: Value) {
             if !m["agenda"].is_null() {
                 log.agenda = m["agenda"].clone();
             }
-            log.last_seq = m["seq"].as_u64().unwrap_or(log.last_seq);
+            if let Some(seq) = m["seq"].as_u64() {
+                if seq <= log.last_seq {
+                    log.duplicates += 1;
+                } else if seq != log.last_seq + 1 {
+                    log.gaps += 1;
+                }
+                log.last_seq = seq;
+            }
             log.unconsumed.push_back(m);
             while log.unconsumed.len() > inner.opts.max_events {
                 log.unconsumed.pop_front();

@@ -23,6 +23,8 @@
 //! payload carries a [`Mark`] (stream tag, own sequence, send time): see [`payload`]. Packets
 //! carry mid/rid, transport-cc and audio-level extensions when negotiated; PLI/FIR make the next
 //! frame a keyframe. Dropping a client without [`Client::close`] leaves its sockets to the runtime.
+//! [`Client::drop_connection`] loses the websocket as a dropped network does (no close frame) and
+//! [`Client::resume`] comes back with `resume_seq`, keeping the peer connections the server held.
 //!
 //! [`JanusClient`] is the same participant against Janus VideoRoom (its HTTP API), for the
 //! side-by-side benchmark: the same peer connection setup, pumps, marks and recorders, Janus's
@@ -38,7 +40,7 @@ mod peer;
 mod pump;
 pub mod stats;
 
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, Resumption};
 pub use janus::{JanusClient, JanusStream};
 pub use payload::{Mark, StreamKind, stream_tag};
 pub use pump::{LayerRate, PublishSpec, SentStats};

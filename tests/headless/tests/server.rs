@@ -860,3 +860,141 @@ async fn an_ice_restart_of_the_subscribe_connection_keeps_the_program_flowing() 
     room.close().await;
     let _ = server.stop.send(());
 }
+
+/// A floor holder whose network drops (no close frame) and who resumes within the grace
+/// period: the server held its peer connections, so it keeps the floor and its voice keeps
+/// reaching the room through the drop; its event stream resumes with no gap, and its subscribe
+/// connection is re-offered with an ICE restart, the program flowing on over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_floor_holder_who_drops_and_resumes_keeps_the_floor_and_the_media() {
+    let server = start().await;
+    let chair = server.join(Role::Moderator, "chair").await;
+    let room = room_program(&server).await;
+    room.subscribe(false).await.expect("room subscribes");
+    let d1 = publishing(
+        &server,
+        Role::Delegate,
+        "d1",
+        PublishSpec {
+            audio: true,
+            video_layers: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    d1.subscribe(false).await.expect("d1 subscribes");
+    d1.wait_subscribed(1).await.expect("d1's offer");
+    let ack = d1
+        .cmd(serde_json::json!({"type": "raise_hand"}))
+        .await
+        .expect("raise");
+    chair
+        .cmd(serde_json::json!({"type": "grant", "request": ack["request"]}))
+        .await
+        .expect("grant");
+    room.wait_stats(Duration::from_secs(10), |s| {
+        s.iter().any(|t| mic_of(t, "d1") && t.packets >= 50)
+    })
+    .await
+    .expect("d1's voice reaches the room");
+    let audio = |s: &[TrackStats]| {
+        s.iter()
+            .filter(|t| program(t) && t.kind == "audio")
+            .map(|t| t.packets)
+            .sum::<u64>()
+    };
+    d1.wait_stats(Duration::from_secs(10), |s| audio(s) >= 50)
+        .await
+        .expect("the program reaches d1");
+    let offers = d1.subscribe_offers();
+    let restarts = server.engine.stats().await.expect("stats").ice_restarts;
+    let connections = server.engine.stats().await.expect("stats").connections;
+
+    // The network goes.
+    d1.drop_connection();
+    chair
+        .wait_event_where("participant_left", |e| {
+            e["participant"] == "d1" && e["presence"] == "connection_lost"
+        })
+        .await
+        .expect("the chair sees d1's connection lost");
+    assert!(
+        d1.cmd(serde_json::json!({"type": "ping", "client_time": 0}))
+            .await
+            .is_err(),
+        "no websocket while away"
+    );
+    // Events d1 misses while away; its voice still reaches the room (the floor is held).
+    let voice_away = packets_from(&room, "d1");
+    chair
+        .cmd(serde_json::json!({"type": "request_for", "name": "Leyla Aliyeva", "delegation": "Azerbaijan"}))
+        .await
+        .expect("a hand for someone in the room");
+    room.wait_stats(Duration::from_secs(10), |s| {
+        s.iter()
+            .filter(|t| mic_of(t, "d1"))
+            .map(|t| t.packets)
+            .sum::<u64>()
+            >= voice_away + 25
+    })
+    .await
+    .expect("d1's voice goes on through the drop");
+
+    // Back within the grace period.
+    let missed_from = d1.last_seq();
+    let back = d1.resume().await.expect("resume");
+    assert!(back.resumed && back.media_held, "{back:?}");
+    assert_eq!(back.seq, missed_from);
+    d1.wait_event("floor_requested")
+        .await
+        .expect("the event missed while away");
+    d1.wait_subscribed(offers + 1)
+        .await
+        .expect("the ICE-restart offer of the held subscribe connection");
+    assert_eq!(
+        server.engine.stats().await.expect("stats").ice_restarts,
+        restarts + 1
+    );
+    assert_eq!(
+        server.engine.stats().await.expect("stats").connections,
+        connections,
+        "the same peer connections, none new, none lost"
+    );
+    let before = audio(&d1.stats());
+    let after = d1
+        .wait_stats(Duration::from_secs(15), |s| audio(s) >= before + 100)
+        .await
+        .expect("the program after the restart");
+    for t in after.iter().filter(|t| program(t)) {
+        assert_eq!(t.ssrcs.len(), 1, "one stream through the drop: {t:?}");
+    }
+    // Still the floor holder, still heard.
+    let floor = chair.floor();
+    assert!(
+        floor.to_string().contains("\"d1\""),
+        "d1 still holds the floor: {floor}"
+    );
+    let voice = packets_from(&room, "d1");
+    room.wait_stats(Duration::from_secs(10), |s| {
+        s.iter()
+            .filter(|t| mic_of(t, "d1"))
+            .map(|t| t.packets)
+            .sum::<u64>()
+            >= voice + 25
+    })
+    .await
+    .expect("d1's voice after the resume");
+    assert_eq!(d1.event_gaps(), (0, 0), "no gap, no repeat");
+    let pong = d1
+        .cmd(serde_json::json!({"type": "ping", "client_time": 0}))
+        .await
+        .expect("the new websocket works");
+    assert_eq!(pong["type"], "pong");
+    for c in [&chair, &room, &d1] {
+        assert!(c.errors().is_empty(), "{:?}", c.errors());
+    }
+    d1.close().await;
+    room.close().await;
+    chair.close().await;
+    let _ = server.stop.send(());
+}
