@@ -540,8 +540,9 @@ impl Client {
         self.inner.outbox.send_text(text.to_owned())
     }
 
-    /// Waits for the next event whose `event.type` is `kind`; returns the whole event message.
-    /// Events before it are dropped.
+    /// Waits for the next event whose `event.type` is `kind`; returns the whole event message
+    /// but for its `floor` and `agenda` views, which [`floor`](Self::floor) and
+    /// [`agenda`](Self::agenda) keep. Events before it are dropped.
     pub async fn wait_event(&self, kind: &str) -> Result<Value> {
         self.wait_event_where(kind, |_| true).await
     }
@@ -1047,12 +1048,17 @@ async fn dispatch(inner: &Arc<Inner>, m: Value) {
     match m["type"].as_str().unwrap_or("") {
         "ack" | "error" | "pong" => inner.outbox.reply(m),
         "event" => {
+            // The views move out of the message (kept once, not with every event: with a
+            // long queue each is tens of KiB).
+            let mut m = m;
+            let floor = m.as_object_mut().and_then(|o| o.remove("floor"));
+            let agenda = m.as_object_mut().and_then(|o| o.remove("agenda"));
             let mut log = inner.events.lock().unwrap_or_else(|e| e.into_inner());
-            if !m["floor"].is_null() {
-                log.floor = m["floor"].clone();
+            if let Some(f) = floor.filter(|f| !f.is_null()) {
+                log.floor = f;
             }
-            if !m["agenda"].is_null() {
-                log.agenda = m["agenda"].clone();
+            if let Some(a) = agenda.filter(|a| !a.is_null()) {
+                log.agenda = a;
             }
             if let Some(seq) = m["seq"].as_u64() {
                 if seq <= log.last_seq {
