@@ -849,6 +849,24 @@ async fn main() -> Result<()> {
             v["request"].as_u64()
         })
         .collect();
+    // Who each granted request was for (from its `floor_requested`): media delegates must
+    // have had the floor too.
+    let requested_by: HashMap<u64, String> = records
+        .iter()
+        .filter(|r| r.kind == "floor_requested")
+        .filter_map(|r| {
+            let v: Value = serde_json::from_str(&r.body).ok()?;
+            let request = &v["request"];
+            Some((
+                request["id"].as_u64()?,
+                request["beneficiary"]["participant"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    let media_grants = journal_grants
+        .iter()
+        .filter(|g| requested_by.get(g).is_some_and(|p| p.starts_with('m')))
+        .count();
     let (
         mut checked,
         mut mismatched,
@@ -1016,6 +1034,10 @@ async fn main() -> Result<()> {
     );
     let (media_gaps, media_duplicates) = (sum(|m| m.gaps), sum(|m| m.duplicates));
     check(
+        args.media == 0 || media_grants > 0,
+        "no media delegate was granted the floor".to_owned(),
+    );
+    check(
         media_gaps == 0 && media_duplicates == 0,
         format!("media delegates: {media_gaps} gaps and {media_duplicates} duplicates"),
     );
@@ -1040,6 +1062,7 @@ async fn main() -> Result<()> {
         "grants_by_chair": granted,
         "journal_events": records.len(),
         "journal_grants": journal_grants.len(),
+        "media_grants": media_grants,
         "events_checked": checked,
         "events_mismatched": mismatched,
         "gaps": gaps,
