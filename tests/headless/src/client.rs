@@ -311,6 +311,18 @@ impl Inner {
     fn spawn(&self, f: impl Future<Output = ()> + Send + 'static) {
         self.tasks.spawn(f);
     }
+
+    /// Stops every pump and reader (first, so nothing writes into a closing connection), then
+    /// closes the peer connections.
+    async fn close_media(&self) {
+        self.tasks.abort_all();
+        let publish = self.publish.lock().await.take();
+        let screen = self.screen.lock().await.take();
+        let subscribe = self.subscribe.lock().await.take();
+        for p in [publish, screen, subscribe].into_iter().flatten() {
+            p.close().await;
+        }
+    }
 }
 
 /// What [`Client::resume`] got back.
@@ -478,14 +490,8 @@ impl Client {
             log.last_seq = r.seq;
         }
         if !r.media_held {
-            inner.tasks.abort_all();
+            inner.close_media().await;
             *inner.published.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            let publish = inner.publish.lock().await.take();
-            let screen = inner.screen.lock().await.take();
-            let subscribe = inner.subscribe.lock().await.take();
-            for p in [publish, screen, subscribe].into_iter().flatten() {
-                p.close().await;
-            }
         }
         inner.closed.store(false, Ordering::SeqCst);
         start_io(inner, ws);
@@ -900,14 +906,7 @@ impl Client {
         if inner.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        // Pumps first, so nothing writes into a closing connection.
-        inner.tasks.abort_all();
-        let publish = inner.publish.lock().await.take();
-        let screen = inner.screen.lock().await.take();
-        let subscribe = inner.subscribe.lock().await.take();
-        for p in [publish, screen, subscribe].into_iter().flatten() {
-            p.close().await;
-        }
+        inner.close_media().await;
         let _ = inner.outbox.send(Message::Close(None));
         // Give the writer a moment to send the close frame, then stop reader and writer.
         let io: Vec<JoinHandle<()>> =
