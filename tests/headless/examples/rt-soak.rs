@@ -154,7 +154,13 @@ struct Shared {
 }
 
 impl Shared {
+    /// `id` is connected now (or no longer): the count and the set.
     fn mark(&self, id: &str, here: bool) {
+        if here {
+            self.connected.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.connected.fetch_sub(1, Ordering::Relaxed);
+        }
         if let Ok(mut p) = self.present.lock() {
             if here {
                 p.insert(id.to_owned());
@@ -253,7 +259,6 @@ async fn ws_delegate(
                 _ => return Err(format!("refused: {first}").into()),
             }
         }
-        shared.connected.fetch_add(1, Ordering::Relaxed);
         shared.mark(&id, true);
         shared.note(&id, "connected");
         let mut next_action = Instant::now() + ms(300, 3000);
@@ -302,7 +307,6 @@ async fn ws_delegate(
                 }
             }
         };
-        shared.connected.fetch_sub(1, Ordering::Relaxed);
         shared.mark(&id, false);
         drop(ws);
         if !dropped {
@@ -419,7 +423,6 @@ async fn media_delegate(shared: Arc<Shared>, id: String, token: String) -> Resul
         .cmd(json!({"type": "media_preferences", "thumbnails": false, "microphones": "open"}))
         .await?;
     let published_at = Instant::now();
-    shared.connected.fetch_add(1, Ordering::Relaxed);
     shared.mark(&id, true);
     shared.note(&id, "connected");
     let mut r = MediaReport {
@@ -431,7 +434,6 @@ async fn media_delegate(shared: Arc<Shared>, id: String, token: String) -> Resul
         if shared.churn.load(Ordering::Relaxed) && percent() < 15 {
             // The network goes, and comes back within the grace period.
             r.drops += 1;
-            shared.connected.fetch_sub(1, Ordering::Relaxed);
             shared.mark(&id, false);
             shared.note(&id, "away before resuming");
             let offers = client.subscribe_offers();
@@ -453,7 +455,6 @@ async fn media_delegate(shared: Arc<Shared>, id: String, token: String) -> Resul
                     .slowest_restart_offer_ms
                     .max(t0.elapsed().as_millis() as u64);
             }
-            shared.connected.fetch_add(1, Ordering::Relaxed);
             shared.mark(&id, true);
             shared.note(&id, "connected");
             continue;
@@ -469,7 +470,6 @@ async fn media_delegate(shared: Arc<Shared>, id: String, token: String) -> Resul
     r.last_error = stats.iter().find_map(|s| s.last_error.clone());
     (r.gaps, r.duplicates) = client.event_gaps();
     r.subscribe_state = client.subscribe_state().await.to_string();
-    shared.connected.fetch_sub(1, Ordering::Relaxed);
     shared.mark(&id, false);
     client.close().await;
     Ok(r)
@@ -541,9 +541,9 @@ async fn measure(addr: std::net::SocketAddr, pid: u32) -> Result<Measure> {
     })
 }
 
-/// CPU seconds (user + system) used so far by each thread of process `pid`, summed by thread
-/// name (`tokio-runtime-w` for the websocket side's workers, `rt-soak-media` for the media
-/// delegates' runtime; the server's threads all count as one with `total`).
+/// CPU seconds (user + system) used so far by each thread of process `pid` (`self` for this
+/// one), summed by thread name: `tokio-rt-worker` for the websocket side's workers,
+/// `rt-soak-media` for the media delegates' runtime.
 fn cpu_by_thread(pid: &str) -> BTreeMap<String, f64> {
     let mut by = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -988,15 +988,15 @@ async fn main() -> Result<()> {
             worst_share * 100.0
         ),
     );
-    let media_received: u64 = media_each.iter().map(|m| m.packets_received).sum();
-    let media_sent: u64 = media_each.iter().map(|m| m.packets_sent).sum();
+    let sum = |f: fn(&MediaReport) -> u64| media_each.iter().map(f).sum::<u64>();
+    let media_received = sum(|m| m.packets_received);
+    let media_sent = sum(|m| m.packets_sent);
     check(
         args.media == 0 || media_received > 0,
         "the media delegates received nothing".to_owned(),
     );
     // Media through the drops: every drop resumed with the peer connections held, every held
     // subscribe connection re-offered with an ICE restart, and none left behind.
-    let sum = |f: fn(&MediaReport) -> u64| media_each.iter().map(f).sum::<u64>();
     let media_drops = sum(|m| m.drops);
     let held = sum(|m| m.resumed_with_media);
     let restart_offers = sum(|m| m.restart_offers);

@@ -399,12 +399,8 @@ impl Client {
         let participant = welcome["you"]["id"].as_str().unwrap_or("").to_owned();
         let ice_servers: Vec<IceServer> =
             serde_json::from_value(welcome["ice_servers"].clone()).unwrap_or_default();
-        let outbox = Arc::new(Outbox {
-            tx: StdMutex::new(mpsc::unbounded_channel().0),
-            next_id: AtomicU64::new(0),
-            pending: StdMutex::new(HashMap::new()),
-            errors: StdMutex::new(Vec::new()),
-        });
+        // Pointed at the websocket by `start_io`.
+        let outbox = Arc::new(Outbox::detached());
         let events = EventLog {
             unconsumed: VecDeque::new(),
             floor: welcome["snapshot"]["floor"].clone(),
@@ -1043,13 +1039,12 @@ async fn read_loop(
     }
 }
 
-async fn dispatch(inner: &Arc<Inner>, m: Value) {
+async fn dispatch(inner: &Arc<Inner>, mut m: Value) {
     match m["type"].as_str().unwrap_or("") {
         "ack" | "error" | "pong" => inner.outbox.reply(m),
         "event" => {
             // The views move out of the message (kept once, not with every event: with a
             // long queue each is tens of KiB).
-            let mut m = m;
             let floor = m.as_object_mut().and_then(|o| o.remove("floor"));
             let agenda = m.as_object_mut().and_then(|o| o.remove("agenda"));
             let mut log = inner.events.lock().unwrap_or_else(|e| e.into_inner());

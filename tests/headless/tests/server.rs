@@ -278,9 +278,8 @@ async fn with_open_microphones_only_the_next_speaker_takes_over_the_last_ones_m_
         room.slots()
     );
 
-    let grant = async |who: &Client| raise_and_grant(&chair, who).await;
     // The first speaker: a new m-line (an offer).
-    let r1 = grant(&d1).await;
+    let r1 = raise_and_grant(&chair, &d1).await;
     room.wait_subscribed(2).await.expect("offer with d1's mic");
     room.wait_stats(Duration::from_secs(10), |_| voice_of(&room, "d1").0 >= 50)
         .await
@@ -291,7 +290,7 @@ async fn with_open_microphones_only_the_next_speaker_takes_over_the_last_ones_m_
         .await
         .expect("revoke");
     // The next speaker takes over that m-line: relabeled, not renegotiated.
-    grant(&d2).await;
+    raise_and_grant(&chair, &d2).await;
     room.wait_stats(Duration::from_secs(10), |_| voice_of(&room, "d2").0 >= 50)
         .await
         .expect("d2 heard");
