@@ -9,7 +9,7 @@ use roundtable_headless::{Client, PublishSpec};
 use serde_json::Value;
 
 mod real;
-use real::{Server, start};
+use real::{Server, raise_and_grant, start};
 
 async fn publishing(server: &Server, role: Role, id: &str, spec: PublishSpec) -> Client {
     let c = server.join(role, id).await;
@@ -189,14 +189,7 @@ async fn a_publisher_that_stops_is_dry_and_a_silent_floor_holder_is_a_dead_mic()
     })
     .await;
     // Dead mic: granted the floor, sending silence.
-    let ack = d1
-        .cmd(serde_json::json!({"type": "raise_hand"}))
-        .await
-        .expect("raise");
-    chair
-        .cmd(serde_json::json!({"type": "grant", "request": ack["request"]}))
-        .await
-        .expect("grant");
+    raise_and_grant(&chair, &d1).await;
     d1.set_audio_level(Some(127));
     let t1 = Instant::now();
     let dead = wait(&chair, "alert", Duration::from_secs(20), |m| {

@@ -10,7 +10,7 @@ mod coturn;
 use roundtable_signaling::{MediaSource, SlotInfo};
 
 mod real;
-use real::{Server, start, start_with};
+use real::{Server, raise_and_grant, start, start_with};
 
 /// Joins and publishes; returns once the publish connection is up.
 async fn publishing(server: &Server, role: Role, id: &str, spec: PublishSpec) -> Client {
@@ -27,19 +27,6 @@ fn audio_only() -> PublishSpec {
         video_layers: 0,
         ..Default::default()
     }
-}
-
-/// `who` raises a hand and the chair grants it; returns the request id.
-async fn raise_and_grant(chair: &Client, who: &Client) -> serde_json::Value {
-    let ack = who
-        .cmd(serde_json::json!({"type": "raise_hand"}))
-        .await
-        .expect("raise");
-    chair
-        .cmd(serde_json::json!({"type": "grant", "request": ack["request"]}))
-        .await
-        .expect("grant");
-    ack["request"].clone()
 }
 
 /// The room publishing its program: audio and one video stream.

@@ -120,3 +120,16 @@ impl Server {
             .expect("join")
     }
 }
+
+/// `who` raises a hand and the chair grants it; returns the request id.
+pub async fn raise_and_grant(chair: &Client, who: &Client) -> serde_json::Value {
+    let ack = who
+        .cmd(serde_json::json!({"type": "raise_hand"}))
+        .await
+        .expect("raise");
+    chair
+        .cmd(serde_json::json!({"type": "grant", "request": ack["request"]}))
+        .await
+        .expect("grant");
+    ack["request"].clone()
+}
